@@ -1,0 +1,111 @@
+// The one place that decides every name on the server: users, paths, Supervisor
+// programs, nginx sites and ports. Templates receive these values; they never
+// spell a path themselves.
+
+/** Accounts shared by every app and environment on one server. */
+export const DEPLOY_USER = "deploy";
+
+/** Directory for files that belong to this tool rather than to one app. */
+export const TOOL_DIR = "/usr/local/lib/clj-zero-downtime";
+/** Root-owned helper that switches traffic (the only thing the deploy user may run as root). */
+export const SWITCH_HELPER = "/usr/local/sbin/czd-switch-traffic";
+/** Host firewall script and the systemd unit that applies it at boot. */
+export const FIREWALL_SCRIPT = `${TOOL_DIR}/firewall.sh`;
+export const FIREWALL_UNIT = "czd-firewall.service";
+/** Supervisor's control socket, handed to the deploy user's group. */
+export const SUPERVISOR_SOCKET = "/var/run/supervisor.sock";
+/** The drop-in that turns SSH password login off. */
+export const SSHD_DROPIN = "/etc/ssh/sshd_config.d/50-clj-zero-downtime.conf";
+
+export type Slot = 1 | 2;
+export const SLOTS: readonly Slot[] = [1, 2];
+
+export interface Ports {
+    /** Stable local port nginx proxies to; the traffic switch maps it to the live slot. */
+    proxy: number;
+    slot1: number;
+    slot2: number;
+    nrepl1: number;
+    nrepl2: number;
+}
+
+export interface EnvironmentLayout {
+    appName: string;
+    environment: string;
+    /** `<app>-<env>`: Supervisor group, nginx site, sudoers and lock names. */
+    id: string;
+    appUser: string;
+    deployUser: string;
+    baseDir: string;
+    releasesDir: string;
+    stateDir: string;
+    binDir: string;
+    repoDir: string;
+    /** Mode 0600, owned by the app user: the app's environment variables (secrets included). */
+    envFile: string;
+    lockFile: string;
+    historyFile: string;
+    deployScript: string;
+    runSlotScript: string;
+    logDir: string;
+    supervisorConf: string;
+    nginxSiteAvailable: string;
+    nginxSiteEnabled: string;
+    sudoersFile: string;
+    ports: Ports;
+    programs: { slot: Slot; name: string; port: number; nreplPort: number; log: string }[];
+}
+
+export function environmentId(appName: string, environment: string): string {
+    return `${appName}-${environment}`;
+}
+
+export function programName(appName: string, environment: string, slot: Slot): string {
+    return `${environmentId(appName, environment)}-${slot}`;
+}
+
+export function slotPort(ports: Ports, slot: Slot): number {
+    return slot === 1 ? ports.slot1 : ports.slot2;
+}
+
+export function slotNreplPort(ports: Ports, slot: Slot): number {
+    return slot === 1 ? ports.nrepl1 : ports.nrepl2;
+}
+
+export function layout(appName: string, environment: string, ports: Ports): EnvironmentLayout {
+    const id = environmentId(appName, environment);
+    const baseDir = `/srv/${appName}/${environment}`;
+    const stateDir = `${baseDir}/state`;
+    const binDir = `${baseDir}/bin`;
+    const logDir = `/var/log/${appName}`;
+    return {
+        appName,
+        environment,
+        id,
+        appUser: appName,
+        deployUser: DEPLOY_USER,
+        baseDir,
+        releasesDir: `${baseDir}/releases`,
+        stateDir,
+        binDir,
+        repoDir: `${baseDir}/repo.git`,
+        envFile: `${baseDir}/app.env`,
+        lockFile: `${stateDir}/deploy.lock`,
+        historyFile: `${stateDir}/history`,
+        deployScript: `${binDir}/deploy`,
+        runSlotScript: `${binDir}/run-slot`,
+        logDir,
+        supervisorConf: `/etc/supervisor/conf.d/${id}.conf`,
+        nginxSiteAvailable: `/etc/nginx/sites-available/${id}`,
+        nginxSiteEnabled: `/etc/nginx/sites-enabled/${id}`,
+        sudoersFile: `/etc/sudoers.d/${id.replace(/[^a-z0-9_]/g, "_")}`,
+        ports,
+        programs: SLOTS.map(slot => ({
+            slot,
+            name: programName(appName, environment, slot),
+            port: slotPort(ports, slot),
+            nreplPort: slotNreplPort(ports, slot),
+            log: `${logDir}/${environment}-${slot}.log`,
+        })),
+    };
+}
