@@ -14,8 +14,14 @@ export const FIREWALL_SCRIPT = `${TOOL_DIR}/firewall.sh`;
 export const FIREWALL_UNIT = "czd-firewall.service";
 /** Supervisor's control socket, handed to the deploy user's group. */
 export const SUPERVISOR_SOCKET = "/var/run/supervisor.sock";
-/** The drop-in that turns SSH password login off. */
-export const SSHD_DROPIN = "/etc/ssh/sshd_config.d/50-clj-zero-downtime.conf";
+/**
+ * The drop-in that turns SSH password login off. sshd reads drop-ins in name order and keeps
+ * the first value it sees, so 01- wins over cloud images' 50-cloud-init.conf.
+ */
+export const SSHD_DROPIN = "/etc/ssh/sshd_config.d/01-clj-zero-downtime.conf";
+
+/** A release directory holds the build tree and this jar, copied out of `target/`. */
+export const RELEASE_JAR = "app.jar";
 
 export type Slot = 1 | 2;
 export const SLOTS: readonly Slot[] = [1, 2];
@@ -47,6 +53,10 @@ export interface EnvironmentLayout {
     historyFile: string;
     deployScript: string;
     runSlotScript: string;
+    /** Root-owned; reads the app's environment on stdin and installs it as envFile. */
+    installAppEnvScript: string;
+    /** `slotsDir/<n>` is a symlink to the release directory the slot runs. */
+    slotsDir: string;
     logDir: string;
     supervisorConf: string;
     nginxSiteAvailable: string;
@@ -94,6 +104,8 @@ export function layout(appName: string, environment: string, ports: Ports): Envi
         historyFile: `${stateDir}/history`,
         deployScript: `${binDir}/deploy`,
         runSlotScript: `${binDir}/run-slot`,
+        installAppEnvScript: `${binDir}/install-app-env`,
+        slotsDir: `${baseDir}/slots`,
         logDir,
         supervisorConf: `/etc/supervisor/conf.d/${id}.conf`,
         nginxSiteAvailable: `/etc/nginx/sites-available/${id}`,

@@ -1,0 +1,342 @@
+// Reads every configuration key once and validates it, so that a wrong value
+// fails `pulumi preview` before any resource exists. `parseSettings` is pure
+// (plain strings in, typed settings or a list of errors out); `readConfig`
+// is the only function that touches pulumi.Config.
+import * as net from "net";
+import * as pulumi from "@pulumi/pulumi";
+import { Ports } from "./names";
+
+export const PROJECT = "clj-zero-downtime";
+
+export const PROVIDERS = ["digitalocean", "hetzner", "existing"] as const;
+export type ProviderName = (typeof PROVIDERS)[number];
+
+/** Friendly image names mapped to each cloud's slug; any other value is passed through as a slug. */
+export const IMAGES: Record<string, Record<"digitalocean" | "hetzner", string>> = {
+    "ubuntu-24.04": { digitalocean: "ubuntu-24-04-x64", hetzner: "ubuntu-24.04" },
+    "debian-12": { digitalocean: "debian-12-x64", hetzner: "debian-12" },
+};
+
+/** Defaults that hold two app JVMs plus a `lein uberjar` build (4 GB, 2 vCPU). */
+export const CLOUD_DEFAULTS = {
+    digitalocean: { region: "fra1", size: "s-2vcpu-4gb" },
+    hetzner: { region: "fsn1", size: "cx23" },
+} as const;
+
+/** Hetzner types that are deprecated or too small for two JVMs and a build. */
+export const HETZNER_REJECTED_TYPES: Record<string, string> = {
+    cx22: "deprecated by Hetzner",
+    cpx11: "deprecated by Hetzner",
+    cx11: "deprecated by Hetzner",
+};
+
+/** Every scalar key with its default; Pulumi.yaml declares the same keys (a unit test keeps them equal). */
+export const DEFAULTS = {
+    provider: "digitalocean",
+    region: "",
+    size: "",
+    image: "ubuntu-24.04",
+    sshPublicKey: "",
+    sshAllowedCidrs: ["0.0.0.0/0", "::/0"],
+    host: "",
+    sshUser: "root",
+    sshPort: 22,
+    appName: "sample-app",
+    environment: "",
+    domain: "",
+    proxyPort: 3000,
+    slot1Port: 3001,
+    slot2Port: 3002,
+    nrepl1Port: 7001,
+    nrepl2Port: 7002,
+    healthPath: "/health",
+    startTimeout: 90,
+    drainTimeout: 30,
+    lockTimeout: 600,
+    keepReleases: 5,
+    javaOpts: "",
+    appPath: "sample-app",
+    appRevision: "HEAD",
+    deployBranch: "main",
+};
+
+export type ScalarKey = keyof typeof DEFAULTS;
+export const SCALAR_KEYS = Object.keys(DEFAULTS) as ScalarKey[];
+/** Keys that Pulumi.yaml cannot declare: documented in the README instead. */
+export const SECRET_KEYS = ["sshPrivateKey"] as const;
+export const STRUCTURED_KEYS = ["appEnv"] as const;
+
+export interface Settings {
+    provider: ProviderName;
+    /** DigitalOcean region or Hetzner location (empty for `existing`). */
+    region: string;
+    /** DigitalOcean size slug or Hetzner server type (empty for `existing`). */
+    size: string;
+    /** The cloud's image slug (empty for `existing`). */
+    image: string;
+    sshPublicKey: string;
+    sshAllowedCidrs: string[];
+    /** Address of an `existing` host; cloud hosts get theirs from the provider. */
+    host: string;
+    /** User the host setup connects as (root on the clouds). */
+    sshUser: string;
+    sshPort: number;
+    appName: string;
+    environment: string;
+    domain: string;
+    ports: Ports;
+    healthPath: string;
+    startTimeout: number;
+    drainTimeout: number;
+    lockTimeout: number;
+    keepReleases: number;
+    javaOpts: string;
+    /** Names of the app's environment variables (their values are always treated as secret). */
+    appEnvNames: string[];
+    appPath: string;
+    appRevision: string;
+    deployBranch: string;
+}
+
+/** Raw values as Pulumi stores them: strings (numbers and lists as text), undefined when unset. */
+export type RawConfig = Partial<Record<ScalarKey | "sshPrivateKey" | "appEnv", string>>;
+
+export class ConfigError extends Error {
+    constructor(readonly problems: string[]) {
+        super(`invalid configuration (${problems.length} problem${problems.length === 1 ? "" : "s"}):\n  - ${problems.join("\n  - ")}`);
+        this.name = "ConfigError";
+    }
+}
+
+const SLUG = /^[a-z][a-z0-9-]{0,22}[a-z0-9]$/;
+const SLUG_RULE = "lowercase letters, digits and '-', starting with a letter, not ending with '-', 2-24 characters";
+/** Names that must not become the app's system user. */
+const RESERVED_NAMES = new Set(["root", "deploy", "daemon", "bin", "sys", "nobody", "www-data", "nginx", "sshd", "backup", "mail", "admin", "ubuntu", "debian"]);
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+/** Set by the deploy itself; the app's own config must not override them. */
+const RESERVED_ENV = new Set(["PORT", "NREPL_PORT", "APP_REVISION", "JAVA_OPTS"]);
+const HOSTNAME = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/i;
+const CLOUD_SLUG = /^[a-z0-9][a-z0-9.-]{0,62}$/;
+const PORT_KEYS = ["proxyPort", "slot1Port", "slot2Port", "nrepl1Port", "nrepl2Port"] as const;
+
+function show(value: unknown): string {
+    return JSON.stringify(value);
+}
+
+/** Validates an IPv4 or IPv6 CIDR such as `203.0.113.0/24` or `::/0`; returns a reason or undefined. */
+export function cidrProblem(cidr: string): string | undefined {
+    const m = /^([^/]+)\/(\d{1,3})$/.exec(cidr);
+    if (!m) return "expected <address>/<prefix length>";
+    const family = net.isIP(m[1]);
+    if (family === 0) return `"${m[1]}" is not an IPv4 or IPv6 address`;
+    const max = family === 4 ? 32 : 128;
+    const bits = Number(m[2]);
+    if (bits > max) return `prefix length ${bits} is larger than ${max}`;
+    return undefined;
+}
+
+/**
+ * Turns raw config into settings, or throws one ConfigError listing every problem:
+ * each names the key, the bad value and what is allowed.
+ */
+export function parseSettings(raw: RawConfig, stack: string): Settings {
+    const problems: string[] = [];
+    const bad = (key: string, value: unknown, allowed: string) =>
+        problems.push(`${PROJECT}:${key} = ${show(value)} is not valid: ${allowed}`);
+    const missing = (key: string, why: string) =>
+        problems.push(`${PROJECT}:${key} is required ${why}; set it with \`pulumi config set ${key === "sshPrivateKey" ? "--secret " : ""}${key} <value>\``);
+
+    const text = (key: ScalarKey): string => {
+        const v = raw[key];
+        return v === undefined ? String(DEFAULTS[key]) : v.trim();
+    };
+    const integer = (key: ScalarKey, min: number, max: number, rule: string): number => {
+        const v = text(key);
+        const n = Number(v);
+        if (!/^-?\d+$/.test(v) || n < min || n > max) {
+            bad(key, v, rule);
+            return Number(DEFAULTS[key]);
+        }
+        return n;
+    };
+
+    const providerText = text("provider");
+    const provider = (PROVIDERS as readonly string[]).includes(providerText) ? (providerText as ProviderName) : undefined;
+    if (!provider) bad("provider", providerText, `one of ${PROVIDERS.join(", ")}`);
+
+    // Cloud placement: region, size, image.
+    let region = "";
+    let size = "";
+    let image = "";
+    if (provider === "digitalocean" || provider === "hetzner") {
+        region = text("region") || CLOUD_DEFAULTS[provider].region;
+        size = text("size") || CLOUD_DEFAULTS[provider].size;
+        if (!CLOUD_SLUG.test(region)) bad("region", region, `a ${provider} ${provider === "hetzner" ? "location" : "region"} slug such as ${CLOUD_DEFAULTS[provider].region}`);
+        if (!CLOUD_SLUG.test(size)) bad("size", size, `a ${provider} ${provider === "hetzner" ? "server type" : "size slug"} such as ${CLOUD_DEFAULTS[provider].size}`);
+        if (provider === "hetzner" && HETZNER_REJECTED_TYPES[size]) {
+            bad("size", size, `Hetzner server type ${size} is ${HETZNER_REJECTED_TYPES[size]}; use ${CLOUD_DEFAULTS.hetzner.size} or larger (2 GB RAM or more)`);
+        }
+        const imageName = text("image");
+        if (!CLOUD_SLUG.test(imageName)) {
+            bad("image", imageName, `${Object.keys(IMAGES).join(" or ")}, or a ${provider} image slug`);
+        }
+        image = IMAGES[imageName]?.[provider] ?? imageName;
+    }
+
+    // SSH access.
+    const sshPublicKey = text("sshPublicKey");
+    if (!sshPublicKey) {
+        missing("sshPublicKey", "for every provider (it is authorized for root on new servers and for the deploy user)");
+    } else if (!/^(ssh-(ed25519|rsa)|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/=]+( [^\n]*)?$/.test(sshPublicKey)) {
+        bad("sshPublicKey", sshPublicKey.slice(0, 40) + (sshPublicKey.length > 40 ? "..." : ""), "one OpenSSH public key line (ssh-ed25519, ssh-rsa or ecdsa-sha2-*)");
+    }
+    if (raw.sshPrivateKey === undefined || raw.sshPrivateKey.trim() === "") {
+        missing("sshPrivateKey", "for every provider (Pulumi connects over SSH with it); store it as a secret");
+    } else if (!/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(raw.sshPrivateKey)) {
+        // Never echo the value: it is a secret.
+        problems.push(`${PROJECT}:sshPrivateKey is not valid: expected a PEM/OpenSSH private key ("-----BEGIN ... PRIVATE KEY-----"); the value is not shown because it is secret`);
+    }
+
+    let sshAllowedCidrs: string[] = [...DEFAULTS.sshAllowedCidrs];
+    if (raw.sshAllowedCidrs !== undefined) {
+        let parsed: unknown;
+        try {
+            parsed = JSON.parse(raw.sshAllowedCidrs);
+        } catch {
+            parsed = raw.sshAllowedCidrs.split(",").map(s => s.trim()).filter(Boolean);
+        }
+        if (!Array.isArray(parsed) || parsed.length === 0 || parsed.some(c => typeof c !== "string")) {
+            bad("sshAllowedCidrs", raw.sshAllowedCidrs, "a non-empty list of CIDRs, e.g. [\"203.0.113.7/32\"]");
+        } else {
+            sshAllowedCidrs = parsed as string[];
+            for (const c of sshAllowedCidrs) {
+                const why = cidrProblem(c);
+                if (why) bad("sshAllowedCidrs", c, `a CIDR such as 203.0.113.7/32 or 2001:db8::/32 (${why})`);
+            }
+        }
+    }
+
+    const host = text("host");
+    const sshUser = text("sshUser");
+    if (provider === "existing") {
+        if (!host) missing("host", "when provider is existing (the server's address)");
+        else if (net.isIP(host) === 0 && !HOSTNAME.test(host)) bad("host", host, "an IPv4/IPv6 address or a DNS name");
+    }
+    if (!/^[a-z_][a-z0-9_-]{0,31}$/.test(sshUser)) bad("sshUser", sshUser, "a Unix user name");
+    const sshPort = integer("sshPort", 1, 65535, "a port number from 1 to 65535");
+
+    // The app and its environment.
+    const appName = text("appName");
+    if (!SLUG.test(appName)) bad("appName", appName, `a safe slug (it becomes file, user and Supervisor program names): ${SLUG_RULE}`);
+    else if (RESERVED_NAMES.has(appName)) bad("appName", appName, `a name that is not a system account (${[...RESERVED_NAMES].join(", ")} are reserved)`);
+    const environment = text("environment") || stack;
+    if (!SLUG.test(environment)) bad("environment", environment, `a safe slug (defaults to the stack name): ${SLUG_RULE}`);
+
+    const domain = text("domain").toLowerCase();
+    if (domain && (!HOSTNAME.test(domain) || !domain.includes("."))) bad("domain", domain, "a fully qualified DNS name such as app.example.com, or empty to answer on the server's address");
+
+    const portValues = PORT_KEYS.map(k => integer(k, 1024, 65535, "a port from 1024 to 65535"));
+    const seen = new Map<number, string>();
+    PORT_KEYS.forEach((k, i) => {
+        const other = seen.get(portValues[i]);
+        if (other) bad(k, portValues[i], `a port distinct from the other four; ${other} is ${portValues[i]} too`);
+        else seen.set(portValues[i], k);
+    });
+    const [proxy, slot1, slot2, nrepl1, nrepl2] = portValues;
+
+    const healthPath = text("healthPath");
+    if (!/^\/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*$/.test(healthPath)) bad("healthPath", healthPath, "a URL path starting with '/', e.g. /health");
+
+    const startTimeout = integer("startTimeout", 1, 3600, "a whole number of seconds from 1 to 3600");
+    const drainTimeout = integer("drainTimeout", 1, 3600, "a whole number of seconds from 1 to 3600");
+    const lockTimeout = integer("lockTimeout", 1, 86400, "a whole number of seconds from 1 to 86400");
+    const keepReleases = integer("keepReleases", 2, 100, "a whole number from 2 to 100 (the live and the previous release are always kept)");
+
+    const javaOpts = text("javaOpts");
+    if (/[\n'"`$\\;&|<>]/.test(javaOpts)) bad("javaOpts", javaOpts, "JVM options separated by spaces, without quotes, '$', '`', '\\', ';', '&', '|', '<', '>' or newlines");
+
+    let appEnvNames: string[] = [];
+    if (raw.appEnv !== undefined && raw.appEnv.trim() !== "") {
+        let parsed: unknown;
+        try {
+            parsed = JSON.parse(raw.appEnv);
+        } catch {
+            parsed = undefined;
+        }
+        if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
+            problems.push(`${PROJECT}:appEnv is not valid: an object of NAME: value pairs (set with \`pulumi config set --path 'appEnv.NAME' value\`, add --secret for secrets)`);
+        } else {
+            for (const [name, value] of Object.entries(parsed as Record<string, unknown>)) {
+                if (!ENV_NAME.test(name)) problems.push(`${PROJECT}:appEnv has an invalid variable name ${show(name)}: letters, digits and '_', not starting with a digit`);
+                else if (RESERVED_ENV.has(name)) problems.push(`${PROJECT}:appEnv sets ${name}, which the deploy sets itself (reserved: ${[...RESERVED_ENV].join(", ")})`);
+                else if (typeof value !== "string" && typeof value !== "number" && typeof value !== "boolean") problems.push(`${PROJECT}:appEnv.${name} is not valid: a string, number or boolean`);
+                else if (String(value).includes("\n") || String(value).includes("\0")) problems.push(`${PROJECT}:appEnv.${name} is not valid: a single line (the value is not shown in case it is secret)`);
+                else appEnvNames.push(name);
+            }
+            appEnvNames = appEnvNames.sort();
+        }
+    }
+
+    const appPath = text("appPath");
+    if (!appPath) missing("appPath", "(the path of the app's git repository)");
+    const appRevision = text("appRevision");
+    if (!/^[A-Za-z0-9._/~^-]+$/.test(appRevision)) bad("appRevision", appRevision, "a git revision: a commit, tag or branch name (default HEAD)");
+    const deployBranch = text("deployBranch");
+    if (!/^[A-Za-z0-9._/-]+$/.test(deployBranch) || deployBranch.includes("..")) bad("deployBranch", deployBranch, "a git branch name, e.g. main");
+
+    if (problems.length > 0) throw new ConfigError(problems);
+    return {
+        provider: provider!,
+        region,
+        size,
+        image,
+        sshPublicKey,
+        sshAllowedCidrs,
+        host,
+        sshUser: provider === "existing" ? sshUser : "root",
+        sshPort,
+        appName,
+        environment,
+        domain,
+        ports: { proxy, slot1, slot2, nrepl1, nrepl2 },
+        healthPath,
+        startTimeout,
+        drainTimeout,
+        lockTimeout,
+        keepReleases,
+        javaOpts,
+        appEnvNames,
+        appPath,
+        appRevision,
+        deployBranch,
+    };
+}
+
+export interface Config {
+    settings: Settings;
+    /** Secret: the private key Pulumi connects with. */
+    sshPrivateKey: pulumi.Output<string>;
+    /** Secret: the app's environment variables, names to values. */
+    appEnv: pulumi.Output<Record<string, string>>;
+}
+
+/** Reads the stack's configuration once. Throws a ConfigError before any resource exists. */
+export function readConfig(): Config {
+    const raw: RawConfig = {};
+    for (const key of [...SCALAR_KEYS, ...SECRET_KEYS, ...STRUCTURED_KEYS]) {
+        // The raw text is needed to validate; secret values are never printed (see parseSettings).
+        const value = pulumi.runtime.getConfig(`${PROJECT}:${key}`);
+        if (value !== undefined) raw[key] = value;
+    }
+    const settings = parseSettings(raw, pulumi.getStack());
+    const appEnvPlain: Record<string, string> = {};
+    if (raw.appEnv) {
+        const parsed = JSON.parse(raw.appEnv) as Record<string, unknown>;
+        for (const name of settings.appEnvNames) appEnvPlain[name] = String(parsed[name]);
+    }
+    return {
+        settings,
+        sshPrivateKey: pulumi.secret(raw.sshPrivateKey!),
+        appEnv: pulumi.secret(appEnvPlain),
+    };
+}

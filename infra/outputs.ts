@@ -1,0 +1,36 @@
+import * as pulumi from "@pulumi/pulumi";
+import { Settings } from "./config";
+import { EnvironmentLayout } from "./names";
+
+/** How a user reaches the server, the app and the git remote. Pure, so tests can check the strings. */
+export function describeAccess(settings: Settings, env: EnvironmentLayout, address: string, deployUser: string) {
+    const port = settings.sshPort === 22 ? "" : ` -p ${settings.sshPort}`;
+    const gitPort = settings.sshPort === 22 ? "" : `:${settings.sshPort}`;
+    const bracketed = address.includes(":") ? `[${address}]` : address;
+    return {
+        serverAddress: address,
+        ssh: `ssh${port} ${deployUser}@${address}`,
+        sshRoot: `ssh${port} ${settings.sshUser}@${address}`,
+        appUrl: settings.domain ? `http://${settings.domain}/` : `http://${bracketed}/`,
+        gitRemote: `ssh://${deployUser}@${bracketed}${gitPort}${env.repoDir}`,
+        dnsHint: settings.domain
+            ? `point an A record for ${settings.domain} at ${address}`
+            : "no domain set: the app answers on the server's address",
+    };
+}
+
+export function outputsFor(settings: Settings, env: EnvironmentLayout, address: pulumi.Output<string>, deployUser: string,
+    ready: pulumi.Resource) {
+    // Outputs wait for the environment setup so that a URL is only shown for a server that serves.
+    const access = pulumi.all([address, ready.urn]).apply(([a]) => describeAccess(settings, env, a, deployUser));
+    return {
+        serverAddress: access.serverAddress,
+        ssh: access.ssh,
+        appUrl: access.appUrl,
+        gitRemote: access.gitRemote,
+        dnsHint: access.dnsHint,
+        environment: settings.environment,
+        supervisorGroup: env.id,
+        appDirectory: env.baseDir,
+    };
+}

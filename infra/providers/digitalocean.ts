@@ -1,0 +1,52 @@
+import * as digitalocean from "@pulumi/digitalocean";
+import * as pulumi from "@pulumi/pulumi";
+import { Settings } from "../config";
+import { Host, inboundRules, serverName, TYPE_PREFIX } from "./host";
+
+/** A Droplet with the stack's SSH key and a cloud firewall (inbound SSH/HTTP/HTTPS only, outbound open). */
+export class DigitalOceanHost extends pulumi.ComponentResource implements Host {
+    readonly address: pulumi.Output<string>;
+    readonly ipv6Address: pulumi.Output<string>;
+    readonly sshUser = "root";
+    readonly sshPort: number;
+    readonly readyAfter: pulumi.Resource[];
+    readonly origin = "digitalocean";
+    readonly droplet: digitalocean.Droplet;
+
+    constructor(name: string, settings: Settings, opts?: pulumi.ComponentResourceOptions) {
+        super(`${TYPE_PREFIX}:host:DigitalOceanHost`, name, {}, opts);
+        const key = new digitalocean.SshKey(`${name}-key`, {
+            name: `${serverName(settings)}-pulumi`,
+            publicKey: settings.sshPublicKey,
+        }, { parent: this });
+        this.droplet = new digitalocean.Droplet(`${name}-server`, {
+            name: serverName(settings),
+            image: settings.image,
+            region: settings.region,
+            size: settings.size,
+            sshKeys: [key.fingerprint],
+            ipv6: true,
+            monitoring: true,
+            tags: ["clj-zero-downtime"],
+        }, { parent: this });
+        const firewall = new digitalocean.Firewall(`${name}-firewall`, {
+            name: `${serverName(settings)}-firewall`,
+            dropletIds: [this.droplet.id.apply(id => Number(id))],
+            inboundRules: inboundRules(settings).map(r => ({
+                protocol: "tcp",
+                portRange: String(r.port),
+                sourceAddresses: r.sources,
+            })),
+            outboundRules: ["tcp", "udp"].map(protocol => ({
+                protocol,
+                portRange: "1-65535",
+                destinationAddresses: ["0.0.0.0/0", "::/0"],
+            })).concat([{ protocol: "icmp", portRange: "", destinationAddresses: ["0.0.0.0/0", "::/0"] }]),
+        }, { parent: this });
+        this.address = this.droplet.ipv4Address;
+        this.ipv6Address = this.droplet.ipv6Address.apply(a => a ?? "");
+        this.sshPort = settings.sshPort;
+        this.readyAfter = [this.droplet, firewall];
+        this.registerOutputs({ address: this.address, ipv6Address: this.ipv6Address });
+    }
+}

@@ -1,0 +1,48 @@
+import * as hcloud from "@pulumi/hcloud";
+import * as pulumi from "@pulumi/pulumi";
+import { Settings } from "../config";
+import { Host, inboundRules, serverName, TYPE_PREFIX } from "./host";
+
+/** A Hetzner Cloud server with the stack's SSH key and an attached firewall (inbound SSH/HTTP/HTTPS only). */
+export class HetznerHost extends pulumi.ComponentResource implements Host {
+    readonly address: pulumi.Output<string>;
+    readonly ipv6Address: pulumi.Output<string>;
+    readonly sshUser = "root";
+    readonly sshPort: number;
+    readonly readyAfter: pulumi.Resource[];
+    readonly origin = "hetzner";
+    readonly server: hcloud.Server;
+
+    constructor(name: string, settings: Settings, opts?: pulumi.ComponentResourceOptions) {
+        super(`${TYPE_PREFIX}:host:HetznerHost`, name, {}, opts);
+        const key = new hcloud.SshKey(`${name}-key`, {
+            name: `${serverName(settings)}-pulumi`,
+            publicKey: settings.sshPublicKey,
+        }, { parent: this });
+        // Hetzner firewalls allow all outbound traffic when no outbound rule is given.
+        const firewall = new hcloud.Firewall(`${name}-firewall`, {
+            name: `${serverName(settings)}-firewall`,
+            rules: inboundRules(settings).map(r => ({
+                direction: "in",
+                protocol: "tcp",
+                port: String(r.port),
+                sourceIps: r.sources,
+            })),
+        }, { parent: this });
+        this.server = new hcloud.Server(`${name}-server`, {
+            name: serverName(settings),
+            serverType: settings.size,
+            image: settings.image,
+            location: settings.region,
+            sshKeys: [key.id],
+            firewallIds: [firewall.id.apply(id => Number(id))],
+            publicNets: [{ ipv4Enabled: true, ipv6Enabled: true }],
+            labels: { "managed-by": "clj-zero-downtime" },
+        }, { parent: this });
+        this.address = this.server.ipv4Address;
+        this.ipv6Address = this.server.ipv6Address.apply(a => a ?? "");
+        this.sshPort = settings.sshPort;
+        this.readyAfter = [this.server, firewall];
+        this.registerOutputs({ address: this.address, ipv6Address: this.ipv6Address });
+    }
+}

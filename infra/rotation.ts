@@ -1,0 +1,213 @@
+// Slot rotation: the deploy script, the root-owned traffic switch helper, the
+// sudoers rule that lets the deploy user run exactly that helper, and the
+// systemd unit that restores the live slot after a reboot. Pure functions:
+// layout + settings in, file contents out. Every path, name and port comes
+// from the layout (names.ts); the templates never spell one themselves.
+
+import { createHash } from "crypto";
+import { EnvironmentLayout, RELEASE_JAR, SUPERVISOR_SOCKET, SWITCH_HELPER } from "./names";
+import { render } from "./render";
+
+export interface RotationSettings {
+    /** Host header sent by the health check (nginx server_name of the environment). */
+    domain: string;
+    /** Path that must answer 2xx before the slot gets traffic, e.g. `/health`. */
+    healthPath: string;
+    /** Upper bound for a new slot to answer the health check. */
+    startTimeoutSeconds: number;
+    /** Upper bound for in-flight requests on the old slot to finish before it is stopped. */
+    drainTimeoutSeconds: number;
+    /** Releases kept on disk (the live and the previous one are never pruned). */
+    keepReleases: number;
+    /** How long a second deploy of the same environment waits for the first one. */
+    lockTimeoutSeconds: number;
+}
+
+export const DEFAULT_ROTATION_SETTINGS: Omit<RotationSettings, "domain"> = {
+    healthPath: "/health",
+    startTimeoutSeconds: 120,
+    drainTimeoutSeconds: 30,
+    keepReleases: 5,
+    lockTimeoutSeconds: 600,
+};
+
+/** iptables refuses chain names longer than 28 characters. */
+export const IPTABLES_CHAIN_MAX = 28;
+
+/**
+ * The per-environment nat chain holding the one REDIRECT rule. `CZD-<id>` when
+ * that fits; otherwise a prefix plus a short hash, so two long ids that share
+ * a prefix never end up in the same chain.
+ */
+export function switchChain(id: string): string {
+    const plain = `CZD-${id}`;
+    if (plain.length <= IPTABLES_CHAIN_MAX) return plain;
+    const hash = createHash("sha256").update(id).digest("hex").slice(0, 6);
+    return `${plain.slice(0, IPTABLES_CHAIN_MAX - hash.length - 1)}-${hash}`;
+}
+
+/** sudoers Cmnd_Alias names: upper case letters, digits and underscores. */
+export function sudoersAlias(id: string): string {
+    return `CZD_SWITCH_${id.toUpperCase().replace(/[^A-Z0-9_]/g, "_")}`;
+}
+
+/** Suggested name of the boot unit; the lead's setup code decides where it goes. */
+export function restoreUnitName(layout: EnvironmentLayout): string {
+    return `czd-restore-${layout.id}.service`;
+}
+
+const SAFE_ID = /^[a-z0-9][a-z0-9_-]*$/;
+const SAFE_USER = /^[a-z_][a-z0-9_-]*$/;
+const SAFE_PATH = /^\/[A-Za-z0-9._\/-]+$/;
+const SAFE_DOMAIN = /^[A-Za-z0-9.-]+$/;
+const SAFE_HEALTH_PATH = /^\/[A-Za-z0-9._~\/?=&%-]*$/;
+
+function check(ok: boolean, what: string): void {
+    if (!ok) throw new Error(`rotation: invalid ${what}`);
+}
+
+function checkPort(p: number, what: string): void {
+    check(Number.isInteger(p) && p > 0 && p < 65536, `${what} ${p}`);
+}
+
+function checkSeconds(n: number, what: string, min: number): void {
+    check(Number.isInteger(n) && n >= min && n <= 86400, `${what} ${n} (integer seconds >= ${min})`);
+}
+
+/** Every value interpolated into a shell script, sudoers or unit file passes through here first. */
+export function validateRotationInput(layout: EnvironmentLayout, settings: RotationSettings): void {
+    check(SAFE_ID.test(layout.id), `environment id ${JSON.stringify(layout.id)}`);
+    check(SAFE_ID.test(layout.environment), `environment ${JSON.stringify(layout.environment)}`);
+    check(SAFE_USER.test(layout.deployUser), `deploy user ${JSON.stringify(layout.deployUser)}`);
+    check(SAFE_USER.test(layout.appUser), `app user ${JSON.stringify(layout.appUser)}`);
+    for (const [k, v] of Object.entries({
+        baseDir: layout.baseDir,
+        releasesDir: layout.releasesDir,
+        stateDir: layout.stateDir,
+        slotsDir: layout.slotsDir,
+        repoDir: layout.repoDir,
+        lockFile: layout.lockFile,
+        historyFile: layout.historyFile,
+        deployScript: layout.deployScript,
+        supervisorSocket: SUPERVISOR_SOCKET,
+        switchHelper: SWITCH_HELPER,
+    })) {
+        check(SAFE_PATH.test(v) && !v.split("/").includes(".."), `${k} ${JSON.stringify(v)}`);
+    }
+    checkPort(layout.ports.proxy, "proxy port");
+    check(layout.programs.length === 2, "programs (exactly two slots)");
+    for (const p of layout.programs) {
+        check(SAFE_ID.test(p.name), `program name ${JSON.stringify(p.name)}`);
+        check(SAFE_PATH.test(p.log), `log path ${JSON.stringify(p.log)}`);
+        checkPort(p.port, `slot ${p.slot} port`);
+        check(p.port !== layout.ports.proxy, `slot ${p.slot} port equals the proxy port`);
+    }
+    check(layout.programs[0].port !== layout.programs[1].port, "slot ports (must differ)");
+    check(SAFE_DOMAIN.test(settings.domain), `domain ${JSON.stringify(settings.domain)}`);
+    check(SAFE_HEALTH_PATH.test(settings.healthPath), `healthPath ${JSON.stringify(settings.healthPath)}`);
+    checkSeconds(settings.startTimeoutSeconds, "startTimeoutSeconds", 1);
+    checkSeconds(settings.drainTimeoutSeconds, "drainTimeoutSeconds", 0);
+    checkSeconds(settings.lockTimeoutSeconds, "lockTimeoutSeconds", 0);
+    check(Number.isInteger(settings.keepReleases) && settings.keepReleases >= 2 && settings.keepReleases <= 100,
+        `keepReleases ${settings.keepReleases} (integer 2..100)`);
+}
+
+function slotProgram(layout: EnvironmentLayout, slot: 1 | 2) {
+    const p = layout.programs.find(x => x.slot === slot);
+    if (!p) throw new Error(`rotation: layout ${layout.id} has no program for slot ${slot}`);
+    return p;
+}
+
+/** What the switch helper needs to know about one environment. */
+export function switchEnvironmentView(layout: EnvironmentLayout) {
+    return {
+        id: layout.id,
+        chain: switchChain(layout.id),
+        proxyPort: layout.ports.proxy,
+        slot1Port: slotProgram(layout, 1).port,
+        slot2Port: slotProgram(layout, 2).port,
+    };
+}
+
+/** The view every rotation template is rendered with. */
+export function rotationView(layout: EnvironmentLayout, settings: RotationSettings) {
+    validateRotationInput(layout, settings);
+    const s1 = slotProgram(layout, 1);
+    const s2 = slotProgram(layout, 2);
+    return {
+        id: layout.id,
+        environment: layout.environment,
+        appName: layout.appName,
+        deployUser: layout.deployUser,
+        appUser: layout.appUser,
+        baseDir: layout.baseDir,
+        releasesDir: layout.releasesDir,
+        stateDir: layout.stateDir,
+        slotsDir: layout.slotsDir,
+        repoDir: layout.repoDir,
+        lockFile: layout.lockFile,
+        historyFile: layout.historyFile,
+        deployScript: layout.deployScript,
+        releaseJar: RELEASE_JAR,
+        supervisorSocket: SUPERVISOR_SOCKET,
+        switchHelper: SWITCH_HELPER,
+        sudoersAlias: sudoersAlias(layout.id),
+        proxyPort: layout.ports.proxy,
+        /** supervisorctl names a program of a group `<group>:<program>`; the group is the environment id. */
+        supervisorGroup: layout.id,
+        slot1Program: `${layout.id}:${s1.name}`,
+        slot1Port: s1.port,
+        slot1Log: s1.log,
+        slot2Program: `${layout.id}:${s2.name}`,
+        slot2Port: s2.port,
+        slot2Log: s2.log,
+        domain: settings.domain,
+        healthPath: settings.healthPath,
+        startTimeoutSeconds: settings.startTimeoutSeconds,
+        drainTimeoutSeconds: settings.drainTimeoutSeconds,
+        keepReleases: settings.keepReleases,
+        lockTimeoutSeconds: settings.lockTimeoutSeconds,
+        /** Supervisor wait (60 s) + start + gate + margin, for the boot unit. */
+        bootTimeoutSeconds: settings.startTimeoutSeconds + 120,
+        /** Rendered into the switch helper: one helper per server knows every environment. */
+        environments: [switchEnvironmentView(layout)],
+    };
+}
+
+/**
+ * The one switch helper of a server (installed at SWITCH_HELPER) must know
+ * every environment on it: render it from all layouts. It refuses any id not
+ * in this list.
+ */
+export function renderSwitchHelper(layouts: EnvironmentLayout[]): string {
+    const ids = new Set<string>();
+    for (const l of layouts) {
+        check(SAFE_ID.test(l.id), `environment id ${JSON.stringify(l.id)}`);
+        check(!ids.has(l.id), `duplicate environment id ${l.id}`);
+        ids.add(l.id);
+    }
+    const chains = new Set(layouts.map(l => switchChain(l.id)));
+    check(chains.size === layouts.length, "switch chains (two ids map to the same chain)");
+    return render("switch-traffic.sh", {
+        switchHelper: SWITCH_HELPER,
+        environments: layouts.map(switchEnvironmentView),
+    });
+}
+
+export interface RotationFiles {
+    deployScript: string;
+    /** The helper for this environment alone; with several environments on one server use renderSwitchHelper(all). */
+    switchHelper: string;
+    sudoers: string;
+    restoreUnit: string;
+}
+
+export function renderRotationFiles(layout: EnvironmentLayout, settings: RotationSettings): RotationFiles {
+    const view = rotationView(layout, settings);
+    return {
+        deployScript: render("deploy.sh", view),
+        switchHelper: renderSwitchHelper([layout]),
+        sudoers: render("sudoers", view),
+        restoreUnit: render("restore.service", view),
+    };
+}

@@ -1,0 +1,99 @@
+// Host setup as remote commands: each step is one rendered script fed to a root
+// shell on stdin (so no secret and no file content is ever on a command line),
+// triggered by the hash of what it installs, so a changed template re-runs only
+// the step it feeds.
+import * as command from "@pulumi/command";
+import * as pulumi from "@pulumi/pulumi";
+import { Settings } from "./config";
+import { appEnvFile, environmentStep, hostSteps, SetupStep } from "./host-files";
+import { EnvironmentLayout } from "./names";
+import { Host, TYPE_PREFIX } from "./providers";
+
+export type Connection = command.types.input.remote.ConnectionArgs;
+
+/** SSH connection for a host: patient with a server that is still booting. */
+export function connectionFor(host: Host, user: string, privateKey: pulumi.Input<string>): Connection {
+    return {
+        host: host.address,
+        port: host.sshPort,
+        user,
+        privateKey,
+        // A fresh cloud server answers SSH after 30-90 s: retry for about 5 minutes.
+        dialErrorLimit: 20,
+        perDialTimeout: 15,
+    };
+}
+
+/** The shell that runs a step as root: directly for root, through passwordless sudo otherwise. */
+export function rootShell(sshUser: string): string {
+    return sshUser === "root" ? "bash -s" : "sudo -n bash -s";
+}
+
+function stepCommand(parent: pulumi.Resource, prefix: string, s: SetupStep, connection: Connection, shell: string,
+    dependsOn: pulumi.Resource[]): command.remote.Command {
+    return new command.remote.Command(`${prefix}-${s.name}`, {
+        connection,
+        create: shell,
+        stdin: s.script,
+        triggers: [s.hash],
+        addPreviousOutputInEnv: false,
+    }, { parent, dependsOn });
+}
+
+export interface HostSetupArgs {
+    host: Host;
+    settings: Settings;
+    sshPrivateKey: pulumi.Output<string>;
+}
+
+/** Everything on the server that is shared by all environments: packages, users, access, firewall. */
+export class HostSetup extends pulumi.ComponentResource {
+    readonly rootConnection: Connection;
+    readonly steps: command.remote.Command[] = [];
+    /** The last step: environments wait for it. */
+    readonly done: command.remote.Command;
+
+    constructor(name: string, args: HostSetupArgs, opts?: pulumi.ComponentResourceOptions) {
+        super(`${TYPE_PREFIX}:setup:HostSetup`, name, {}, opts);
+        this.rootConnection = connectionFor(args.host, args.host.sshUser, args.sshPrivateKey);
+        const shell = rootShell(args.host.sshUser);
+        let previous: pulumi.Resource[] = args.host.readyAfter;
+        for (const s of hostSteps(args.settings)) {
+            const cmd = stepCommand(this, name, s, this.rootConnection, shell, previous);
+            this.steps.push(cmd);
+            previous = [cmd];
+        }
+        this.done = this.steps[this.steps.length - 1];
+        this.registerOutputs({});
+    }
+}
+
+export interface EnvironmentSetupArgs {
+    host: Host;
+    hostSetup: HostSetup;
+    settings: Settings;
+    layout: EnvironmentLayout;
+    appEnv: pulumi.Output<Record<string, string>>;
+}
+
+/** One environment (live, beta, ...) on the server: its slots, site, repository and app environment. */
+export class EnvironmentSetup extends pulumi.ComponentResource {
+    readonly environment: command.remote.Command;
+    readonly appEnv: command.remote.Command;
+
+    constructor(name: string, args: EnvironmentSetupArgs, opts?: pulumi.ComponentResourceOptions) {
+        super(`${TYPE_PREFIX}:setup:EnvironmentSetup`, name, {}, opts);
+        const shell = rootShell(args.host.sshUser);
+        const connection = args.hostSetup.rootConnection;
+        this.environment = stepCommand(this, name, environmentStep(args.settings, args.layout), connection, shell, [args.hostSetup.done]);
+        // The app's environment goes on stdin to a root-owned installer; Pulumi keeps stdin secret.
+        const sudo = args.host.sshUser === "root" ? "" : "sudo -n ";
+        this.appEnv = new command.remote.Command(`${name}-app-env`, {
+            connection,
+            create: `${sudo}${args.layout.installAppEnvScript}`,
+            stdin: pulumi.secret(args.appEnv.apply(appEnvFile)),
+            addPreviousOutputInEnv: false,
+        }, { parent: this, dependsOn: [this.environment] });
+        this.registerOutputs({});
+    }
+}
