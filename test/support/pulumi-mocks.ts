@@ -36,6 +36,13 @@ export interface MockRunOptions {
     preview?: boolean;
 }
 
+/** Clouds number their servers and firewalls; the program converts those ids to numbers. */
+export const NUMERIC_IDS: Record<string, string> = {
+    "digitalocean:index/droplet:Droplet": "1001",
+    "hcloud:index/server:Server": "2001",
+    "hcloud:index/firewall:Firewall": "2002",
+};
+
 function cloudOutputs(type: string, name: string, inputs: Record<string, any>, preview: boolean): Record<string, any> {
     // In preview, cloud-assigned values are unknown: leave them out so the program sees undefined/unknown outputs.
     if (preview) return inputs;
@@ -92,7 +99,7 @@ export async function runUnderMocks(program: () => any, opts: MockRunOptions): P
     const pending: Promise<void>[] = [];
     await pulumi.runtime.setMocks({
         newResource(args: pulumi.runtime.MockResourceArgs) {
-            return { id: preview ? undefined as any : `${args.name}-id`, state: cloudOutputs(args.type, args.name, args.inputs, preview) };
+            return { id: preview ? undefined as any : (NUMERIC_IDS[args.type] ?? `${args.name}-id`), state: cloudOutputs(args.type, args.name, args.inputs, preview) };
         },
         call(args: pulumi.runtime.MockCallArgs) {
             return args.inputs;

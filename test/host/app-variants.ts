@@ -1,0 +1,141 @@
+// Builds throwaway git repos of sample-app, optionally with a fault patched
+// into the copied source. The sample app itself has no fault switches, so a
+// broken deploy in tests is a genuinely broken commit, exactly like in life.
+import { execFileSync } from "child_process";
+import * as fs from "fs";
+import * as path from "path";
+
+export type AppFault = "health-500" | "exit-at-boot" | "no-port" | "compile-error";
+
+export interface AppVariantOptions {
+  /** Written to resources/VERSION; the app reports it as X-App-Version. */
+  version: string;
+  fault?: AppFault;
+}
+
+/** Pristine app sources in this repo. */
+export const SAMPLE_APP_DIR = path.resolve(__dirname, "../../sample-app");
+
+const CORE_CLJ = path.join("src", "sample_app", "core.clj");
+
+// Fixed identity so commits never depend on the host's git config.
+const GIT_ENV: NodeJS.ProcessEnv = {
+  ...process.env,
+  GIT_AUTHOR_NAME: "czd test",
+  GIT_AUTHOR_EMAIL: "czd-test@example.invalid",
+  GIT_COMMITTER_NAME: "czd test",
+  GIT_COMMITTER_EMAIL: "czd-test@example.invalid",
+  GIT_CONFIG_NOSYSTEM: "1",
+};
+
+function git(dir: string, args: string[]): string {
+  return execFileSync("git", ["-c", "commit.gpgsign=false", "-c", "core.hooksPath=/dev/null", ...args], {
+    cwd: dir,
+    env: GIT_ENV,
+    encoding: "utf8",
+    stdio: ["ignore", "pipe", "pipe"],
+  }).trim();
+}
+
+/** Copy the app sources (no build output, no lein state) into dir. */
+function copyAppSources(dir: string): void {
+  fs.cpSync(SAMPLE_APP_DIR, dir, {
+    recursive: true,
+    filter: (src) => {
+      const rel = path.relative(SAMPLE_APP_DIR, src);
+      const top = rel.split(path.sep)[0];
+      return top !== "target" && !top.startsWith(".lein-") && top !== ".nrepl-port";
+    },
+  });
+}
+
+/** Replace exactly one occurrence of `anchor`; throws if the app drifted. */
+function patchOnce(file: string, anchor: string, replacement: string): void {
+  const text = fs.readFileSync(file, "utf8");
+  const at = text.indexOf(anchor);
+  if (at < 0 || text.indexOf(anchor, at + 1) >= 0) {
+    throw new Error(`fault patch anchor not found exactly once in ${file}: ${JSON.stringify(anchor)}`);
+  }
+  fs.writeFileSync(file, text.slice(0, at) + replacement + text.slice(at + anchor.length));
+}
+
+const MAIN_ANCHOR = "(defn -main [& _args]";
+
+function applyFault(dir: string, fault: AppFault): void {
+  const core = path.join(dir, CORE_CLJ);
+  switch (fault) {
+    case "health-500":
+      // Everything else keeps working; only the health probe fails.
+      patchOnce(core, '(GET "/health" [] (text 200 (str "ok', '(GET "/health" [] (text 500 (str "fault: health-500');
+      break;
+    case "exit-at-boot":
+      patchOnce(
+        core,
+        MAIN_ANCHOR,
+        `${MAIN_ANCHOR}\n  (binding [*out* *err*] (println "fault: exit-at-boot"))\n  (System/exit 1)`,
+      );
+      break;
+    case "no-port":
+      // Alive but never listening: the deploy must time out, not hang.
+      patchOnce(
+        core,
+        MAIN_ANCHOR,
+        `${MAIN_ANCHOR}\n  (println "fault: no-port, sleeping forever")\n  (Thread/sleep Long/MAX_VALUE)`,
+      );
+      break;
+    case "compile-error":
+      // Unbalanced paren: the reader fails while AOT-compiling, so `lein uberjar` fails.
+      fs.appendFileSync(core, '\n(defn fault-compile-error [] (str "unterminated"\n');
+      break;
+    default: {
+      const never: never = fault;
+      throw new Error(`unknown fault ${String(never)}`);
+    }
+  }
+}
+
+function writeVersion(dir: string, version: string): void {
+  if (!/^[A-Za-z0-9._+-]+$/.test(version)) {
+    throw new Error(`version must be a simple token, got ${JSON.stringify(version)}`);
+  }
+  fs.writeFileSync(path.join(dir, "resources", "VERSION"), `${version}\n`);
+}
+
+function commitAll(dir: string, message: string): string {
+  git(dir, ["add", "-A"]);
+  git(dir, ["commit", "-q", "--allow-empty", "-m", message]);
+  return git(dir, ["rev-parse", "HEAD"]);
+}
+
+function describe(opts: AppVariantOptions): string {
+  return `sample-app version ${opts.version}${opts.fault ? ` (fault: ${opts.fault})` : ""}`;
+}
+
+/**
+ * Create a git repo at dir (must not exist or be empty) holding sample-app
+ * with the given VERSION and optional fault. Returns the commit sha.
+ */
+export function makeAppRepo(dir: string, opts: AppVariantOptions): string {
+  if (fs.existsSync(dir) && fs.readdirSync(dir).length > 0) {
+    throw new Error(`makeAppRepo: ${dir} is not empty`);
+  }
+  fs.mkdirSync(dir, { recursive: true });
+  copyAppSources(dir);
+  if (opts.fault) applyFault(dir, opts.fault);
+  writeVersion(dir, opts.version);
+  git(dir, ["init", "-q", "-b", "main"]);
+  return commitAll(dir, describe(opts));
+}
+
+/**
+ * Add a commit to a repo made by makeAppRepo: sources are reset to the
+ * pristine sample app (dropping any earlier fault), the new fault (if any)
+ * is applied and VERSION is rewritten. Returns the new commit sha.
+ */
+export function commitAppVersion(dir: string, opts: AppVariantOptions): string {
+  fs.rmSync(path.join(dir, "src"), { recursive: true, force: true });
+  copyAppSources(dir);
+  if (opts.fault) applyFault(dir, opts.fault);
+  writeVersion(dir, opts.version);
+  return commitAll(dir, describe(opts));
+}

@@ -1,0 +1,149 @@
+import * as assert from "assert";
+import { ConfigError, DEFAULTS, parseSettings, RawConfig } from "../../infra/config";
+
+const PUB = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGxhbWJkYWxhbWJkYWxhbWJkYWxhbWJkYWxhbWJkYQ test@example";
+const PRIV = "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n";
+
+function valid(extra: RawConfig = {}): RawConfig {
+    return { sshPublicKey: PUB, sshPrivateKey: PRIV, ...extra };
+}
+
+/** The problems parseSettings reports for `raw`; fails the test when it accepts it. */
+function problems(raw: RawConfig, stack = "live"): string[] {
+    try {
+        parseSettings(raw, stack);
+    } catch (e) {
+        if (e instanceof ConfigError) return e.problems;
+        throw e;
+    }
+    assert.fail(`expected ${JSON.stringify(raw)} to be rejected`);
+}
+
+function assertProblem(raw: RawConfig, ...fragments: string[]) {
+    const found = problems(raw);
+    assert.ok(
+        found.some(p => fragments.every(f => p.includes(f))),
+        `expected a problem containing ${fragments.map(f => JSON.stringify(f)).join(" and ")}, got:\n${found.join("\n")}`,
+    );
+}
+
+describe("config validation", () => {
+    it("accepts the defaults with keys set, and fills provider defaults", () => {
+        const s = parseSettings(valid(), "live");
+        assert.strictEqual(s.provider, "digitalocean");
+        assert.strictEqual(s.region, "fra1");
+        assert.strictEqual(s.size, "s-2vcpu-4gb");
+        assert.strictEqual(s.image, "ubuntu-24-04-x64");
+        assert.strictEqual(s.environment, "live", "environment defaults to the stack name");
+        assert.deepStrictEqual(s.ports, { proxy: 3000, slot1: 3001, slot2: 3002, nrepl1: 7001, nrepl2: 7002 });
+        assert.deepStrictEqual(s.sshAllowedCidrs, DEFAULTS.sshAllowedCidrs);
+    });
+
+    it("maps images per cloud and uses Hetzner's defaults", () => {
+        const s = parseSettings(valid({ provider: "hetzner", image: "debian-12" }), "beta");
+        assert.strictEqual(s.image, "debian-12");
+        assert.strictEqual(s.region, "fsn1");
+        assert.strictEqual(s.size, "cx23");
+        assert.strictEqual(parseSettings(valid({ image: "debian-12" }), "live").image, "debian-12-x64");
+        assert.strictEqual(parseSettings(valid({ provider: "hetzner" }), "live").image, "ubuntu-24.04");
+    });
+
+    it("rejects an unknown provider, naming the allowed ones", () => {
+        assertProblem(valid({ provider: "aws" }), "clj-zero-downtime:provider", '"aws"', "digitalocean, hetzner, existing");
+    });
+
+    it("requires the SSH keys for every provider", () => {
+        for (const provider of ["digitalocean", "hetzner", "existing"]) {
+            const found = problems({ provider, host: "203.0.113.5" });
+            assert.ok(found.some(p => p.includes("sshPublicKey is required")), found.join("\n"));
+            assert.ok(found.some(p => p.includes("sshPrivateKey is required") && p.includes("--secret")), found.join("\n"));
+        }
+    });
+
+    it("requires host for existing, and accepts it with sshUser", () => {
+        assertProblem(valid({ provider: "existing" }), "host is required", "existing");
+        const s = parseSettings(valid({ provider: "existing", host: "203.0.113.5", sshUser: "admin" }), "live");
+        assert.strictEqual(s.host, "203.0.113.5");
+        assert.strictEqual(s.sshUser, "admin");
+        assert.strictEqual(s.image, "", "no image for an existing host");
+        assertProblem(valid({ provider: "existing", host: "not a host!" }), "host", "IPv4/IPv6 address or a DNS name");
+    });
+
+    it("never prints a private key it rejects", () => {
+        const found = problems(valid({ sshPrivateKey: "hunter2-not-a-key" }));
+        assert.ok(found.some(p => p.includes("sshPrivateKey is not valid")));
+        assert.ok(found.every(p => !p.includes("hunter2")), "the secret leaked into the message");
+    });
+
+    it("rejects deprecated Hetzner types", () => {
+        assertProblem(valid({ provider: "hetzner", size: "cx22" }), "size", "cx22", "deprecated", "cx23");
+        assertProblem(valid({ provider: "hetzner", size: "cpx11" }), "size", "cpx11", "deprecated");
+    });
+
+    it("rejects ports outside 1024-65535", () => {
+        assertProblem(valid({ slot1Port: "80" }), "slot1Port", '"80"', "1024 to 65535");
+        assertProblem(valid({ nrepl2Port: "70000" }), "nrepl2Port", "1024 to 65535");
+        assertProblem(valid({ proxyPort: "abc" }), "proxyPort", '"abc"');
+    });
+
+    it("rejects ports that are not distinct, naming both keys", () => {
+        assertProblem(valid({ slot2Port: "3001" }), "slot2Port", "3001", "slot1Port is 3001 too");
+        assertProblem(valid({ nrepl1Port: "3000" }), "nrepl1Port", "proxyPort is 3000 too");
+    });
+
+    it("rejects an appName that is not a safe slug", () => {
+        for (const bad of ["My App", "app;rm -rf", "-app", "app-", "a", "x".repeat(25), "1app", "app_name", "../etc"]) {
+            assertProblem(valid({ appName: bad }), "appName", JSON.stringify(bad), "safe slug");
+        }
+        assertProblem(valid({ appName: "root" }), "appName", "reserved");
+        assert.strictEqual(parseSettings(valid({ appName: "shop-api2" }), "live").appName, "shop-api2");
+    });
+
+    it("rejects an environment that is not a safe slug, also when it comes from the stack name", () => {
+        assertProblem(valid({ environment: "Live!" }), "environment", '"Live!"');
+        assert.ok(problems(valid(), "My_Stack").some(p => p.includes("environment") && p.includes('"My_Stack"')));
+    });
+
+    it("rejects a healthPath that does not start with /", () => {
+        assertProblem(valid({ healthPath: "health" }), "healthPath", '"health"', "starting with '/'");
+        assertProblem(valid({ healthPath: "/a b" }), "healthPath");
+    });
+
+    it("rejects non-positive timeouts", () => {
+        assertProblem(valid({ startTimeout: "0" }), "startTimeout", '"0"', "1 to 3600");
+        assertProblem(valid({ drainTimeout: "-5" }), "drainTimeout", '"-5"');
+        assertProblem(valid({ lockTimeout: "1.5" }), "lockTimeout", '"1.5"');
+        assertProblem(valid({ keepReleases: "1" }), "keepReleases", "2 to 100");
+    });
+
+    it("rejects malformed CIDRs, naming the bad one", () => {
+        assertProblem(valid({ sshAllowedCidrs: '["10.0.0.0/8","300.1.1.1/32"]' }), "sshAllowedCidrs", "300.1.1.1/32", "not an IPv4 or IPv6 address");
+        assertProblem(valid({ sshAllowedCidrs: '["10.0.0.0/33"]' }), "prefix length 33 is larger than 32");
+        assertProblem(valid({ sshAllowedCidrs: '["10.0.0.1"]' }), "expected <address>/<prefix length>");
+        assertProblem(valid({ sshAllowedCidrs: "[]" }), "non-empty list");
+        const s = parseSettings(valid({ sshAllowedCidrs: '["203.0.113.7/32","2001:db8::/32"]' }), "live");
+        assert.deepStrictEqual(s.sshAllowedCidrs, ["203.0.113.7/32", "2001:db8::/32"]);
+    });
+
+    it("rejects a malformed domain and javaOpts that could break out of the command", () => {
+        assertProblem(valid({ domain: "not_a domain" }), "domain", "fully qualified");
+        assertProblem(valid({ javaOpts: "-Xmx512m; rm -rf /" }), "javaOpts");
+        assert.strictEqual(parseSettings(valid({ domain: "App.Example.com", javaOpts: "-Xmx512m -XX:+UseG1GC" }), "live").domain, "app.example.com");
+    });
+
+    it("validates appEnv names without ever printing values", () => {
+        const s = parseSettings(valid({ appEnv: JSON.stringify({ DATABASE_URL: "postgres://x", API_KEY: "s3cret" }) }), "live");
+        assert.deepStrictEqual(s.appEnvNames, ["API_KEY", "DATABASE_URL"]);
+        assertProblem(valid({ appEnv: JSON.stringify({ "1BAD": "x" }) }), "appEnv", '"1BAD"');
+        assertProblem(valid({ appEnv: JSON.stringify({ PORT: "80" }) }), "appEnv sets PORT", "reserved");
+        const found = problems(valid({ appEnv: JSON.stringify({ TOKEN: "line1\nsecret-line2" }) }));
+        assert.ok(found.some(p => p.includes("appEnv.TOKEN") && p.includes("single line")));
+        assert.ok(found.every(p => !p.includes("secret-line2")));
+        assertProblem(valid({ appEnv: "[1,2]" }), "appEnv is not valid");
+    });
+
+    it("reports every problem at once", () => {
+        const found = problems({ provider: "gcp", appName: "Bad Name", healthPath: "x", slot1Port: "22" });
+        assert.ok(found.length >= 5, found.join("\n"));
+    });
+});

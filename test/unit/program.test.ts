@@ -1,0 +1,167 @@
+// The program's resource graph under mocks, for each provider, in `up` and in `preview`.
+import * as assert from "assert";
+import { execFileSync } from "child_process";
+import * as fs from "fs";
+import * as os from "os";
+import * as path from "path";
+import { program } from "../../infra/program";
+import { MockRun, runUnderMocks } from "../support/pulumi-mocks";
+
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-keys-"));
+execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "unit-test", "-f", path.join(dir, "id")]);
+const PUB = fs.readFileSync(path.join(dir, "id.pub"), "utf8").trim();
+const PRIV = fs.readFileSync(path.join(dir, "id"), "utf8");
+const SECRET_ENV_VALUE = "s3cret-db-password-9f1c";
+
+const COMMAND = "command:remote:Command";
+
+function run(config: Record<string, any>, opts: { preview?: boolean; stack?: string } = {}): Promise<MockRun> {
+    return runUnderMocks(program, {
+        config: { sshPublicKey: PUB, sshPrivateKey: PRIV, appEnv: { DATABASE_PASSWORD: SECRET_ENV_VALUE, PLAIN: "x" }, ...config },
+        secretKeys: ["sshPrivateKey", "appEnv"],
+        stack: opts.stack ?? "live",
+        preview: opts.preview,
+    });
+}
+
+function types(r: MockRun): string[] {
+    return r.resources.map(x => x.type).sort();
+}
+
+function commandNames(r: MockRun): string[] {
+    return r.byType(COMMAND).map(c => c.name).sort();
+}
+
+const SETUP_STEPS = ["setup-wait-for-host", "setup-packages", "setup-host-access", "setup-firewall"];
+
+function assertSetupChain(r: MockRun, firstDeps: string[]) {
+    const urnOf = (name: string) => r.byName(name).urn;
+    assert.deepStrictEqual(r.byName(SETUP_STEPS[0]).dependsOn.sort(), firstDeps.map(urnOf).sort());
+    for (let i = 1; i < SETUP_STEPS.length; i++) {
+        assert.deepStrictEqual(r.byName(SETUP_STEPS[i]).dependsOn, [urnOf(SETUP_STEPS[i - 1])], `${SETUP_STEPS[i]} runs after ${SETUP_STEPS[i - 1]}`);
+    }
+    assert.deepStrictEqual(r.byName("sample-app-live-env-live").dependsOn, [urnOf("setup-firewall")]);
+    assert.deepStrictEqual(r.byName("sample-app-live-app-env").dependsOn, [urnOf("sample-app-live-env-live")]);
+}
+
+describe("program resource graph", () => {
+    it("digitalocean: SshKey, Droplet, Firewall with SSH from allowed CIDRs and web from anywhere only", async () => {
+        const r = await run({ provider: "digitalocean", sshAllowedCidrs: ["203.0.113.7/32"] });
+        assert.deepStrictEqual(types(r).filter(t => t.startsWith("digitalocean:")), [
+            "digitalocean:index/droplet:Droplet", "digitalocean:index/firewall:Firewall", "digitalocean:index/sshKey:SshKey"]);
+        const droplet = r.byName("host-server").inputs;
+        assert.strictEqual(droplet.image, "ubuntu-24-04-x64");
+        assert.strictEqual(droplet.region, "fra1");
+        assert.strictEqual(droplet.size, "s-2vcpu-4gb");
+        assert.deepStrictEqual(droplet.sshKeys, ["fp-host-key"]);
+        assert.strictEqual(r.byName("host-key").inputs.publicKey, PUB);
+        const fw = r.byName("host-firewall").inputs;
+        assert.deepStrictEqual(fw.inboundRules, [
+            { protocol: "tcp", portRange: "22", sourceAddresses: ["203.0.113.7/32"] },
+            { protocol: "tcp", portRange: "80", sourceAddresses: ["0.0.0.0/0", "::/0"] },
+            { protocol: "tcp", portRange: "443", sourceAddresses: ["0.0.0.0/0", "::/0"] },
+        ]);
+        assert.deepStrictEqual(fw.dropletIds, [1001], "the firewall is attached to the droplet");
+        assert.ok(fw.outboundRules.some((o: any) => o.protocol === "tcp" && o.portRange === "1-65535"), "outbound open");
+        assertSetupChain(r, ["host-server", "host-firewall"]);
+        assert.strictEqual(r.outputs.serverAddress, "203.0.113.10");
+        assert.strictEqual(r.outputs.appUrl, "http://203.0.113.10/");
+        assert.strictEqual(r.outputs.gitRemote, "ssh://deploy@203.0.113.10/srv/sample-app/live/repo.git");
+        assert.strictEqual(r.outputs.ssh, "ssh deploy@203.0.113.10");
+    });
+
+    it("hetzner: SshKey, Server, Firewall attached to the server with the same rules", async () => {
+        const r = await run({ provider: "hetzner", image: "debian-12", domain: "shop.example.com" });
+        assert.deepStrictEqual(types(r).filter(t => t.startsWith("hcloud:")), [
+            "hcloud:index/firewall:Firewall", "hcloud:index/server:Server", "hcloud:index/sshKey:SshKey"]);
+        const server = r.byName("host-server").inputs;
+        assert.strictEqual(server.serverType, "cx23");
+        assert.strictEqual(server.image, "debian-12");
+        assert.strictEqual(server.location, "fsn1");
+        assert.deepStrictEqual(server.sshKeys, ["host-key-id"]);
+        assert.deepStrictEqual(server.firewallIds, [2002], "the firewall is attached");
+        assert.deepStrictEqual(r.byName("host-firewall").inputs.rules, [
+            { direction: "in", protocol: "tcp", port: "22", sourceIps: ["0.0.0.0/0", "::/0"] },
+            { direction: "in", protocol: "tcp", port: "80", sourceIps: ["0.0.0.0/0", "::/0"] },
+            { direction: "in", protocol: "tcp", port: "443", sourceIps: ["0.0.0.0/0", "::/0"] },
+        ]);
+        assertSetupChain(r, ["host-server", "host-firewall"]);
+        assert.strictEqual(r.outputs.appUrl, "http://shop.example.com/");
+        assert.match(r.outputs.dnsHint, /A record for shop\.example\.com at 203\.0\.113\.20/);
+    });
+
+    it("existing: no cloud resources; setup connects to the configured host and user", async () => {
+        const r = await run({ provider: "existing", host: "198.51.100.4", sshUser: "admin", sshPort: 2222 });
+        assert.ok(types(r).every(t => !t.startsWith("digitalocean:") && !t.startsWith("hcloud:")), types(r).join(", "));
+        const step = r.byName("setup-packages");
+        assert.strictEqual(step.inputs.connection.host, "198.51.100.4");
+        assert.strictEqual(step.inputs.connection.user, "admin");
+        assert.strictEqual(step.inputs.connection.port, 2222);
+        assert.strictEqual(step.inputs.create, "sudo -n bash -s", "a non-root user becomes root through sudo");
+        assertSetupChain(r, []);
+        assert.strictEqual(r.outputs.gitRemote, "ssh://deploy@198.51.100.4:2222/srv/sample-app/live/repo.git");
+    });
+
+    it("groups resources in components under one type prefix, children parented", async () => {
+        const r = await run({ provider: "digitalocean" });
+        const components = r.resources.filter(x => !x.type.includes(":index/") && x.type !== COMMAND);
+        assert.deepStrictEqual(components.map(c => c.type).sort(), [
+            "clj-zero-downtime:host:DigitalOceanHost", "clj-zero-downtime:setup:EnvironmentSetup", "clj-zero-downtime:setup:HostSetup"]);
+        for (const res of r.resources.filter(x => x.type.includes(":index/") || x.type === COMMAND)) {
+            assert.ok(res.parentUrn && components.some(c => c.urn === res.parentUrn), `${res.name} is parented to a component`);
+        }
+    });
+
+    it("every setup command feeds its script on stdin and is triggered by its content hash", async () => {
+        const r = await run({ provider: "digitalocean" });
+        for (const name of [...SETUP_STEPS, "sample-app-live-env-live"]) {
+            const c = r.byName(name).inputs;
+            assert.strictEqual(c.create, "bash -s");
+            assert.match(c.stdin, /^#!\/usr\/bin\/env bash\n/);
+            assert.strictEqual(c.triggers.length, 1);
+            assert.match(c.triggers[0], /^[0-9a-f]{16}$/);
+            assert.strictEqual(c.connection.user, "root");
+        }
+        // A different template input changes only the step it feeds.
+        const other = await run({ provider: "digitalocean", javaOpts: "-Xmx300m" });
+        const changed = commandNames(r).filter(n => JSON.stringify(r.byName(n).inputs.triggers) !== JSON.stringify(other.byName(n).inputs.triggers));
+        assert.deepStrictEqual(changed, ["sample-app-live-env-live"]);
+    });
+
+    it("keeps every secret out of command strings; private key and app env only as Pulumi secrets", async () => {
+        const r = await run({ provider: "hetzner" });
+        const keyBody = PRIV.split("\n")[1];
+        for (const c of r.byType(COMMAND)) {
+            for (const field of ["create", "update", "delete"]) {
+                const s = String(c.inputs[field] ?? "");
+                assert.ok(!s.includes(SECRET_ENV_VALUE) && !s.includes(keyBody), `${c.name}.${field} carries a secret`);
+            }
+            assert.ok(c.secretInputs.includes("connection"), `${c.name}: the connection (private key) is secret`);
+            const stdin = String(c.inputs.stdin ?? "");
+            if (stdin.includes(SECRET_ENV_VALUE)) assert.ok(c.secretInputs.includes("stdin"), `${c.name}: stdin with a secret must be secret`);
+            assert.ok(!stdin.includes(keyBody), `${c.name}: the private key is never sent`);
+        }
+        const appEnv = r.byName("sample-app-live-app-env");
+        assert.strictEqual(appEnv.inputs.create, "/srv/sample-app/live/bin/install-app-env");
+        assert.strictEqual(appEnv.inputs.stdin, `DATABASE_PASSWORD=${SECRET_ENV_VALUE}\nPLAIN=x\n`);
+        assert.ok(appEnv.secretInputs.includes("stdin"));
+        // Nothing else anywhere carries the secret value.
+        for (const res of r.resources.filter(x => x.name !== "sample-app-live-app-env")) {
+            assert.ok(!JSON.stringify(res.inputs).includes(SECRET_ENV_VALUE), `${res.name} carries the app secret`);
+        }
+        assert.ok(!JSON.stringify(r.outputs).includes(SECRET_ENV_VALUE));
+    });
+
+    for (const provider of ["digitalocean", "hetzner", "existing"]) {
+        it(`${provider}: runs in preview (unknown cloud outputs) without crashing or hanging`, async () => {
+            const r = await run({ provider, host: "198.51.100.4" }, { preview: true });
+            assert.ok(r.byType(COMMAND).length >= 6);
+            const first = r.byName("setup-wait-for-host");
+            assert.ok(first.inputs.stdin.includes("cloud-init"));
+        });
+    }
+
+    it("fails before any resource exists when the config is invalid", async () => {
+        await assert.rejects(run({ provider: "aws" }), /clj-zero-downtime:provider = "aws" is not valid/);
+    });
+});

@@ -1,0 +1,190 @@
+// Rendered templates: assertions on the lines that matter, then the real tools
+// (nginx -t, bash -n, shellcheck, supervisord) on what was rendered.
+import * as assert from "assert";
+import { ChildProcess, execFileSync, spawn, spawnSync } from "child_process";
+import * as fs from "fs";
+import * as os from "os";
+import * as path from "path";
+import { parseSettings, Settings } from "../../infra/config";
+import { appEnvFile, environmentStep, hostSteps, renderEnvironmentFiles, renderFirewall } from "../../infra/host-files";
+import { layout } from "../../infra/names";
+
+const PUB = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGxhbWJkYWxhbWJkYWxhbWJkYWxhbWJkYWxhbWJkYQ unit@test";
+const PRIV = "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n";
+// An app user that exists only for this test, so supervisord can load the group as it would on a server.
+const APP = "czd-unit-app";
+
+function settingsFor(extra: Record<string, string> = {}): Settings {
+    return parseSettings({ sshPublicKey: PUB, sshPrivateKey: PRIV, appName: APP, ...extra }, "live");
+}
+
+function tmpdir(tag: string): string {
+    return fs.mkdtempSync(path.join(os.tmpdir(), `czd-${tag}-`));
+}
+
+function shellcheck(script: string, name: string) {
+    const dir = tmpdir("sc");
+    const file = path.join(dir, `${name}.sh`);
+    fs.writeFileSync(file, script);
+    const syntax = spawnSync("bash", ["-n", file], { encoding: "utf8" });
+    assert.strictEqual(syntax.status, 0, `bash -n ${name}: ${syntax.stderr}`);
+    const sc = spawnSync("shellcheck", ["-s", "bash", "-S", "style", file], { encoding: "utf8" });
+    assert.strictEqual(sc.status, 0, `shellcheck ${name}:\n${sc.stdout}${sc.stderr}`);
+    fs.rmSync(dir, { recursive: true, force: true });
+}
+
+describe("rendered templates", () => {
+    const settings = settingsFor({ domain: "app.example.com", javaOpts: "-Xmx256m" });
+    const env = layout(APP, "live", settings.ports);
+    const files = renderEnvironmentFiles(settings, env);
+
+    it("nginx site: proxies the domain to the stable switch port, no upstream keepalive, proxy headers, body size", () => {
+        const site = files.nginxSite;
+        assert.match(site, /server_name app\.example\.com;/);
+        assert.match(site, /server 127\.0\.0\.1:3000 max_fails=0;/);
+        assert.doesNotMatch(site, /^\s*keepalive\s/m, "upstream connections must not be pooled, or the old slot never drains");
+        for (const h of ["Host $host", "X-Real-IP $remote_addr", "X-Forwarded-For $proxy_add_x_forwarded_for", "X-Forwarded-Proto $scheme"]) {
+            assert.ok(site.includes(`proxy_set_header ${h};`), h);
+        }
+        assert.match(site, /client_max_body_size 25m;/);
+        assert.doesNotMatch(site, /default_server/);
+        const noDomain = renderEnvironmentFiles(settingsFor(), env).nginxSite;
+        assert.match(noDomain, /listen 80 default_server;/);
+        assert.match(noDomain, /server_name _;/);
+    });
+
+    it("nginx site passes a real `nginx -t` in a temporary prefix", function () {
+        const dir = tmpdir("nginx");
+        fs.writeFileSync(path.join(dir, "site.conf"), files.nginxSite);
+        fs.writeFileSync(path.join(dir, "nginx.conf"),
+            `pid ${dir}/nginx.pid;\nerror_log ${dir}/error.log;\nevents {}\nhttp {\n  access_log off;\n  include ${dir}/site.conf;\n}\n`);
+        const res = spawnSync("nginx", ["-t", "-p", dir, "-c", path.join(dir, "nginx.conf")], { encoding: "utf8" });
+        assert.strictEqual(res.status, 0, res.stderr);
+        assert.match(res.stderr, /test is successful/);
+        // And a broken site does fail it, so the check means something.
+        fs.writeFileSync(path.join(dir, "site.conf"), files.nginxSite.replace("proxy_pass", "proxy_passs"));
+        assert.notStrictEqual(spawnSync("nginx", ["-t", "-p", dir, "-c", path.join(dir, "nginx.conf")]).status, 0);
+        fs.rmSync(dir, { recursive: true, force: true });
+    });
+
+    it("Supervisor group: both slots, own ports, logs, stopasgroup/killasgroup, 3 retries, no secrets", () => {
+        const conf = files.supervisorGroup;
+        assert.match(conf, new RegExp(`\\[group:${APP}-live\\]\\nprograms=${APP}-live-1,${APP}-live-2`));
+        for (const [slot, port, nrepl] of [[1, 3001, 7001], [2, 3002, 7002]]) {
+            const section = conf.split(`[program:${APP}-live-${slot}]`)[1].split("[program:")[0];
+            assert.match(section, new RegExp(`command=/srv/${APP}/live/bin/run-slot ${slot}\\n`));
+            assert.match(section, new RegExp(`user=${APP}\\n`));
+            assert.match(section, new RegExp(`environment=PORT="${port}",NREPL_PORT="${nrepl}"`));
+            assert.match(section, new RegExp(`stdout_logfile=/var/log/${APP}/live-${slot}.log`));
+            assert.match(section, /stopasgroup=true\nkillasgroup=true/);
+            assert.match(section, /startretries=3/);
+            assert.match(section, /autostart=false/);
+        }
+    });
+
+    describe("with a real supervisord", function () {
+        let dir: string;
+        let supervisord: ChildProcess | undefined;
+        let createdUser = false;
+
+        let createdLogDir = false;
+        before(() => {
+            if (spawnSync("id", ["-u", APP]).status !== 0) {
+                execFileSync("useradd", ["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", APP]);
+                createdUser = true;
+            }
+            // Supervisor refuses a program whose log directory is missing; the setup creates it on a server.
+            if (!fs.existsSync(env.logDir)) {
+                fs.mkdirSync(env.logDir);
+                createdLogDir = true;
+            }
+        });
+        after(() => {
+            if (supervisord?.pid) {
+                try { process.kill(supervisord.pid, "SIGTERM"); } catch { /* already gone */ }
+            }
+            if (createdUser) spawnSync("userdel", [APP]);
+            if (createdLogDir) fs.rmSync(env.logDir, { recursive: true, force: true });
+            if (dir) fs.rmSync(dir, { recursive: true, force: true });
+        });
+
+        it("loads the rendered group and lists both programs", async () => {
+            dir = tmpdir("supervisor");
+            fs.writeFileSync(path.join(dir, "group.conf"), files.supervisorGroup);
+            const sock = path.join(dir, "supervisor.sock");
+            const main = [
+                "[unix_http_server]", `file=${sock}`, "chmod=0700", "",
+                "[supervisord]", `logfile=${dir}/supervisord.log`, `pidfile=${dir}/supervisord.pid`, `childlogdir=${dir}`, "nodaemon=true", "",
+                "[rpcinterface:supervisor]", "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface", "",
+                "[supervisorctl]", `serverurl=unix://${sock}`, "",
+                "[include]", `files = ${dir}/group.conf`, "",
+            ].join("\n");
+            fs.writeFileSync(path.join(dir, "supervisord.conf"), main);
+            supervisord = spawn("supervisord", ["-c", path.join(dir, "supervisord.conf")], { stdio: ["ignore", "ignore", "pipe"] });
+            let stderr = "";
+            supervisord.stderr!.on("data", d => (stderr += d));
+            let status = "";
+            for (let i = 0; i < 50; i++) {
+                assert.strictEqual(supervisord.exitCode, null, `supervisord exited: ${stderr}`);
+                const r = spawnSync("supervisorctl", ["-c", path.join(dir, "supervisord.conf"), "status"], { encoding: "utf8" });
+                status = r.stdout;
+                if (status.includes(`${APP}-live:${APP}-live-1`)) break;
+                await new Promise(res => setTimeout(res, 100));
+            }
+            assert.match(status, new RegExp(`${APP}-live:${APP}-live-1\\s+STOPPED`));
+            assert.match(status, new RegExp(`${APP}-live:${APP}-live-2\\s+STOPPED`));
+        });
+    });
+
+    it("run-slot exports the slot's ports and the app env without evaluating it", () => {
+        assert.match(files.runSlot, /1\) PORT=3001 NREPL_PORT=7001 ;;/);
+        assert.match(files.runSlot, /2\) PORT=3002 NREPL_PORT=7002 ;;/);
+        assert.match(files.runSlot, /exec java -Xmx256m -jar "\$jar"/);
+        assert.match(files.runSlot, /export "\$\{line\?\}"/);
+    });
+
+    it("run-slot really loads NAME=value lines verbatim, even with shell metacharacters", () => {
+        const dir = tmpdir("runslot");
+        const envFile = path.join(dir, "app.env");
+        const tricky = "p@ss $(touch " + path.join(dir, "pwned") + ") `id` 'q' \"d\"";
+        fs.writeFileSync(envFile, appEnvFile({ SECRET: tricky, PLAIN: "x=y" }));
+        // Source only the loader function, pointed at the test file.
+        const loader = files.runSlot.split("load_app_env() {")[1].split("\n}\n")[0].split(env.envFile).join(envFile);
+        const script = `load_app_env() {${loader}\n}\nload_app_env\nprintf '%s\\n' "$SECRET" "$PLAIN"\n`;
+        const out = execFileSync("bash", ["-c", script], { encoding: "utf8" });
+        assert.strictEqual(out, `${tricky}\nx=y\n`);
+        assert.ok(!fs.existsSync(path.join(dir, "pwned")), "the value was evaluated by the shell");
+        fs.rmSync(dir, { recursive: true, force: true });
+    });
+
+    it("post-receive deploys only the configured branch", () => {
+        assert.match(files.postReceive, /refs\/heads\/main/);
+        assert.match(files.postReceive, new RegExp(`/srv/${APP}/live/bin/deploy --git /srv/${APP}/live/repo.git --revision "\\$newrev"`));
+    });
+
+    it("firewall: SSH from the allowed networks by family, web from anywhere, everything else dropped", () => {
+        const fw = renderFirewall(settingsFor({ sshAllowedCidrs: '["203.0.113.7/32","2001:db8::/32"]' }));
+        assert.match(fw, /readonly SSH_FROM_V4=\('203\.0\.113\.7\/32'\)/);
+        assert.match(fw, /readonly SSH_FROM_V6=\('2001:db8::\/32'\)/);
+        assert.match(fw, /--dports 80,443 -j ACCEPT/);
+        assert.match(fw, /-j DROP/);
+    });
+
+    it("every rendered shell script passes bash -n and shellcheck", () => {
+        const s = settingsFor({ sshAllowedCidrs: '["203.0.113.7/32","2001:db8::/32"]' });
+        for (const step of [...hostSteps(s), environmentStep(s, env)]) shellcheck(step.script, step.name);
+        for (const [name, text] of Object.entries(files)) {
+            if (text.startsWith("#!/usr/bin/env bash")) shellcheck(text, name);
+        }
+        shellcheck(renderFirewall(s), "firewall");
+    });
+
+    it("steps embed the files they install, and the hash follows the content", () => {
+        const step = environmentStep(settings, env);
+        assert.ok(step.script.includes(files.nginxSite.trimEnd()));
+        assert.ok(step.script.includes(files.supervisorGroup.trimEnd()));
+        const other = environmentStep(settingsFor({ domain: "other.example.com" }), env);
+        assert.notStrictEqual(step.hash, other.hash);
+        assert.strictEqual(step.hash, environmentStep(settings, env).hash);
+    });
+});
