@@ -1,0 +1,74 @@
+// Which revision of the app a deploy ships, decided from git at program time,
+// and the archive of exactly that committed tree (never target/, .git or
+// uncommitted files).
+import { execFileSync } from "child_process";
+import * as crypto from "crypto";
+import * as fs from "fs";
+import * as os from "os";
+import * as path from "path";
+
+export class AppSourceError extends Error {
+    constructor(message: string) {
+        super(message);
+        this.name = "AppSourceError";
+    }
+}
+
+export interface AppRevision {
+    /** Absolute path of the app directory. */
+    appDir: string;
+    /** The last commit at `revision` that touched the app directory: the deploy's trigger and release name. */
+    commit: string;
+    /** The app directory's path inside its repository ("" when the app is the repository root). */
+    prefix: string;
+    /** Files under the app directory with uncommitted changes: reported, never deployed. */
+    uncommitted: string[];
+}
+
+function git(cwd: string, args: string[]): string {
+    return execFileSync("git", args, { cwd, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] }).trim();
+}
+
+/** Resolves `revision` of the app at `appPath`, or throws an AppSourceError that says what to fix. */
+export function resolveAppRevision(appPath: string, revision: string, baseDir = process.cwd()): AppRevision {
+    const appDir = path.resolve(baseDir, appPath);
+    if (!fs.existsSync(appDir) || !fs.statSync(appDir).isDirectory()) {
+        throw new AppSourceError(`clj-zero-downtime:appPath = "${appPath}" is not a directory (looked at ${appDir}); set it to your app's git checkout`);
+    }
+    let prefix: string;
+    try {
+        prefix = git(appDir, ["rev-parse", "--show-prefix"]);
+    } catch {
+        throw new AppSourceError(`clj-zero-downtime:appPath = "${appPath}" is not inside a git repository (${appDir}); deploys ship committed revisions: run \`git init\` and commit your app`);
+    }
+    let commit: string;
+    try {
+        git(appDir, ["rev-parse", "--verify", "--quiet", `${revision}^{commit}`]);
+        commit = git(appDir, ["log", "-1", "--format=%H", `${revision}`, "--", "."]);
+    } catch {
+        throw new AppSourceError(`clj-zero-downtime:appRevision = "${revision}" does not exist in the git repository at ${appDir}; use a commit, tag or branch that exists there (default HEAD)`);
+    }
+    if (!/^[0-9a-f]{40}$/.test(commit)) {
+        throw new AppSourceError(`clj-zero-downtime:appRevision = "${revision}" has no commit that touches ${appPath}; commit the app first`);
+    }
+    const status = git(appDir, ["status", "--porcelain", "--untracked-files=normal", "--", "."]);
+    const uncommitted = status ? status.split("\n").map(l => l.slice(3)) : [];
+    return { appDir, commit, prefix: prefix.replace(/\/$/, ""), uncommitted };
+}
+
+/**
+ * Writes `git archive` of the app's committed tree at `rev.commit` to a file
+ * named after the commit and returns its path. Plain tar: the same commit
+ * always gives the same bytes, so Pulumi sees no change until the commit changes.
+ */
+export function archiveAppRevision(rev: AppRevision, cacheDir = path.join(os.tmpdir(), "clj-zero-downtime")): string {
+    fs.mkdirSync(cacheDir, { recursive: true });
+    const tree = rev.prefix ? `${rev.commit}:${rev.prefix}` : rev.commit;
+    const file = path.join(cacheDir, `${rev.commit}-${crypto.createHash("sha1").update(tree).digest("hex").slice(0, 8)}.tar`);
+    if (!fs.existsSync(file)) {
+        const tmp = `${file}.${process.pid}.tmp`;
+        execFileSync("git", ["archive", "--format=tar", "-o", tmp, tree], { cwd: rev.appDir, stdio: ["ignore", "ignore", "pipe"] });
+        fs.renameSync(tmp, file);
+    }
+    return file;
+}
