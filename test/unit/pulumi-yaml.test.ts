@@ -9,7 +9,7 @@ import { DEFAULTS, parseSettings, PROJECT, SCALAR_KEYS, SECRET_KEYS } from "../.
 
 const root = path.join(__dirname, "..", "..");
 const schemaPath = path.join(root, "..", "shared", "external", "pulumi-project.schema.json");
-const project = YAML.parse(fs.readFileSync(path.join(root, "Pulumi.yaml"), "utf8"));
+const project: Record<string, any> = YAML.parse(fs.readFileSync(path.join(root, "Pulumi.yaml"), "utf8"));
 
 describe("Pulumi.yaml", () => {
     it("validates against Pulumi's project-file schema", () => {
