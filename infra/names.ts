@@ -7,8 +7,6 @@ export const DEPLOY_USER = "deploy";
 
 /** Directory for files that belong to this tool rather than to one app. */
 export const TOOL_DIR = "/usr/local/lib/clj-zero-downtime";
-/** Root-owned helper that switches traffic (the only thing the deploy user may run as root). */
-export const SWITCH_HELPER = "/usr/local/sbin/czd-switch-traffic";
 /** Host firewall script and the systemd unit that applies it at boot. */
 export const FIREWALL_SCRIPT = `${TOOL_DIR}/firewall.sh`;
 export const FIREWALL_UNIT = "czd-firewall.service";
@@ -52,6 +50,14 @@ export interface EnvironmentLayout {
     lockFile: string;
     historyFile: string;
     deployScript: string;
+    /**
+     * Root-owned helper that switches this environment's traffic: the only thing the deploy
+     * user may run as root. One per environment, so stacks sharing a server never rewrite
+     * each other's helper.
+     */
+    switchHelper: string;
+    /** systemd unit that restores the live slot after a reboot. */
+    restoreUnit: string;
     runSlotScript: string;
     /** Root-owned; reads the app's environment on stdin and installs it as envFile. */
     installAppEnvScript: string;
@@ -103,6 +109,8 @@ export function layout(appName: string, environment: string, ports: Ports): Envi
         lockFile: `${stateDir}/deploy.lock`,
         historyFile: `${stateDir}/history`,
         deployScript: `${binDir}/deploy`,
+        switchHelper: `/usr/local/sbin/czd-switch-${id}`,
+        restoreUnit: `czd-restore-${id}.service`,
         runSlotScript: `${binDir}/run-slot`,
         installAppEnvScript: `${binDir}/install-app-env`,
         slotsDir: `${baseDir}/slots`,

@@ -5,7 +5,7 @@
 // from the layout (names.ts); the templates never spell one themselves.
 
 import { createHash } from "crypto";
-import { EnvironmentLayout, RELEASE_JAR, SUPERVISOR_SOCKET, SWITCH_HELPER } from "./names";
+import { EnvironmentLayout, RELEASE_JAR, SUPERVISOR_SOCKET } from "./names";
 import { render } from "./render";
 
 export interface RotationSettings {
@@ -51,11 +51,6 @@ export function sudoersAlias(id: string): string {
     return `CZD_SWITCH_${id.toUpperCase().replace(/[^A-Z0-9_]/g, "_")}`;
 }
 
-/** Suggested name of the boot unit; the lead's setup code decides where it goes. */
-export function restoreUnitName(layout: EnvironmentLayout): string {
-    return `czd-restore-${layout.id}.service`;
-}
-
 const SAFE_ID = /^[a-z0-9][a-z0-9_-]*$/;
 const SAFE_USER = /^[a-z_][a-z0-9_-]*$/;
 const SAFE_PATH = /^\/[A-Za-z0-9._\/-]+$/;
@@ -90,7 +85,7 @@ export function validateRotationInput(layout: EnvironmentLayout, settings: Rotat
         historyFile: layout.historyFile,
         deployScript: layout.deployScript,
         supervisorSocket: SUPERVISOR_SOCKET,
-        switchHelper: SWITCH_HELPER,
+        switchHelper: layout.switchHelper,
     })) {
         check(SAFE_PATH.test(v) && !v.split("/").includes(".."), `${k} ${JSON.stringify(v)}`);
     }
@@ -150,7 +145,7 @@ export function rotationView(layout: EnvironmentLayout, settings: RotationSettin
         deployScript: layout.deployScript,
         releaseJar: RELEASE_JAR,
         supervisorSocket: SUPERVISOR_SOCKET,
-        switchHelper: SWITCH_HELPER,
+        switchHelper: layout.switchHelper,
         sudoersAlias: sudoersAlias(layout.id),
         proxyPort: layout.ports.proxy,
         /** supervisorctl names a program of a group `<group>:<program>`; the group is the environment id. */
@@ -169,34 +164,24 @@ export function rotationView(layout: EnvironmentLayout, settings: RotationSettin
         lockTimeoutSeconds: settings.lockTimeoutSeconds,
         /** Supervisor wait (60 s) + start + gate + margin, for the boot unit. */
         bootTimeoutSeconds: settings.startTimeoutSeconds + 120,
-        /** Rendered into the switch helper: one helper per server knows every environment. */
-        environments: [switchEnvironmentView(layout)],
     };
 }
 
 /**
- * The one switch helper of a server (installed at SWITCH_HELPER) must know
- * every environment on it: render it from all layouts. It refuses any id not
- * in this list.
+ * The environment's own switch helper (installed at layout.switchHelper). It
+ * still takes the environment id as an argument and refuses any other, so a
+ * sudo rule or a typo can never move another environment's traffic.
  */
-export function renderSwitchHelper(layouts: EnvironmentLayout[]): string {
-    const ids = new Set<string>();
-    for (const l of layouts) {
-        check(SAFE_ID.test(l.id), `environment id ${JSON.stringify(l.id)}`);
-        check(!ids.has(l.id), `duplicate environment id ${l.id}`);
-        ids.add(l.id);
-    }
-    const chains = new Set(layouts.map(l => switchChain(l.id)));
-    check(chains.size === layouts.length, "switch chains (two ids map to the same chain)");
+export function renderSwitchHelper(layout: EnvironmentLayout): string {
+    check(SAFE_ID.test(layout.id), `environment id ${JSON.stringify(layout.id)}`);
     return render("switch-traffic.sh", {
-        switchHelper: SWITCH_HELPER,
-        environments: layouts.map(switchEnvironmentView),
+        switchHelper: layout.switchHelper,
+        environments: [switchEnvironmentView(layout)],
     });
 }
 
 export interface RotationFiles {
     deployScript: string;
-    /** The helper for this environment alone; with several environments on one server use renderSwitchHelper(all). */
     switchHelper: string;
     sudoers: string;
     restoreUnit: string;
@@ -206,7 +191,7 @@ export function renderRotationFiles(layout: EnvironmentLayout, settings: Rotatio
     const view = rotationView(layout, settings);
     return {
         deployScript: render("deploy.sh", view),
-        switchHelper: renderSwitchHelper([layout]),
+        switchHelper: renderSwitchHelper(layout),
         sudoers: render("sudoers", view),
         restoreUnit: render("restore.service", view),
     };

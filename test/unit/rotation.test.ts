@@ -1,0 +1,244 @@
+import * as assert from "assert";
+import { spawnSync } from "child_process";
+import * as fs from "fs";
+import * as os from "os";
+import * as path from "path";
+import { layout, SUPERVISOR_SOCKET } from "../../infra/names";
+import {
+    renderRotationFiles,
+    renderSwitchHelper,
+    rotationView,
+    RotationSettings,
+    sudoersAlias,
+    switchChain,
+    IPTABLES_CHAIN_MAX,
+} from "../../infra/rotation";
+
+const ports = { proxy: 8000, slot1: 8001, slot2: 8002, nrepl1: 7001, nrepl2: 7002 };
+const env = layout("shop", "production", ports);
+const settings: RotationSettings = {
+    domain: "shop.example.com",
+    healthPath: "/health",
+    startTimeoutSeconds: 90,
+    drainTimeoutSeconds: 20,
+    keepReleases: 5,
+    lockTimeoutSeconds: 300,
+};
+const files = renderRotationFiles(env, settings);
+
+function withTempFile<T>(name: string, content: string, fn: (file: string) => T): T {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "rotation-test-"));
+    const file = path.join(dir, name);
+    fs.writeFileSync(file, content);
+    try {
+        return fn(file);
+    } finally {
+        fs.rmSync(dir, { recursive: true, force: true });
+    }
+}
+
+function run(cmd: string, args: string[]) {
+    const r = spawnSync(cmd, args, { encoding: "utf8" });
+    return { status: r.status, out: `${r.stdout}${r.stderr}` };
+}
+
+function lines(text: string): string[] {
+    return text.split("\n");
+}
+
+describe("rotation: deploy script", () => {
+    const s = files.deployScript;
+
+    it("is strict bash", () => {
+        assert.ok(s.startsWith("#!/bin/bash\n"));
+        assert.ok(lines(s).includes("set -Eeuo pipefail"));
+    });
+
+    it("gets every path, name and port from the layout", () => {
+        for (const line of [
+            'readonly ENV_ID="shop-production"',
+            'readonly ENVIRONMENT="production"',
+            'readonly DEPLOY_USER="deploy"',
+            `readonly RELEASES_DIR="${env.releasesDir}"`,
+            `readonly STATE_DIR="${env.stateDir}"`,
+            `readonly SLOTS_DIR="${env.slotsDir}"`,
+            `readonly LOCK_FILE="${env.lockFile}"`,
+            `readonly HISTORY_FILE="${env.historyFile}"`,
+            'readonly RELEASE_JAR="app.jar"',
+            `readonly SUPERVISOR_SOCKET="${SUPERVISOR_SOCKET}"`,
+            `readonly SWITCH_HELPER="${env.switchHelper}"`,
+            'readonly SLOT_PROGRAM=("" "shop-production:shop-production-1" "shop-production:shop-production-2")',
+            "readonly SLOT_PORT=(0 8001 8002)",
+            `readonly SLOT_LOG=("" "${env.programs[0].log}" "${env.programs[1].log}")`,
+            'readonly DOMAIN="shop.example.com"',
+            'readonly HEALTH_PATH="/health"',
+            "readonly START_TIMEOUT=90",
+            "readonly DRAIN_TIMEOUT=20",
+            "readonly KEEP_RELEASES=5",
+            "readonly LOCK_TIMEOUT=300",
+        ]) {
+            assert.ok(lines(s).includes(line), `missing line: ${line}`);
+        }
+    });
+
+    it("spells no server path of its own", () => {
+        const body = s.split("\n").filter(l => !l.trimStart().startsWith("#") && !l.startsWith("readonly "));
+        for (const l of body) {
+            assert.ok(!/\/srv\/|\/var\/log\/|\/etc\/|\/usr\/local\//.test(l), `hard-coded path in: ${l}`);
+        }
+    });
+
+    it("locks with flock, waits lockTimeoutSeconds, and fails with the agreed message", () => {
+        assert.match(s, /exec 9<"\$LOCK_FILE"/);
+        assert.match(s, /flock -w "\$LOCK_TIMEOUT" 9/);
+        assert.match(s, /printf 'deploy of %s to %s failed: %s\\n' "\$\{REVISION:-\?\}" "\$ENVIRONMENT" "\$REASON"/);
+        assert.match(s, /trap on_exit EXIT/);
+    });
+
+    it("gates on a 2xx from the health path with the domain's Host header", () => {
+        assert.match(s, /curl -fsS -o \/dev\/null -w '%\{http_code\}'/);
+        assert.match(s, /-H "Host: \$DOMAIN"/);
+        assert.match(s, /\[\[ \$code != 2\?\? \]\] \|\| break/);
+        assert.ok(lines(s).includes("readonly HEALTH_INTERVAL=0.1"));
+    });
+
+    it("switches through the helper (sudo -n unless root) and drains with ss", () => {
+        assert.match(s, /sudo -n "\$SWITCH_HELPER" "\$@"/);
+        assert.match(s, /switch_cmd switch "\$ENV_ID" "\$slot"/);
+        assert.match(s, /ss -Htn state established "\( sport = :\$port \)"/);
+    });
+
+    it("swaps slot links atomically and writes state via temp + rename", () => {
+        assert.match(s, /ln -sfn "\$rel" "\$tmp"\n\s+mv -T "\$tmp" "\$SLOTS_DIR\/\$slot"/);
+        assert.match(s, /printf '%s\\n' "\$2" >"\$tmp"\n\s+mv -f "\$tmp" "\$STATE_DIR\/\$1"/);
+    });
+
+    it("documents the history columns", () => {
+        assert.match(s, /time\(ISO 8601\)\s+environment\s+revision\s+slot\s+outcome\s+build_s\s+boot_s\s+gate_s\s+drain_s/);
+    });
+
+    it("passes bash -n", () => {
+        withTempFile("deploy", s, f => {
+            const r = run("bash", ["-n", f]);
+            assert.strictEqual(r.status, 0, r.out);
+        });
+    });
+
+    it("passes shellcheck", function () {
+        withTempFile("deploy", s, f => {
+            const r = run("shellcheck", [f]);
+            assert.strictEqual(r.status, 0, r.out);
+        });
+    });
+
+    it("rejects bad arguments with a usage error before touching anything", () => {
+        withTempFile("deploy", s, f => {
+            for (const args of [[], ["--revision", "a;b"], ["--archive", "x.tgz"], ["--rollback", "--boot"], ["--bogus"]]) {
+                const r = run("bash", [f, ...args]);
+                assert.strictEqual(r.status, 2, `${args.join(" ")}: ${r.out}`);
+                assert.match(r.out, /^deploy: /, r.out);
+            }
+        });
+    });
+});
+
+describe("rotation: switch helper", () => {
+    const h = files.switchHelper;
+
+    it("knows exactly the rendered environment with its chain and ports", () => {
+        assert.ok(h.includes("        shop-production)\n"));
+        assert.ok(lines(h).includes('            CHAIN="CZD-shop-production"'));
+        assert.ok(lines(h).includes("            PROXY_PORT=8000"));
+        assert.ok(lines(h).includes("            SLOT1_PORT=8001"));
+        assert.ok(lines(h).includes("            SLOT2_PORT=8002"));
+        assert.match(h, /\*\) die "unknown environment id '\$1'" ;;/);
+    });
+
+    it("replaces one REDIRECT rule in place", () => {
+        assert.match(h, /local rule=\(-p tcp -d 127\.0\.0\.1 --dport "\$PROXY_PORT" -j REDIRECT --to-ports "\$port"\)/);
+        assert.match(h, /ipt -R "\$CHAIN" 1 "\$\{rule\[@\]\}"/);
+        assert.match(h, /iptables -w 5 -t nat "\$@"/);
+    });
+
+    it("renders one helper per environment that knows only that environment", () => {
+        const staging = layout("shop", "staging", { proxy: 9000, slot1: 9001, slot2: 9002, nrepl1: 9101, nrepl2: 9102 });
+        const helper = renderSwitchHelper(staging);
+        assert.notStrictEqual(staging.switchHelper, env.switchHelper);
+        assert.ok(helper.includes("        shop-staging)\n") && !helper.includes("shop-production"));
+    });
+
+    it("passes bash -n and shellcheck", function () {
+        withTempFile("switch", h, f => {
+            assert.strictEqual(run("bash", ["-n", f]).status, 0);
+            const r = run("shellcheck", [f]);
+            assert.strictEqual(r.status, 0, r.out);
+        });
+    });
+
+    it("refuses unknown ids and bad slots (as root; no rule is changed)", function () {
+        withTempFile("switch", h, f => {
+            for (const args of [["switch", "other-env", "1"], ["switch", "shop-production", "3"], ["show"], ["switch", "shop-production"]]) {
+                const r = run("bash", [f, ...args]);
+                assert.strictEqual(r.status, 2, `${args.join(" ")}: ${r.out}`);
+            }
+        });
+    });
+});
+
+describe("rotation: chain names", () => {
+    it("fit iptables' 28-character limit and stay distinct", () => {
+        assert.strictEqual(switchChain("shop-production"), "CZD-shop-production");
+        const a = switchChain("a-very-long-application-name-production");
+        const b = switchChain("a-very-long-application-name-prod-eu");
+        assert.ok(a.length <= IPTABLES_CHAIN_MAX && b.length <= IPTABLES_CHAIN_MAX);
+        assert.notStrictEqual(a, b);
+    });
+});
+
+describe("rotation: sudoers", () => {
+    it("allows exactly the helper's switch/show forms for this environment, NOPASSWD", () => {
+        const alias = sudoersAlias(env.id);
+        assert.strictEqual(alias, "CZD_SWITCH_SHOP_PRODUCTION");
+        assert.ok(lines(files.sudoers).includes(
+            `Cmnd_Alias ${alias} = ${env.switchHelper} switch shop-production 1, ${env.switchHelper} switch shop-production 2, ${env.switchHelper} show shop-production`));
+        assert.ok(lines(files.sudoers).includes(`deploy ALL=(root) NOPASSWD: ${alias}`));
+        assert.ok(!/clear/.test(files.sudoers.split("\n").filter(l => !l.startsWith("#")).join("\n")));
+        assert.ok(!/ALL\s*$/m.test(files.sudoers), "no open-ended command list");
+    });
+
+    it("passes visudo -cf", function () {
+        const visudo = ["/usr/sbin/visudo", "/sbin/visudo"].find(p => fs.existsSync(p));
+        assert.ok(visudo, "visudo is needed (apt-get install sudo; .ci/run installs it)");
+        withTempFile("sudoers", files.sudoers, f => {
+            const r = run(visudo!, ["-cf", f]);
+            assert.strictEqual(r.status, 0, r.out);
+        });
+    });
+});
+
+describe("rotation: boot unit", () => {
+    it("runs deploy --boot once as the deploy user after supervisor", () => {
+        const u = lines(files.restoreUnit);
+        for (const line of [
+            "Type=oneshot",
+            "RemainAfterExit=yes",
+            "User=deploy",
+            `ExecStart=${env.deployScript} --boot`,
+            "After=supervisor.service network-online.target nginx.service",
+            "WantedBy=multi-user.target",
+        ]) {
+            assert.ok(u.includes(line), `missing line: ${line}`);
+        }
+    });
+});
+
+describe("rotation: input validation", () => {
+    it("refuses values that are unsafe in shell or sudoers", () => {
+        assert.throws(() => rotationView(env, { ...settings, domain: "x; rm -rf /" }), /domain/);
+        assert.throws(() => rotationView(env, { ...settings, healthPath: "health" }), /healthPath/);
+        assert.throws(() => rotationView(env, { ...settings, keepReleases: 1 }), /keepReleases/);
+        assert.throws(() => rotationView(env, { ...settings, startTimeoutSeconds: 0 }), /startTimeoutSeconds/);
+        assert.throws(() => rotationView({ ...env, id: "Shop Prod" }, settings), /environment id/);
+        assert.throws(() => rotationView({ ...env, releasesDir: "/srv/../etc" }, settings), /releasesDir/);
+    });
+});
