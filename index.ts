@@ -11,3 +11,5 @@ export const dnsHint = out.dnsHint;
 export const environment = out.environment;
 export const supervisorGroup = out.supervisorGroup;
 export const appDirectory = out.appDirectory;
+export const liveRevision = out.liveRevision;
+export const liveSlot = out.liveSlot;

@@ -19,6 +19,8 @@ export interface AppRevision {
     appDir: string;
     /** The last commit at `revision` that touched the app directory: the deploy's trigger and release name. */
     commit: string;
+    /** The repository's top-level directory. */
+    repoDir: string;
     /** The app directory's path inside its repository ("" when the app is the repository root). */
     prefix: string;
     /** Files under the app directory with uncommitted changes: reported, never deployed. */
@@ -53,7 +55,8 @@ export function resolveAppRevision(appPath: string, revision: string, baseDir = 
     }
     const status = git(appDir, ["status", "--porcelain", "--untracked-files=normal", "--", "."]);
     const uncommitted = status ? status.split("\n").map(l => l.slice(3)) : [];
-    return { appDir, commit, prefix: prefix.replace(/\/$/, ""), uncommitted };
+    const repoDir = git(appDir, ["rev-parse", "--show-toplevel"]);
+    return { appDir, repoDir, commit, prefix: prefix.replace(/\/$/, ""), uncommitted };
 }
 
 /**
@@ -67,7 +70,7 @@ export function archiveAppRevision(rev: AppRevision, cacheDir = path.join(os.tmp
     const file = path.join(cacheDir, `${rev.commit}-${crypto.createHash("sha1").update(tree).digest("hex").slice(0, 8)}.tar`);
     if (!fs.existsSync(file)) {
         const tmp = `${file}.${process.pid}.tmp`;
-        execFileSync("git", ["archive", "--format=tar", "-o", tmp, tree], { cwd: rev.appDir, stdio: ["ignore", "ignore", "pipe"] });
+        execFileSync("git", ["archive", "--format=tar", "-o", tmp, tree], { cwd: rev.repoDir, stdio: ["ignore", "ignore", "pipe"] });
         fs.renameSync(tmp, file);
     }
     return file;

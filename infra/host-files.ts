@@ -13,6 +13,7 @@ import {
     TOOL_DIR,
 } from "./names";
 import { contentHash, render } from "./render";
+import { renderRotationFiles, RotationSettings } from "./rotation";
 
 /** What the host needs from the distribution (Ubuntu 24.04 and Debian 12 both carry these). */
 export const PACKAGES = [
@@ -135,11 +136,28 @@ export function renderEnvironmentFiles(settings: Settings, l: EnvironmentLayout)
     };
 }
 
-/** The environment's setup step: app user, directories, repository, Supervisor group, nginx site. */
+export function rotationSettings(settings: Settings): RotationSettings {
+    return {
+        // The health check's Host header: the production name, or a neutral one for an address-only site.
+        domain: settings.domain || "localhost",
+        healthPath: settings.healthPath,
+        startTimeoutSeconds: settings.startTimeout,
+        drainTimeoutSeconds: settings.drainTimeout,
+        keepReleases: settings.keepReleases,
+        lockTimeoutSeconds: settings.lockTimeout,
+    };
+}
+
+/** The environment's setup step: app user, directories, rotation, repository, Supervisor group, nginx site. */
 export function environmentStep(settings: Settings, l: EnvironmentLayout): SetupStep {
     const files = renderEnvironmentFiles(settings, l);
+    const rotation = renderRotationFiles(l, rotationSettings(settings));
     return step(`env-${l.environment}`, "environment.sh", {
         ...environmentView(settings, l),
+        deployScriptContent: embeddable(rotation.deployScript, "deploy script"),
+        switchHelperContent: embeddable(rotation.switchHelper, "switch helper"),
+        sudoersContent: embeddable(rotation.sudoers, "sudoers rule"),
+        restoreUnitContent: embeddable(rotation.restoreUnit, "boot unit"),
         runSlotContent: embeddable(files.runSlot, "run-slot"),
         installAppEnvContent: embeddable(files.installAppEnv, "install-app-env"),
         postReceiveContent: embeddable(files.postReceive, "post-receive hook"),

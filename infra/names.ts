@@ -42,6 +42,8 @@ export interface EnvironmentLayout {
     deployUser: string;
     baseDir: string;
     releasesDir: string;
+    /** Where `pulumi up` uploads the `git archive` of the revision it deploys. */
+    uploadsDir: string;
     stateDir: string;
     binDir: string;
     repoDir: string;
@@ -102,6 +104,7 @@ export function layout(appName: string, environment: string, ports: Ports): Envi
         deployUser: DEPLOY_USER,
         baseDir,
         releasesDir: `${baseDir}/releases`,
+        uploadsDir: `${baseDir}/uploads`,
         stateDir,
         binDir,
         repoDir: `${baseDir}/repo.git`,

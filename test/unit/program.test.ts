@@ -104,10 +104,11 @@ describe("program resource graph", () => {
 
     it("groups resources in components under one type prefix, children parented", async () => {
         const r = await run({ provider: "digitalocean" });
-        const components = r.resources.filter(x => !x.type.includes(":index/") && x.type !== COMMAND);
+        const components = r.resources.filter(x => x.type.startsWith("clj-zero-downtime:"));
         assert.deepStrictEqual(components.map(c => c.type).sort(), [
-            "clj-zero-downtime:host:DigitalOceanHost", "clj-zero-downtime:setup:EnvironmentSetup", "clj-zero-downtime:setup:HostSetup"]);
-        for (const res of r.resources.filter(x => x.type.includes(":index/") || x.type === COMMAND)) {
+            "clj-zero-downtime:deploy:Deploy", "clj-zero-downtime:host:DigitalOceanHost",
+            "clj-zero-downtime:setup:EnvironmentSetup", "clj-zero-downtime:setup:HostSetup"]);
+        for (const res of r.resources.filter(x => !x.type.startsWith("clj-zero-downtime:"))) {
             assert.ok(res.parentUrn && components.some(c => c.urn === res.parentUrn), `${res.name} is parented to a component`);
         }
     });
