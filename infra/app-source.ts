@@ -53,8 +53,9 @@ export function resolveAppRevision(appPath: string, revision: string, baseDir = 
     if (!/^[0-9a-f]{40}$/.test(commit)) {
         throw new AppSourceError(`clj-zero-downtime:appRevision = "${revision}" has no commit that touches ${appPath}; commit the app first`);
     }
-    const status = git(appDir, ["status", "--porcelain", "--untracked-files=normal", "--", "."]);
-    const uncommitted = status ? status.split("\n").map(l => l.slice(3)) : [];
+    // Porcelain lines are "XY path": not trimmed, the first column may be a space.
+    const status = execFileSync("git", ["status", "--porcelain", "--untracked-files=normal", "--", "."], { cwd: appDir, encoding: "utf8" });
+    const uncommitted = status.split("\n").filter(Boolean).map(l => l.slice(3));
     const repoDir = git(appDir, ["rev-parse", "--show-toplevel"]);
     return { appDir, repoDir, commit, prefix: prefix.replace(/\/$/, ""), uncommitted };
 }
