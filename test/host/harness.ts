@@ -715,12 +715,14 @@ function secretStrings(resources: RemoteResource[]): string[] {
     for (const r of resources) {
         for (const p of r.secretPaths) {
             const v = getPath(r.inputs, p);
+            if (p === "connection" || p.startsWith("source")) continue;
             const add = (x: any) => {
                 if (typeof x === "string" && x.length >= 4) out.add(x);
                 else if (x && typeof x === "object") Object.values(x).forEach(add);
             };
-            add(p.startsWith("source") ? undefined : v);
+            add(v);
         }
+        // A secret connection is secret for its key: host and user names stay readable in logs.
         const c = r.inputs.connection;
         for (const x of [c.privateKey, c.password, c.privateKeyPassword]) if (x && x.length >= 4) out.add(x);
     }

@@ -132,6 +132,8 @@ EOF
     mkdir -p "$root/etc/ssh/sshd_config.d"
     printf 'PermitRootLogin prohibit-password\nUseDNS no\n' \
         >"$root/etc/ssh/sshd_config.d/00-test-host.conf"
+    # Like Ubuntu's cloud images: password login on until the setup turns it off.
+    printf 'PasswordAuthentication yes\n' >"$root/etc/ssh/sshd_config.d/50-cloud-init.conf"
     generate_host_keys "$root"
 }
 

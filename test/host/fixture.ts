@@ -1,0 +1,105 @@
+// A server for the host suites: a fresh test host, the Pulumi program pointed
+// at it (provider: existing), and the harness that runs the program's remote
+// commands on it over SSH with Pulumi-like state.
+import { execFileSync } from "child_process";
+import * as fs from "fs";
+import * as os from "os";
+import * as path from "path";
+import { apply, ApplyResult, collect, RemoteResource } from "./harness";
+import { startTestHost, TestHost } from "./testhost";
+
+/** Debian's Clojure libraries, copied into the test host as a local Maven mirror (a server would use Clojars). */
+const MAVEN_MIRROR = "/var/cache/czd-test-maven-repo";
+const LEIN_PROFILE = path.join(__dirname, "lein-offline-profile.clj");
+
+export function log(line: string): void {
+    console.log(`      ${line}`);
+}
+
+/** Runs `fn` and logs how long it took: the host suites say what they are doing. */
+export async function step<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    const t0 = Date.now();
+    log(`[step] ${what} ...`);
+    try {
+        const result = await fn();
+        log(`[step] ${what}: done (${((Date.now() - t0) / 1000).toFixed(1)}s)`);
+        return result;
+    } catch (e) {
+        log(`[step] ${what}: FAILED (${((Date.now() - t0) / 1000).toFixed(1)}s)`);
+        throw e;
+    }
+}
+
+export interface Server {
+    host: TestHost;
+    /** The program's config for this server; tests may change it between applies. */
+    config: Record<string, string>;
+    statePath: string;
+    /** Collects the program with `config` (plus overrides) and applies it. */
+    up(overrides?: Record<string, string>, opts?: { throwOnError?: boolean }): Promise<ApplyResult>;
+    resources(overrides?: Record<string, string>): Promise<RemoteResource[]>;
+    /** Runs a command on the server as `user` (root by default) and returns stdout; throws on failure. */
+    sh(command: string, user?: string, input?: string): Promise<string>;
+    stop(): Promise<void>;
+}
+
+export interface ServerOptions {
+    name: string;
+    index?: number;
+    /** Path of the app's git repository (appPath). */
+    appPath: string;
+    config?: Record<string, string>;
+}
+
+export async function startServer(opts: ServerOptions): Promise<Server> {
+    const host = await step(`start test host ${opts.name}`, () => startTestHost({ name: opts.name, index: opts.index, log }));
+    try {
+        await step("seed the offline Maven mirror and Leiningen profile", async () => {
+            // The deploy user gets the profile from /etc/skel when the setup creates it.
+            const mirror = path.join(host.rootDir, MAVEN_MIRROR.slice(1));
+            execFileSync("cp", ["-rL", "/usr/share/maven-repo", mirror]);
+            const profile = fs.readFileSync(LEIN_PROFILE, "utf8").split("file:///usr/share/maven-repo").join(`file://${MAVEN_MIRROR}`);
+            const skel = path.join(host.rootDir, "etc/skel/.lein");
+            fs.mkdirSync(skel, { recursive: true });
+            fs.writeFileSync(path.join(skel, "profiles.clj"), profile);
+        });
+        const publicKey = execFileSync("ssh-keygen", ["-y", "-f", host.privateKeyPath], { encoding: "utf8" }).trim();
+        const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), `czd-state-${opts.name}-`));
+        const config: Record<string, string> = {
+            provider: "existing",
+            host: host.address,
+            sshUser: "root",
+            sshPublicKey: publicKey,
+            sshPrivateKey: host.privateKey,
+            appPath: opts.appPath,
+            ...opts.config,
+        };
+        const server: Server = {
+            host,
+            config,
+            statePath: path.join(stateDir, "state.json"),
+            resources: (overrides = {}) => collect({
+                config: { ...config, ...overrides },
+                secretKeys: ["sshPrivateKey", "appEnv"],
+                stack: config.environment ?? "live",
+            }),
+            async up(overrides = {}, applyOpts = {}) {
+                const resources = await server.resources(overrides);
+                return apply(resources, { statePath: server.statePath, log, throwOnError: applyOpts.throwOnError ?? true });
+            },
+            async sh(command, user = "root", input) {
+                const r = await host.ssh(command, { user, input, allowFail: true, timeoutMs: 300_000 });
+                if (r.code !== 0) throw new Error(`on the server as ${user}: ${command}\nexit ${r.code}\n${r.stderr}${r.stdout}`);
+                return r.stdout;
+            },
+            async stop() {
+                await host.stop();
+                fs.rmSync(stateDir, { recursive: true, force: true });
+            },
+        };
+        return server;
+    } catch (e) {
+        await host.stop();
+        throw e;
+    }
+}
