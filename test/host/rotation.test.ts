@@ -1,0 +1,265 @@
+// The gated rotation on a real server, under load: 32 keep-alive clients
+// through nginx for every deploy, with strict accounting (any non-200, any
+// transport error, any wrong echo is a failure; no retries).
+import * as assert from "assert";
+import { spawn } from "child_process";
+import * as fs from "fs";
+import * as http from "http";
+import * as os from "os";
+import * as path from "path";
+import { commitAppVersion, makeAppRepo } from "./app-variants";
+import { log, Server, startServer, step } from "./fixture";
+import { LoadReport, startLoad } from "../load/client";
+
+const DOMAIN = "shop.test";
+const ENV = "live";
+const ID = `sample-app-${ENV}`;
+const DEPLOY = `/srv/sample-app/${ENV}/bin/deploy`;
+const HISTORY = `/srv/sample-app/${ENV}/state/history`;
+const START_TIMEOUT = 20;
+
+function describeFailures(report: LoadReport): string {
+    return JSON.stringify({ failures: report.failures, statusCodes: report.statusCodes, transportErrors: report.transportErrors, samples: report.failureSamples.slice(0, 5) });
+}
+
+function assertNoFailures(report: LoadReport, what: string) {
+    assert.ok(report.totals.requests > 100, `${what}: the load ran (${report.totals.requests} requests)`);
+    assert.strictEqual(report.totals.failed, 0, `${what}: ${report.totals.failed} of ${report.totals.requests} requests failed: ${describeFailures(report)}`);
+    log(`${what}: ${report.totals.requests} requests, 0 failed, fast GET p99 ${report.latency.get.p99} ms`);
+}
+
+function get(address: string, urlPath: string): Promise<{ status: number; version: string; body: string }> {
+    return new Promise((resolve, reject) => {
+        const req = http.get({ host: address, port: 80, path: urlPath, headers: { Host: DOMAIN }, agent: false }, res => {
+            let body = "";
+            res.setEncoding("utf8").on("data", d => (body += d)).on("end", () =>
+                resolve({ status: res.statusCode!, version: String(res.headers["x-app-version"] ?? ""), body }));
+        });
+        req.on("error", reject);
+    });
+}
+
+describe("gated rotation on a test host, under load", function () {
+    let server: Server;
+    let work: string;
+    let app: string;
+    const commits: Record<string, string> = {};
+
+    /** Runs `fn` with the load client on; fails the test on any failed request. */
+    async function underLoad<T>(what: string, fn: () => Promise<T>): Promise<{ result: T; report: LoadReport }> {
+        const load = startLoad({ url: `http://${server.host.address}`, hostHeader: DOMAIN, concurrency: 32 });
+        await new Promise(r => setTimeout(r, 1000));
+        let result: T;
+        try {
+            result = await fn();
+            await new Promise(r => setTimeout(r, 1000));
+        } catch (e) {
+            await load.stop();
+            throw e;
+        }
+        const report = await load.stop();
+        assertNoFailures(report, what);
+        return { result, report };
+    }
+
+    async function liveVersion(): Promise<string> {
+        const res = await get(server.host.address, "/");
+        assert.strictEqual(res.status, 200, res.body);
+        return res.version;
+    }
+
+    async function deployScript(args: string, opts: { allowFail?: boolean } = {}) {
+        const r = await server.host.ssh(`${DEPLOY} ${args}`, { user: "deploy", allowFail: true, timeoutMs: 300_000 });
+        if (!opts.allowFail && r.code !== 0) throw new Error(`deploy ${args} failed (${r.code}):\n${r.stdout}${r.stderr}`);
+        return { ...r, output: r.stdout + r.stderr };
+    }
+
+    before(async function () {
+        work = fs.mkdtempSync(path.join(os.tmpdir(), "czd-rotation-"));
+        app = path.join(work, "app");
+        commits.v1 = makeAppRepo(app, { version: "1" });
+        commits.v2 = commitAppVersion(app, { version: "2" });
+        server = await startServer({
+            name: "rotation", index: 22, appPath: app,
+            config: { domain: DOMAIN, environment: ENV, startTimeout: String(START_TIMEOUT), drainTimeout: "15" },
+        });
+        await step("setup and first deploy (v1)", () => server.up({ appRevision: commits.v1 }));
+        // Both releases built once, so each test's timing is about rotation, not builds.
+        await step("build v2, then back to v1", async () => {
+            await server.up({ appRevision: commits.v2 });
+            await server.up({ appRevision: commits.v1 });
+        });
+        assert.strictEqual(await liveVersion(), "1");
+    });
+
+    after(async function () {
+        if (server) await server.stop();
+        if (work) fs.rmSync(work, { recursive: true, force: true });
+    });
+
+    it("10 consecutive deploys alternating two versions: 0 failed requests, the new version serves right after each", async () => {
+        const windows: { from: number; to: number; version: string }[] = [];
+        const { report } = await underLoad("10 deploys", async () => {
+            for (let i = 0; i < 10; i++) {
+                const version = i % 2 === 0 ? "2" : "1";
+                if (windows.length) windows[windows.length - 1].to = Date.now();
+                const t0 = Date.now();
+                const r = await server.up({ appRevision: commits[`v${version}`] });
+                const rotate = r.resources.find(x => x.name.endsWith("-deploy-rotate"))!;
+                assert.strictEqual(rotate.status, "ok");
+                assert.match(rotate.stdout, new RegExp(`==> deployed ${commits[`v${version}`]} to ${ENV} \\(slot [12]\\)`));
+                log(`deploy ${i + 1}/10 of v${version}: ${((Date.now() - t0) / 1000).toFixed(1)}s`);
+                windows.push({ from: Date.now(), to: Infinity, version });
+                await new Promise(res => setTimeout(res, 700));
+            }
+        });
+        windows[windows.length - 1].to = report.endedAt;
+        const records = report.records();
+        for (const w of windows) {
+            const seen = new Set(records.filter(r => r.start >= w.from && r.start < w.to).map(r => r.version));
+            assert.deepStrictEqual([...seen], [w.version], `after the deploy of v${w.version}, only v${w.version} answers`);
+        }
+        assert.ok(report.totals.requests > 1000, `${report.totals.requests} requests`);
+    });
+
+    it("a request that lasts 10 s, in flight when traffic switches, completes on the old version", async () => {
+        const before = await liveVersion();
+        const next = before === "1" ? "2" : "1";
+        let slowEnded = 0;
+        const slow = get(server.host.address, "/slow?ms=10000").then(res => ((slowEnded = Date.now()), res));
+        await new Promise(r => setTimeout(r, 1000));
+        const r = await server.up({ appRevision: commits[`v${next}`] });
+        const deployEnded = Date.now();
+        const rotate = r.resources.find(x => x.name.endsWith("-deploy-rotate"))!;
+        const res = await slow;
+        assert.strictEqual(res.status, 200, res.body);
+        assert.strictEqual(res.version, before, "the slow request finished on the slot it started on");
+        assert.ok(slowEnded > 0 && slowEnded <= deployEnded, "the old slot was stopped only after the request had ended");
+        const drained = /drained slot \d in ([0-9.]+)s/.exec(rotate.stdout);
+        assert.ok(drained && Number(drained[1]) >= 3, `the drain waited for the request: ${rotate.stdout}`);
+        log(`10 s request completed; the drain took ${drained![1]}s`);
+        assert.strictEqual(await liveVersion(), next);
+    });
+
+    const faults: { fault: "health-500" | "exit-at-boot" | "no-port" | "compile-error"; reason: RegExp }[] = [
+        { fault: "health-500", reason: /did not answer 2xx on \/health .*last answer: 500/ },
+        { fault: "exit-at-boot", reason: /slot \d (exited before it became healthy|is (FATAL|BACKOFF|EXITED) before it became healthy)/ },
+        { fault: "no-port", reason: new RegExp(`did not answer 2xx on /health .* within ${START_TIMEOUT}s`) },
+        { fault: "compile-error", reason: /lein uberjar failed/ },
+    ];
+    for (const { fault, reason } of faults) {
+        it(`refuses a version that fails (${fault}) with 0 failed requests; the old version keeps serving`, async () => {
+            const live = await liveVersion();
+            const sha = commitAppVersion(app, { version: `broken-${fault}`, fault });
+            const { result } = await underLoad(`failed deploy (${fault})`, () => server.up({ appRevision: sha }, { throwOnError: false }));
+            assert.strictEqual(result.ok, false, "the deploy must fail");
+            const rotate = result.resources.find(x => x.name.endsWith("-deploy-rotate"))!;
+            const output = rotate.stdout + rotate.stderr;
+            assert.match(output, new RegExp(`deploy of ${sha} to ${ENV} failed: `));
+            assert.match(output, reason);
+            if (fault !== "compile-error") {
+                assert.match(output, /traffic untouched: slot \d still serves/);
+                assert.match(output, /run-slot: starting/, "the new slot's log is shown");
+            }
+            assert.strictEqual(await liveVersion(), live);
+            const status = await server.sh(`supervisorctl status ${ID}:*`, "deploy").catch(e => String(e));
+            assert.strictEqual((status.match(/RUNNING/g) ?? []).length, 1, `only the old slot runs:\n${status}`);
+            const history = (await server.sh(`tail -n 1 ${HISTORY}`)).split("\t");
+            assert.strictEqual(history[2], sha);
+            assert.match(history[4], /^failed:/);
+        });
+    }
+
+    it("two deploys started together: one waits for the other, both succeed, never interleaved", async () => {
+        const live = await liveVersion();
+        const [first, second] = live === "1" ? [commits.v2, commits.v1] : [commits.v1, commits.v2];
+        const { result } = await underLoad("two concurrent deploys", async () => {
+            const a = deployScript(`--revision ${first}`);
+            await new Promise(r => setTimeout(r, 300));
+            const b = deployScript(`--revision ${second}`);
+            return Promise.all([a, b]);
+        });
+        const [a, b] = result;
+        assert.match(b.output, /another deploy of live is running; waiting up to \d+s for it/);
+        const slotA = /deployed \S+ to live \(slot (\d)\)/.exec(a.output)![1];
+        const slotB = /deployed \S+ to live \(slot (\d)\)/.exec(b.output)![1];
+        assert.notStrictEqual(slotA, slotB, "the second rotation started from the first one's result");
+        assert.strictEqual(await liveVersion(), live, "back on the version we started from, after two rotations");
+        const outcomes = (await server.sh(`tail -n 2 ${HISTORY} | cut -f3,5`)).trim().split("\n");
+        assert.deepStrictEqual(outcomes, [`${first}\tok`, `${second}\tok`]);
+    });
+
+    it("a deploy killed with SIGKILL while its new slot boots leaves no stale lock or half switch; the next deploy succeeds", async () => {
+        const live = await liveVersion();
+        const target = live === "1" ? commits.v2 : commits.v1;
+        const targetVersion = live === "1" ? "2" : "1";
+        await underLoad("SIGKILL mid-deploy and the next deploy", async () => {
+            const killed = deployScript(`--revision ${target}`, { allowFail: true });
+            // Wait until the new slot is starting, then kill the script outright.
+            await server.sh(`for _ in $(seq 200); do supervisorctl status ${ID}:* | grep -q STARTING && break; sleep 0.05; done; pkill -KILL -f '[${DEPLOY[0]}]${DEPLOY.slice(1)} --revision' && echo killed`, "root");
+            const k = await killed;
+            assert.notStrictEqual(k.code, 0);
+            assert.strictEqual(await liveVersion(), live, "traffic stayed on the old slot");
+            const next = await deployScript(`--revision ${target}`);
+            assert.match(next.output, /deployed/);
+        });
+        assert.strictEqual(await liveVersion(), targetVersion);
+    });
+
+    it("rolls back to the previous release without a build, in about one app boot", async () => {
+        const live = await liveVersion();
+        const { result } = await underLoad("rollback", async () => {
+            const t0 = Date.now();
+            const r = await deployScript("--rollback");
+            return { ...r, seconds: (Date.now() - t0) / 1000 };
+        });
+        assert.doesNotMatch(result.output, /building/);
+        assert.match(result.output, /rolling back live from \S+ to \S+/);
+        assert.notStrictEqual(await liveVersion(), live);
+        const line = (await server.sh(`tail -n 1 ${HISTORY}`)).trim().split("\t");
+        assert.strictEqual(line[4], "rollback");
+        assert.strictEqual(Number(line[5]), 0, "no build time");
+        log(`rollback took ${result.seconds.toFixed(1)}s (boot ${line[6]}s, gate ${line[7]}s, drain ${line[8]}s)`);
+    });
+
+    it("after a reboot (services stopped, NAT rules gone), the boot path serves the live revision again", async () => {
+        const live = await liveVersion();
+        const liveRevision = (await server.sh(`cat /srv/sample-app/${ENV}/state/live-revision`)).trim();
+        await step("simulate a reboot: stop every service, clear the NAT table", async () => {
+            await server.sh("service nginx stop; supervisorctl stop all >/dev/null; service supervisor stop; sleep 1; iptables -t nat -F; iptables -t nat -X; iptables -F; iptables -X");
+            await assert.rejects(get(server.host.address, "/"));
+        });
+        await step("boot: the units' commands in boot order", async () => {
+            await server.sh("/usr/local/lib/clj-zero-downtime/firewall.sh && service supervisor start && service nginx start");
+            const unit = await server.sh(`cat /etc/systemd/system/czd-restore-${ID}.service`);
+            const execStart = /^ExecStart=(.*)$/m.exec(unit)![1];
+            assert.match(unit, /^User=deploy$/m);
+            const out = await server.sh(execStart, "deploy");
+            assert.match(out, new RegExp(`restored ${ENV}: slot \\d serves ${liveRevision}`));
+        });
+        assert.strictEqual(await liveVersion(), live);
+        const status = await server.sh(`supervisorctl status ${ID}:*`, "deploy").catch(e => String(e));
+        assert.strictEqual((status.match(/RUNNING/g) ?? []).length, 1, status);
+        await underLoad("after the reboot", async () => undefined);
+    });
+
+    it("deploys a git push to the server's repository through the same rotation, streaming its output", async () => {
+        const sha = commitAppVersion(app, { version: "3" });
+        const keyFile = server.host.privateKeyPath;
+        const remote = `ssh://deploy@${server.host.address}/srv/sample-app/${ENV}/repo.git`;
+        const { result } = await underLoad("git push deploy", () => new Promise<{ code: number; output: string }>((resolve) => {
+            const push = spawn("git", ["push", remote, "HEAD:main"], {
+                cwd: app,
+                env: { ...process.env, GIT_SSH_COMMAND: `ssh -i ${keyFile} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR` },
+            });
+            let output = "";
+            push.stdout.on("data", d => (output += d));
+            push.stderr.on("data", d => (output += d));
+            push.on("close", code => resolve({ code: code ?? 1, output }));
+        }));
+        assert.strictEqual(result.code, 0, result.output);
+        assert.match(result.output, /remote: ==> building/);
+        assert.match(result.output, new RegExp(`remote: ==> deployed ${sha} to ${ENV} \\(slot \\d\\)`));
+        assert.strictEqual(await liveVersion(), "3");
+    });
+});
