@@ -73,6 +73,7 @@ const p2 = LAYOUT.programs[1];
  *   PHASE <name> <µs>            a phase's duration
  *   LINE <epoch µs> <text>       the rotation's own output, time-stamped
  *   HISTORY <line>               the rotation's history line for this deploy
+ *   NICE <value> <epoch µs> <n>  rotation-nice: the new JVM's n threads reniced to value
  */
 export function benchScript(): string {
     return `#!/bin/bash
@@ -193,7 +194,7 @@ as_deploy() { runuser -u "$DEPLOY_USER" -- env HOME=/home/$DEPLOY_USER "$@"; }
 # Renices the JVM of the new release (every thread) to 10 until the flag file
 # appears (the rotation printed "traffic switched"), then back to 0.
 nice_watch() {
-    local rev=$1 flag=$2 pid="" tids t end=$(($(now_us) + 180000000))
+    local rev=$1 flag=$2 pid="" tids niced=0 end=$(($(now_us) + 180000000))
     while [ "$(now_us)" -lt "$end" ]; do
         [ -n "$pid" ] && [ -d "/proc/$pid" ] || pid=$(pgrep -f -- "-jar $RELEASES/$rev/$JAR" | head -n 1)
         if [ -n "$pid" ]; then
@@ -203,9 +204,12 @@ nice_watch() {
                 sleep 0.3
                 tids=(/proc/"$pid"/task/*)
                 renice -n 0 -p "\${tids[@]##*/}" >/dev/null 2>&1
+                echo "NICE 0 $(now_us) \${#tids[@]}"
                 return 0
             fi
             renice -n 10 -p "\${tids[@]##*/}" >/dev/null 2>&1
+            [ "$niced" = 1 ] || echo "NICE 10 $(now_us) \${#tids[@]}"
+            niced=1
         fi
         sleep 0.05
     done
@@ -336,12 +340,14 @@ export interface ParsedRun {
     endUs?: number;
     phasesUs: Record<string, number>;
     lines: { us: number; text: string }[];
+    /** rotation-nice: when the new JVM's threads were reniced (to 10, then back to 0). */
+    nice: { value: number; us: number; threads: number }[];
     history?: string[];
 }
 
 /** Reads the MARK / PHASE / LINE / HISTORY lines of one czd-bench call. */
 export function parseBenchOutput(stdout: string): ParsedRun {
-    const out: ParsedRun = { phasesUs: {}, lines: [] };
+    const out: ParsedRun = { phasesUs: {}, lines: [], nice: [] };
     for (const raw of stdout.split("\n")) {
         let m: RegExpExecArray | null;
         if ((m = /^MARK (start|end) (\d+)$/.exec(raw))) {
@@ -351,6 +357,8 @@ export function parseBenchOutput(stdout: string): ParsedRun {
             out.phasesUs[m[1]] = Number(m[2]);
         } else if ((m = /^LINE (\d+) (.*)$/.exec(raw))) {
             out.lines.push({ us: Number(m[1]), text: m[2] });
+        } else if ((m = /^NICE (\d+) (\d+) (\d+)$/.exec(raw))) {
+            out.nice.push({ value: Number(m[1]), us: Number(m[2]), threads: Number(m[3]) });
         } else if ((m = /^HISTORY (.*)$/.exec(raw))) {
             out.history = m[1].split("\t");
         }

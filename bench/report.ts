@@ -40,6 +40,8 @@ export interface DeployRun {
     phases: Phases;
     ok: boolean;
     error?: string;
+    /** rotation-nice: the renices of the new JVM (threads, seconds after "starting slot"). */
+    nice?: { value: number; threads: number; afterStartSeconds: number | null }[];
 }
 
 export interface MethodInput {
@@ -76,6 +78,7 @@ export interface DeploySummary {
     version: string;
     ok: boolean;
     error?: string;
+    nice?: DeployRun["nice"];
     /** Seconds since the method's load started. */
     atSeconds: number;
     seconds: number;
@@ -122,7 +125,7 @@ export interface MethodResult {
 }
 
 export interface Timeline {
-    /** Requests (ok + failed) started in each second since the load started. */
+    /** Requests (ok + failed) started in each whole second since the load started (a partial last second is left out). */
     requests: number[];
     failures: number[];
     /** [from, to] seconds since the load started. */
@@ -231,12 +234,14 @@ export function summarizeMethod(input: MethodInput): MethodResult {
     // A deploy's failures are those that start between its start and the next deploy's (or the
     // end of the load): a method can break requests after its script has returned.
     const periodEnd = runs.map((_, i) => (i + 1 < runs.length ? runs[i + 1].startMs : Infinity));
-    const seconds = Math.max(1, Math.ceil((input.loadEndMs - loadStartMs) / 1000));
+    // Whole seconds only: a partial last second would look like a drop in throughput.
+    const seconds = Math.max(1, Math.floor((input.loadEndMs - loadStartMs) / 1000));
     const requestsPerSecond = new Array<number>(seconds).fill(0);
     const failuresPerSecond = new Array<number>(seconds).fill(0);
     for (const r of records) {
-        const second = Math.min(seconds - 1, Math.max(0, Math.floor((r.start - loadStartMs) / 1000)));
-        requestsPerSecond[second]++;
+        const second = Math.max(0, Math.floor((r.start - loadStartMs) / 1000));
+        const inTimeline = second < seconds;
+        if (inTimeline) requestsPerSecond[second]++;
         for (const run of runs) {
             // A request that started during the deploy, or up to 2 s after it, and got the old version.
             if (r.start >= run.startMs && r.start < run.endMs + 2000 && r.version !== undefined && r.version !== run.version && !r.failure) {
@@ -246,7 +251,7 @@ export function summarizeMethod(input: MethodInput): MethodResult {
         if (!r.failure) continue;
         failed++;
         failures[r.failure]++;
-        failuresPerSecond[second]++;
+        if (inTimeline) failuresPerSecond[second]++;
         for (let i = 0; i < runs.length; i++) {
             const run = runs[i];
             if (r.start >= run.startMs && r.start < periodEnd[i]) {
@@ -265,6 +270,7 @@ export function summarizeMethod(input: MethodInput): MethodResult {
         version: run.version,
         ok: run.ok,
         ...(run.error ? { error: run.error } : {}),
+        ...(run.nice ? { nice: run.nice } : {}),
         atSeconds: rel(run.startMs),
         seconds: round2((run.endMs - run.startMs) / 1000),
         phases: run.phases,
@@ -305,6 +311,8 @@ export function summarizeMethod(input: MethodInput): MethodResult {
 
 // ---- Markdown ------------------------------------------------------------------
 
+/** Counts: two decimals when small, whole numbers when large. */
+const fmtCount = (x: number): string => (Math.abs(x) >= 100 ? Math.round(x).toString() : x.toFixed(2));
 const fmt = (x: number | null | undefined, digits = 1): string => (x === null || x === undefined || Number.isNaN(x) ? "–" : x.toFixed(digits));
 
 /** The results table: one row per method, in the order of the JSON. */
@@ -319,7 +327,7 @@ export function markdownTable(result: BenchResult): string {
         String(m.deploys),
         String(m.requests),
         String(m.failed),
-        fmt(m.failedPerDeploy, 2),
+        fmtCount(m.failedPerDeploy),
         fmt(m.failingSecondsPerDeploy, 2),
         FAILURE_KINDS.map(k => String(m.failures[k] ?? 0)).join(" / "),
         `${fmt(m.fastGet.steadyP50Ms)} → ${fmt(m.fastGet.deployP50Ms)}`,
@@ -381,21 +389,27 @@ export function niceMax(x: number): number {
 export const SVG_COLORS = { requests: "#2b6cb0", failures: "#e53e3e", deploy: "#d9d9d9", rollback: "#f6d8a8", steady: "#eef5ee" };
 
 /**
- * Small multiples: one panel per method, requests per second over time (blue),
- * failed requests per second (red bars, on the same scale), deploy windows in grey,
- * the rollback in orange and the steady-state window in green. All panels share the time axis.
+ * Small multiples: one panel per method, successfully answered requests per second over
+ * time (blue line), failed requests per second (red bars, same scale, clipped at the
+ * panel's top), deploy windows in grey, the rollback in orange and the steady-state
+ * window in green. All panels share both axes.
  */
 export function renderSvg(result: BenchResult): string {
     const width = 960;
     const left = 170;
     const right = 20;
-    const panelHeight = 110;
+    const panelHeight = 100;
     const gap = 34;
     const top = 58;
     const plotW = width - left - right;
     const methods = result.methods;
     const height = top + methods.length * (panelHeight + gap) + 30;
     const maxSeconds = Math.max(10, ...methods.map(m => m.timeline.requests.length));
+    // One y scale for every panel, from the successful requests: fast 502s can be ten times as
+    // many per second as real answers, so failure bars are clipped at the top (the count is in their title).
+    const okPerSecond = (m: MethodResult) => m.timeline.requests.map((v, s) => v - (m.timeline.failures[s] ?? 0));
+    const yMax = niceMax(Math.max(1, ...methods.flatMap(okPerSecond)));
+    const yScale = panelHeight / yMax;
     const xScale = plotW / maxSeconds;
     const f = (x: number) => (Math.round(x * 10) / 10).toString();
     const parts: string[] = [];
@@ -403,7 +417,7 @@ export function renderSvg(result: BenchResult): string {
     parts.push(`<rect x="0" y="0" width="${width}" height="${height}" fill="#ffffff"/>`);
     parts.push(`<text x="${left}" y="20" font-size="15" font-weight="bold">${escapeXml(`Requests per second during deploys (${result.date})`)}</text>`);
     const legend: [string, string][] = [
-        [SVG_COLORS.requests, "requests/s"],
+        [SVG_COLORS.requests, "answered requests/s"],
         [SVG_COLORS.failures, "failed requests/s"],
         [SVG_COLORS.deploy, "deploy window"],
         [SVG_COLORS.rollback, "rollback"],
@@ -417,14 +431,13 @@ export function renderSvg(result: BenchResult): string {
     methods.forEach((m, i) => {
         const y0 = top + i * (panelHeight + gap);
         const t = m.timeline;
-        const yMax = niceMax(Math.max(1, ...t.requests));
-        const yScale = panelHeight / yMax;
         const X = (s: number) => left + s * xScale;
         const Y = (v: number) => y0 + panelHeight - v * yScale;
         parts.push(`<g class="panel" data-method="${escapeXml(m.name)}">`);
         parts.push(`<text x="10" y="${y0 + 16}" font-weight="bold">${escapeXml(m.name)}</text>`);
         parts.push(`<text x="10" y="${y0 + 34}">${escapeXml(`${m.failed} failed / ${m.requests}`)}</text>`);
-        parts.push(`<text x="10" y="${y0 + 50}">${escapeXml(`${fmt(m.failedPerDeploy, 2)} failed per deploy`)}</text>`);
+        parts.push(`<text x="10" y="${y0 + 50}">${escapeXml(`${fmtCount(m.failedPerDeploy)} failed/deploy`)}</text>`);
+        parts.push(`<text x="10" y="${y0 + 82}">${escapeXml(`errors for ${fmt(m.failingSecondsPerDeploy, 1)} s/deploy`)}</text>`);
         parts.push(`<text x="10" y="${y0 + 66}">${escapeXml(`p99 ${fmt(m.fastGet.steadyP99Ms)} → ${fmt(m.fastGet.deployP99Ms)} ms`)}</text>`);
         parts.push(`<rect x="${left}" y="${y0}" width="${plotW}" height="${panelHeight}" fill="#fafafa" stroke="#bbb" stroke-width="0.5"/>`);
         const windows: [[number, number], string, string][] = [
@@ -435,14 +448,14 @@ export function renderSvg(result: BenchResult): string {
         for (const [[a, b], color, cls] of windows) {
             parts.push(`<rect class="${cls}" x="${f(X(a))}" y="${y0}" width="${f(Math.max(1, (b - a) * xScale))}" height="${panelHeight}" fill="${color}"/>`);
         }
-        const points = t.requests.map((v, s) => `${f(X(s + 0.5))},${f(Y(v))}`).join(" ");
-        if (t.requests.length) parts.push(`<polyline class="requests" fill="none" stroke="${SVG_COLORS.requests}" stroke-width="1.5" points="${points}"/>`);
         t.failures.forEach((v, s) => {
             if (v > 0) {
-                const h = Math.max(2, v * yScale);
+                const h = Math.max(2, v * yScale); // clipped at the panel's top below
                 parts.push(`<rect class="failures" x="${f(X(s))}" y="${f(y0 + panelHeight - Math.min(panelHeight, h))}" width="${f(Math.max(1.5, xScale))}" height="${f(Math.min(panelHeight, h))}" fill="${SVG_COLORS.failures}"><title>${v} failed at ${s} s</title></rect>`);
             }
         });
+        const points = okPerSecond(m).map((v, s) => `${f(X(s + 0.5))},${f(Y(v))}`).join(" ");
+        if (t.requests.length) parts.push(`<polyline class="requests" fill="none" stroke="${SVG_COLORS.requests}" stroke-width="1.5" points="${points}"/>`);
         // y axis: 0 and max
         parts.push(`<text x="${left - 4}" y="${y0 + panelHeight}" text-anchor="end" font-size="10">0</text>`);
         parts.push(`<text x="${left - 4}" y="${y0 + 9}" text-anchor="end" font-size="10">${yMax}/s</text>`);

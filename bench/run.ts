@@ -75,6 +75,7 @@ export function parseArgs(argv: string[]): BenchOptions {
             }
             case "-h": case "--help":
                 console.log("usage: npm run bench -- [--deploys N] [--methods a,b] [--out path] [--concurrency 32] [--steady 10] [--warmup 3] [--gap 2] [--host-name bench] [--host-index 60]");
+                console.log("       npm run bench -- --render results.json   (rewrite the .md and .svg from a JSON)");
                 console.log(`methods: ${METHOD_NAMES.join(", ")} (default: ${DEFAULT_METHODS.join(",")})`);
                 process.exit(0);
                 break;
@@ -125,6 +126,10 @@ async function timedCall(server: Server, sub: "deploy" | "rollback", method: Met
         phases: phasesOf(parsed),
         ok: r.code === 0,
     };
+    if (parsed.nice.length) {
+        const started = parsed.lines.find(l => /^==> starting slot/.test(l.text))?.us;
+        run.nice = parsed.nice.map(n => ({ value: n.value, threads: n.threads, afterStartSeconds: started ? Math.round((n.us - started) / 1e4) / 100 : null }));
+    }
     if (r.code !== 0) run.error = `exit ${r.code}: ${(r.stderr.trim() || r.stdout.trim()).split("\n").slice(-3).join(" | ")}`;
     return run;
 }
@@ -151,7 +156,8 @@ async function runMethod(server: Server, method: MethodName, opts: BenchOptions,
             const run = await timedCall(server, "deploy", method, next, versionOf(next), "deploy");
             deploys.push(run);
             log(`${method}: deploy ${i + 1}/${opts.deploys} to version ${versionOf(next)}: ${run.ok ? "ok" : `FAILED (${run.error})`} in ${((run.endMs - run.startMs) / 1000).toFixed(1)}s ` +
-                `(boot ${run.phases.boot} gate ${run.phases.gate} switch ${run.phases.switch} drain ${run.phases.drain} stop ${run.phases.stop}), ${load.completed()} requests so far`);
+                `(boot ${run.phases.boot} gate ${run.phases.gate} switch ${run.phases.switch} drain ${run.phases.drain} stop ${run.phases.stop}), ${load.completed()} requests so far` +
+                `${run.nice ? `; reniced: ${run.nice.map(n => `${n.threads} threads to ${n.value} at +${n.afterStartSeconds}s`).join(", ")}` : ""}`);
             if (run.ok) current = next;
             await sleep(opts.gapSeconds * 1000);
         }
@@ -253,8 +259,21 @@ export async function runBenchmark(opts: BenchOptions): Promise<BenchOutput> {
     }
 }
 
+/** Rewrites the .md and .svg next to a JSON written earlier (after a change to the report code). */
+export function renderFromJson(jsonPath: string): BenchOutput {
+    const result = JSON.parse(fs.readFileSync(jsonPath, "utf8")) as BenchResult;
+    return writeOutputs(result, jsonPath);
+}
+
 async function main(): Promise<void> {
-    const opts = parseArgs(process.argv.slice(2));
+    const args = process.argv.slice(2);
+    if (args[0] === "--render") {
+        if (!args[1]) throw new Error("--render needs the path of a results JSON");
+        const out = renderFromJson(path.resolve(args[1]));
+        console.log(`table:   ${out.markdownPath}\npicture: ${out.svgPath}`);
+        return;
+    }
+    const opts = parseArgs(args);
     const out = await runBenchmark(opts);
     console.log("");
     console.log(fs.readFileSync(out.markdownPath, "utf8"));

@@ -10,9 +10,10 @@ cd "$(dirname "$0")/.."
 
 readonly STACK=${1:-live}
 shift || true
-readonly STATE_DIR=${CZD_STATE_DIR:-$HOME/.clj-zero-downtime}
-readonly KEY_FILE=${CZD_SSH_KEY:-$STATE_DIR/id_ed25519}
-PULUMI=node_modules/.bin/pulumi
+# shellcheck source=scripts/env.sh
+. scripts/env.sh
+readonly KEY_FILE=${CZD_SSH_KEY:-$CZD_STATE_DIR/id_ed25519}
+readonly PULUMI=${CZD_PULUMI:-node_modules/.bin/pulumi}  # overridable for tests
 
 say() { printf '==> %s\n' "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -32,15 +33,11 @@ install_dependencies() {
 }
 
 use_local_backend() {
-  mkdir -p "$STATE_DIR/state"
-  chmod 700 "$STATE_DIR"
-  export PULUMI_BACKEND_URL=${PULUMI_BACKEND_URL:-file://$STATE_DIR/state}
-  if [ -z "${PULUMI_CONFIG_PASSPHRASE:-}" ] && [ -z "${PULUMI_CONFIG_PASSPHRASE_FILE:-}" ]; then
-    if [ ! -f "$STATE_DIR/passphrase" ]; then
-      (umask 077 && head -c 32 /dev/urandom | base64 >"$STATE_DIR/passphrase")
-      say "created a passphrase for this machine's stacks in $STATE_DIR/passphrase (back it up: it decrypts your secrets)"
-    fi
-    export PULUMI_CONFIG_PASSPHRASE_FILE="$STATE_DIR/passphrase"
+  mkdir -p "$CZD_STATE_DIR/state"
+  chmod 700 "$CZD_STATE_DIR"
+  if [ -n "${PULUMI_CONFIG_PASSPHRASE_FILE:-}" ] && [ ! -f "$PULUMI_CONFIG_PASSPHRASE_FILE" ]; then
+    (umask 077 && head -c 32 /dev/urandom | base64 >"$PULUMI_CONFIG_PASSPHRASE_FILE")
+    say "created a passphrase for this machine's stacks in $PULUMI_CONFIG_PASSPHRASE_FILE (back it up: it decrypts your secrets)"
   fi
   say "state backend: $PULUMI_BACKEND_URL"
 }
