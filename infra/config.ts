@@ -58,12 +58,23 @@ export const DEFAULTS = {
     appPath: "sample-app",
     appRevision: "HEAD",
     deployBranch: "main",
+    build: "server",
+    tls: "off",
+    acmeEmail: "",
+    acmeServer: "https://acme-v02.api.letsencrypt.org/directory",
+    hsts: false,
+    tlsCertificate: "",
+    dnsZone: "",
 };
 
 export type ScalarKey = keyof typeof DEFAULTS;
 export const SCALAR_KEYS = Object.keys(DEFAULTS) as ScalarKey[];
 /** Keys that Pulumi.yaml cannot declare: documented in the README instead. */
-export const SECRET_KEYS = ["sshPrivateKey"] as const;
+/** Secret keys. Pulumi.yaml declares the required one; an optional secret cannot be declared there (no default). */
+export const SECRET_KEYS = ["sshPrivateKey", "tlsKey"] as const;
+export const DECLARED_SECRET_KEYS = ["sshPrivateKey"] as const;
+export const BUILD_MODES = ["server", "local"] as const;
+export const TLS_MODES = ["off", "letsencrypt", "custom"] as const;
 export const STRUCTURED_KEYS = ["appEnv"] as const;
 
 export interface Settings {
@@ -96,10 +107,20 @@ export interface Settings {
     appPath: string;
     appRevision: string;
     deployBranch: string;
+    /** `server`: lein uberjar runs on the server (the seed's way); `local`: on the machine running Pulumi, only the jar is uploaded. */
+    build: (typeof BUILD_MODES)[number];
+    tls: (typeof TLS_MODES)[number];
+    acmeEmail: string;
+    acmeServer: string;
+    hsts: boolean;
+    /** PEM certificate chain for `tls: custom` (public). The key is a secret, read separately. */
+    tlsCertificate: string;
+    /** DigitalOcean DNS zone in which to create the domain's A/AAAA records. */
+    dnsZone: string;
 }
 
 /** Raw values as Pulumi stores them: strings (numbers and lists as text), undefined when unset. */
-export type RawConfig = Partial<Record<ScalarKey | "sshPrivateKey" | "appEnv", string>>;
+export type RawConfig = Partial<Record<ScalarKey | "sshPrivateKey" | "tlsKey" | "appEnv", string>>;
 
 export class ConfigError extends Error {
     constructor(readonly problems: string[]) {
@@ -284,6 +305,34 @@ export function parseSettings(raw: RawConfig, stack: string): Settings {
     const deployBranch = text("deployBranch");
     if (!/^[A-Za-z0-9._/-]+$/.test(deployBranch) || deployBranch.includes("..")) bad("deployBranch", deployBranch, "a git branch name, e.g. main");
 
+    const build = text("build") as Settings["build"];
+    if (!(BUILD_MODES as readonly string[]).includes(build)) bad("build", build, `one of ${BUILD_MODES.join(", ")}`);
+
+    const tls = text("tls") as Settings["tls"];
+    if (!(TLS_MODES as readonly string[]).includes(tls)) bad("tls", tls, `one of ${TLS_MODES.join(", ")}`);
+    if (tls !== "off" && !domain) problems.push(`${PROJECT}:tls = "${tls}" needs a domain: set ${PROJECT}:domain to the name the certificate is for`);
+    const acmeEmail = text("acmeEmail");
+    if (acmeEmail && !/^[^\s@]+@[^\s@]+\.[^\s@]+$/.test(acmeEmail)) bad("acmeEmail", acmeEmail, "an email address for Let's Encrypt's expiry notices, or empty");
+    const acmeServer = text("acmeServer");
+    if (!/^https:\/\/[^\s'"]+$/.test(acmeServer)) bad("acmeServer", acmeServer, "an https:// ACME directory URL");
+    const hstsText = text("hsts");
+    if (hstsText !== "true" && hstsText !== "false") bad("hsts", hstsText, "true or false");
+    const tlsCertificate = text("tlsCertificate");
+    if (tls === "custom") {
+        if (!/-----BEGIN CERTIFICATE-----[\s\S]+-----END CERTIFICATE-----/.test(tlsCertificate)) {
+            problems.push(`${PROJECT}:tlsCertificate is required for tls = "custom": the PEM certificate chain (set it with \`pulumi config set tlsCertificate -- < fullchain.pem\`)`);
+        }
+        if (!raw.tlsKey || !/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(raw.tlsKey)) {
+            problems.push(`${PROJECT}:tlsKey is required for tls = "custom": the PEM private key, as a secret (\`pulumi config set --secret tlsKey -- < privkey.pem\`); the value is not shown`);
+        }
+    }
+    const dnsZone = text("dnsZone").toLowerCase();
+    if (dnsZone) {
+        if (provider !== "digitalocean") bad("dnsZone", dnsZone, "empty unless provider is digitalocean (on Hetzner and existing hosts, point the domain's A record at serverAddress yourself)");
+        else if (!HOSTNAME.test(dnsZone)) bad("dnsZone", dnsZone, "a DNS zone managed by DigitalOcean, e.g. example.com");
+        else if (!domain || !(domain === dnsZone || domain.endsWith(`.${dnsZone}`))) bad("dnsZone", dnsZone, `a zone that contains domain ${JSON.stringify(domain)}`);
+    }
+
     if (problems.length > 0) throw new ConfigError(problems);
     return {
         provider: provider!,
@@ -309,6 +358,13 @@ export function parseSettings(raw: RawConfig, stack: string): Settings {
         appPath,
         appRevision,
         deployBranch,
+        build,
+        tls,
+        acmeEmail,
+        acmeServer,
+        hsts: hstsText === "true",
+        tlsCertificate,
+        dnsZone,
     };
 }
 
@@ -318,6 +374,8 @@ export interface Config {
     sshPrivateKey: pulumi.Output<string>;
     /** Secret: the app's environment variables, names to values. */
     appEnv: pulumi.Output<Record<string, string>>;
+    /** Secret: the private key of a `tls: custom` certificate ("" otherwise). */
+    tlsKey: pulumi.Output<string>;
 }
 
 /** Reads the stack's configuration once. Throws a ConfigError before any resource exists. */
@@ -338,5 +396,6 @@ export function readConfig(): Config {
         settings,
         sshPrivateKey: pulumi.secret(raw.sshPrivateKey!),
         appEnv: pulumi.secret(appEnvPlain),
+        tlsKey: pulumi.secret(raw.tlsKey ?? ""),
     };
 }

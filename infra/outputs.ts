@@ -11,11 +11,13 @@ export function describeAccess(settings: Settings, env: EnvironmentLayout, addre
         serverAddress: address,
         ssh: `ssh${port} ${deployUser}@${address}`,
         sshRoot: `ssh${port} ${settings.sshUser}@${address}`,
-        appUrl: settings.domain ? `http://${settings.domain}/` : `http://${bracketed}/`,
+        appUrl: settings.domain ? `${settings.tls === "off" ? "http" : "https"}://${settings.domain}/` : `http://${bracketed}/`,
         gitRemote: `ssh://${deployUser}@${bracketed}${gitPort}${env.repoDir}`,
-        dnsHint: settings.domain
-            ? `point an A record for ${settings.domain} at ${address}`
-            : "no domain set: the app answers on the server's address",
+        dnsHint: !settings.domain
+            ? "no domain set: the app answers on the server's address"
+            : settings.dnsZone
+                ? `A/AAAA records for ${settings.domain} in the DigitalOcean zone ${settings.dnsZone} point at this server`
+                : `point an A record for ${settings.domain} at ${address} (and AAAA at its IPv6 address, if any)`,
     };
 }
 

@@ -3,6 +3,11 @@ import * as pulumi from "@pulumi/pulumi";
 import { Settings } from "../config";
 import { Host, inboundRules, serverName, TYPE_PREFIX } from "./host";
 
+/** The record name within its zone: "@" for the zone apex, else the labels before the zone. */
+export function recordName(domain: string, zone: string): string {
+    return domain === zone ? "@" : domain.slice(0, -(zone.length + 1));
+}
+
 /** A Droplet with the stack's SSH key and a cloud firewall (inbound SSH/HTTP/HTTPS only, outbound open). */
 export class DigitalOceanHost extends pulumi.ComponentResource implements Host {
     readonly address: pulumi.Output<string>;
@@ -47,6 +52,16 @@ export class DigitalOceanHost extends pulumi.ComponentResource implements Host {
         this.ipv6Address = this.droplet.ipv6Address.apply(a => a ?? "");
         this.sshPort = settings.sshPort;
         this.readyAfter = [this.droplet, firewall];
+        if (settings.dnsZone) {
+            // The domain's records in a zone DigitalOcean serves, so `pulumi up` ends with a working URL.
+            const record = recordName(settings.domain, settings.dnsZone);
+            new digitalocean.DnsRecord(`${name}-dns-a`, {
+                domain: settings.dnsZone, type: "A", name: record, value: this.address, ttl: 300,
+            }, { parent: this });
+            new digitalocean.DnsRecord(`${name}-dns-aaaa`, {
+                domain: settings.dnsZone, type: "AAAA", name: record, value: this.droplet.ipv6Address, ttl: 300,
+            }, { parent: this });
+        }
         this.registerOutputs({ address: this.address, ipv6Address: this.ipv6Address });
     }
 }

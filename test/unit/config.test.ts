@@ -146,4 +146,29 @@ describe("config validation", () => {
         const found = problems({ provider: "gcp", appName: "Bad Name", healthPath: "x", slot1Port: "22" });
         assert.ok(found.length >= 5, found.join("\n"));
     });
+
+    it("validates TLS: a mode from the list, a domain, and for custom a certificate and a secret key (never echoed)", () => {
+        assertProblem(valid({ tls: "yes" }), "tls", '"yes"', "off, letsencrypt, custom");
+        assertProblem(valid({ tls: "letsencrypt" }), "needs a domain");
+        assertProblem(valid({ tls: "custom", domain: "a.example.com" }), "tlsCertificate is required");
+        const found = problems(valid({ tls: "custom", domain: "a.example.com", tlsCertificate: "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----", tlsKey: "hunter2" }));
+        assert.ok(found.some(p => p.includes("tlsKey is required")) && found.every(p => !p.includes("hunter2")));
+        assertProblem(valid({ acmeServer: "http://insecure/dir" }), "acmeServer", "https://");
+        assertProblem(valid({ acmeEmail: "nope" }), "acmeEmail");
+        assertProblem(valid({ hsts: "maybe" }), "hsts", "true or false");
+        const s = parseSettings(valid({ tls: "letsencrypt", domain: "a.example.com", hsts: "true" }), "live");
+        assert.strictEqual(s.tls, "letsencrypt");
+        assert.strictEqual(s.hsts, true);
+    });
+
+    it("validates dnsZone: DigitalOcean only, and it must contain the domain", () => {
+        assertProblem(valid({ provider: "hetzner", dnsZone: "example.com", domain: "a.example.com" }), "dnsZone", "unless provider is digitalocean");
+        assertProblem(valid({ dnsZone: "example.com", domain: "a.example.org" }), "dnsZone", 'contains domain "a.example.org"');
+        assert.strictEqual(parseSettings(valid({ dnsZone: "example.com", domain: "shop.example.com" }), "live").dnsZone, "example.com");
+    });
+
+    it("validates the build mode", () => {
+        assertProblem(valid({ build: "cloud" }), "build", '"cloud"', "server, local");
+        assert.strictEqual(parseSettings(valid({ build: "local" }), "live").build, "local");
+    });
 });

@@ -165,4 +165,17 @@ describe("program resource graph", () => {
     it("fails before any resource exists when the config is invalid", async () => {
         await assert.rejects(run({ provider: "aws" }), /clj-zero-downtime:provider = "aws" is not valid/);
     });
+
+    it("digitalocean with dnsZone: A and AAAA records for the domain in that zone", async () => {
+        const r = await run({ provider: "digitalocean", domain: "shop.example.com", dnsZone: "example.com" });
+        const a = r.byName("host-dns-a").inputs;
+        const aaaa = r.byName("host-dns-aaaa").inputs;
+        assert.deepStrictEqual([a.domain, a.type, a.name, a.value], ["example.com", "A", "shop", "203.0.113.10"]);
+        assert.deepStrictEqual([aaaa.type, aaaa.name, aaaa.value], ["AAAA", "shop", "2001:db8::10"]);
+        assert.match(r.outputs.dnsHint, /records for shop\.example\.com in the DigitalOcean zone example\.com/);
+        const apex = await run({ provider: "digitalocean", domain: "example.com", dnsZone: "example.com" });
+        assert.strictEqual(apex.byName("host-dns-a").inputs.name, "@");
+        const none = await run({ provider: "digitalocean", domain: "shop.example.com" });
+        assert.ok(none.byType("digitalocean:index/dnsRecord:DnsRecord").length === 0);
+    });
 });

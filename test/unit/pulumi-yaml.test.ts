@@ -5,7 +5,7 @@ import * as fs from "fs";
 import * as path from "path";
 import Ajv2020 from "ajv/dist/2020";
 import YAML from "yaml";
-import { DEFAULTS, parseSettings, PROJECT, SCALAR_KEYS, SECRET_KEYS } from "../../infra/config";
+import { DECLARED_SECRET_KEYS, DEFAULTS, parseSettings, PROJECT, SCALAR_KEYS } from "../../infra/config";
 
 const root = path.join(__dirname, "..", "..");
 const schemaPath = path.join(root, "..", "shared", "external", "pulumi-project.schema.json");
@@ -29,11 +29,12 @@ describe("Pulumi.yaml", () => {
 
     it("declares every scalar key with type, description and the program's default", () => {
         const declared = Object.keys(project.config).sort();
-        assert.deepStrictEqual(declared, [...SCALAR_KEYS, ...SECRET_KEYS].sort());
+        assert.deepStrictEqual(declared, [...SCALAR_KEYS, ...DECLARED_SECRET_KEYS].sort());
         for (const key of SCALAR_KEYS) {
             const decl = project.config[key];
             assert.ok(decl.description && decl.description.length > 10, `${key} has a description`);
-            const expectedType = typeof DEFAULTS[key] === "number" ? "integer" : Array.isArray(DEFAULTS[key]) ? "array" : "string";
+            const value = DEFAULTS[key];
+            const expectedType = typeof value === "number" ? "integer" : typeof value === "boolean" ? "boolean" : Array.isArray(value) ? "array" : "string";
             assert.strictEqual(decl.type, expectedType, `${key} type`);
             assert.deepStrictEqual(decl.default, DEFAULTS[key], `${key} default`);
         }
