@@ -61,9 +61,32 @@ export function resolveAppRevision(appPath: string, revision: string, baseDir = 
 }
 
 /**
+ * Sets every entry's modification time in a tar to `mtime` (seconds) and fixes
+ * the header checksums. `git archive` of a subdirectory (a tree, not a commit)
+ * stamps entries with the current time; this makes its bytes depend on the
+ * commit alone.
+ */
+export function normalizeTarMtime(tar: Buffer, mtime: number): Buffer {
+    const out = Buffer.from(tar);
+    const stamp = Buffer.from(mtime.toString(8).padStart(11, "0") + "\0", "ascii");
+    for (let off = 0; off + 512 <= out.length;) {
+        const header = out.subarray(off, off + 512);
+        if (header.every(b => b === 0)) break;
+        stamp.copy(header, 136);
+        header.fill(0x20, 148, 156);
+        const sum = header.reduce((a, b) => a + b, 0);
+        Buffer.from(sum.toString(8).padStart(6, "0") + "\0 ", "ascii").copy(header, 148);
+        const size = parseInt(header.subarray(124, 136).toString("ascii").replace(/\0.*$/s, "").trim() || "0", 8);
+        off += 512 + Math.ceil(size / 512) * 512;
+    }
+    return out;
+}
+
+/**
  * Writes `git archive` of the app's committed tree at `rev.commit` to a file
- * named after the commit and returns its path. Plain tar: the same commit
- * always gives the same bytes, so Pulumi sees no change until the commit changes.
+ * named after the commit and returns its path. Plain tar with every time set
+ * to the commit's: the same commit always gives the same bytes, so Pulumi sees
+ * no change until the commit changes.
  */
 export function archiveAppRevision(rev: AppRevision, cacheDir = path.join(os.tmpdir(), "clj-zero-downtime")): string {
     fs.mkdirSync(cacheDir, { recursive: true });
@@ -71,7 +94,9 @@ export function archiveAppRevision(rev: AppRevision, cacheDir = path.join(os.tmp
     const file = path.join(cacheDir, `${rev.commit}-${crypto.createHash("sha1").update(tree).digest("hex").slice(0, 8)}.tar`);
     if (!fs.existsSync(file)) {
         const tmp = `${file}.${process.pid}.tmp`;
-        execFileSync("git", ["archive", "--format=tar", "-o", tmp, tree], { cwd: rev.repoDir, stdio: ["ignore", "ignore", "pipe"] });
+        const tar = execFileSync("git", ["archive", "--format=tar", tree], { cwd: rev.repoDir, maxBuffer: 1 << 30 });
+        const commitTime = Number(git(rev.repoDir, ["show", "-s", "--format=%ct", rev.commit]));
+        fs.writeFileSync(tmp, normalizeTarMtime(tar, commitTime));
         fs.renameSync(tmp, file);
     }
     return file;

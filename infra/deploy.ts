@@ -5,23 +5,47 @@
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
 import { AppRevision, archiveAppRevision } from "./app-source";
+import { Settings } from "./config";
+import { appEnvFile } from "./host-files";
+import { buildJarLocally } from "./local-build";
 import { DEPLOY_USER, EnvironmentLayout } from "./names";
+import { contentHash } from "./render";
 import { Host, TYPE_PREFIX } from "./providers";
 import { connectionFor } from "./setup";
 
 export interface DeployArgs {
     host: Host;
+    settings: Settings;
     layout: EnvironmentLayout;
     revision: AppRevision;
+    /** The app's environment: a change re-runs the rotation (same release, new slot reads it). */
+    appEnv: pulumi.Output<Record<string, string>>;
     sshPrivateKey: pulumi.Output<string>;
     /** The environment's setup: the rotation script and its switch must exist first. */
     after: pulumi.Resource[];
 }
 
-/** The command that runs on the server; the uploaded archive is removed once the rotation succeeded. */
-export function rotationCommand(layout: EnvironmentLayout, commit: string): { archive: string; create: string } {
-    const archive = `${layout.uploadsDir}/${commit}.tar`;
-    return { archive, create: `${layout.deployScript} --archive ${archive} --revision ${commit} && rm -f ${archive}` };
+/** What `pulumi up` ships: the commit's tree (built on the server) or a jar built locally. */
+export interface Shipment {
+    /** Release name on the server: the commit, or commit + jar hash for a local build. */
+    release: string;
+    /** The local file to upload. */
+    file: string;
+    kind: "archive" | "jar";
+}
+
+/** The command that runs on the server; the upload is removed once the rotation succeeded. */
+export function rotationCommand(layout: EnvironmentLayout, shipment: Pick<Shipment, "release" | "kind">): { upload: string; create: string } {
+    const upload = `${layout.uploadsDir}/${shipment.release}.${shipment.kind === "jar" ? "jar" : "tar"}`;
+    return { upload, create: `${layout.deployScript} --${shipment.kind} ${upload} --revision ${shipment.release} && rm -f ${upload}` };
+}
+
+export function shipmentFor(settings: Settings, revision: AppRevision): Shipment {
+    if (settings.build === "local") {
+        const jar = buildJarLocally(revision);
+        return { release: `${revision.commit}-${jar.sha256.slice(0, 12)}`, file: jar.path, kind: "jar" };
+    }
+    return { release: revision.commit, file: archiveAppRevision(revision), kind: "archive" };
 }
 
 /** The rotation prints `==> deployed <rev> to <env> (slot <n>)` as its last line. */
@@ -38,17 +62,21 @@ export class Deploy extends pulumi.ComponentResource {
         super(`${TYPE_PREFIX}:deploy:Deploy`, name, {}, opts);
         const commit = args.revision.commit;
         const connection = connectionFor(args.host, DEPLOY_USER, args.sshPrivateKey);
-        const { archive, create } = rotationCommand(args.layout, commit);
+        const shipment = shipmentFor(args.settings, args.revision);
+        const { upload: remotePath, create } = rotationCommand(args.layout, shipment);
         const upload = new command.remote.CopyToRemote(`${name}-upload`, {
             connection,
-            source: new pulumi.asset.FileAsset(archiveAppRevision(args.revision)),
-            remotePath: archive,
-            triggers: [commit],
+            source: new pulumi.asset.FileAsset(shipment.file),
+            remotePath,
+            triggers: [shipment.release],
         }, { parent: this, dependsOn: args.after });
+        // A new app environment or new JVM options take effect through a rotation too:
+        // same release (no build), a fresh slot that reads them. Secret, as it derives from secrets.
+        const restartKey = pulumi.secret(args.appEnv.apply(env => contentHash(appEnvFile(env), args.settings.javaOpts)));
         const rotate = new command.remote.Command(`${name}-rotate`, {
             connection,
             create,
-            triggers: [commit],
+            triggers: [shipment.release, restartKey],
             addPreviousOutputInEnv: false,
         }, { parent: this, dependsOn: [upload] });
         this.liveRevision = rotate.stdout.apply(() => commit);

@@ -145,6 +145,7 @@ export function rotationSettings(settings: Settings): RotationSettings {
         drainTimeoutSeconds: settings.drainTimeout,
         keepReleases: settings.keepReleases,
         lockTimeoutSeconds: settings.lockTimeout,
+        javaOpts: settings.javaOpts,
     };
 }
 

@@ -9,7 +9,7 @@ import { provisionHost } from "./providers";
 import { EnvironmentSetup, HostSetup } from "./setup";
 
 export function program() {
-    const { settings, sshPrivateKey, appEnv } = readConfig();
+    const { settings, sshPrivateKey, appEnv, tlsKey } = readConfig();
     const env = layout(settings.appName, settings.environment, settings.ports);
     // Resolved before any resource exists, so a bad appPath or appRevision fails the preview.
     const revision = resolveAppRevision(settings.appPath, settings.appRevision);
@@ -20,9 +20,9 @@ export function program() {
 
     const host = provisionHost("host", settings);
     const hostSetup = new HostSetup("setup", { host, settings, sshPrivateKey });
-    const environment = new EnvironmentSetup(env.id, { host, hostSetup, settings, layout: env, appEnv });
+    const environment = new EnvironmentSetup(env.id, { host, hostSetup, settings, layout: env, appEnv, tlsKey });
     const deploy = new Deploy(`${env.id}-deploy`, {
-        host, layout: env, revision, sshPrivateKey, after: [environment.environment, environment.appEnv],
+        host, settings, layout: env, revision, appEnv, sshPrivateKey, after: [environment.environment, environment.appEnv],
     });
 
     return {

@@ -21,9 +21,12 @@ export interface RotationSettings {
     keepReleases: number;
     /** How long a second deploy of the same environment waits for the first one. */
     lockTimeoutSeconds: number;
+    /** The slots' JVM options (validated in config); the memory check reads -Xmx from them. */
+    javaOpts: string;
 }
 
 export const DEFAULT_ROTATION_SETTINGS: Omit<RotationSettings, "domain"> = {
+    javaOpts: "",
     healthPath: "/health",
     startTimeoutSeconds: 120,
     drainTimeoutSeconds: 30,
@@ -100,6 +103,7 @@ export function validateRotationInput(layout: EnvironmentLayout, settings: Rotat
     check(layout.programs[0].port !== layout.programs[1].port, "slot ports (must differ)");
     check(SAFE_DOMAIN.test(settings.domain), `domain ${JSON.stringify(settings.domain)}`);
     check(SAFE_HEALTH_PATH.test(settings.healthPath), `healthPath ${JSON.stringify(settings.healthPath)}`);
+    check(/^[A-Za-z0-9 ._:=+,\/%-]*$/.test(settings.javaOpts), `javaOpts ${JSON.stringify(settings.javaOpts)}`);
     checkSeconds(settings.startTimeoutSeconds, "startTimeoutSeconds", 1);
     checkSeconds(settings.drainTimeoutSeconds, "drainTimeoutSeconds", 0);
     checkSeconds(settings.lockTimeoutSeconds, "lockTimeoutSeconds", 0);
@@ -162,6 +166,7 @@ export function rotationView(layout: EnvironmentLayout, settings: RotationSettin
         drainTimeoutSeconds: settings.drainTimeoutSeconds,
         keepReleases: settings.keepReleases,
         lockTimeoutSeconds: settings.lockTimeoutSeconds,
+        javaOpts: settings.javaOpts,
         /** Supervisor wait (60 s) + start + gate + margin, for the boot unit. */
         bootTimeoutSeconds: settings.startTimeoutSeconds + 120,
     };

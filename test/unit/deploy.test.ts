@@ -41,10 +41,10 @@ function commitFile(repo: string, file: string, text: string, message: string): 
     return git(repo, "rev-parse", "HEAD");
 }
 
-async function deployInputs(appPath: string, appRevision = "HEAD") {
+async function deployInputs(appPath: string, appRevision = "HEAD", extra: Record<string, any> = {}) {
     const r = await runUnderMocks(program, {
-        config: { provider: "existing", host: "198.51.100.4", sshPublicKey: PUB, sshPrivateKey: PRIV, appPath, appRevision },
-        secretKeys: ["sshPrivateKey"],
+        config: { provider: "existing", host: "198.51.100.4", sshPublicKey: PUB, sshPrivateKey: PRIV, appPath, appRevision, ...extra },
+        secretKeys: ["sshPrivateKey", "appEnv"],
     });
     return { rotate: r.byName("sample-app-live-deploy-rotate"), upload: r.byName("sample-app-live-deploy-upload") };
 }
@@ -54,15 +54,16 @@ describe("Deploy", () => {
         const { repo, app } = makeRepo();
         const first = await deployInputs(app);
         const c1 = git(repo, "rev-parse", "HEAD");
-        assert.deepStrictEqual(first.rotate.inputs.triggers, [c1]);
-        assert.deepStrictEqual((await deployInputs(app)).rotate.inputs.triggers, [c1], "no new commit: same trigger");
+        const restartKey = first.rotate.inputs.triggers[1];
+        assert.deepStrictEqual(first.rotate.inputs.triggers, [c1, restartKey]);
+        assert.deepStrictEqual((await deployInputs(app)).rotate.inputs.triggers, [c1, restartKey], "no new commit: same trigger");
         commitFile(repo, "README", "changed outside the app\n", "docs");
-        assert.deepStrictEqual((await deployInputs(app)).rotate.inputs.triggers, [c1], "a commit that does not touch the app does not deploy");
+        assert.deepStrictEqual((await deployInputs(app)).rotate.inputs.triggers, [c1, restartKey], "a commit that does not touch the app does not deploy");
         const c3 = commitFile(repo, "app/project.clj", "(defproject demo \"0.2.0\")\n", "app change");
         const third = await deployInputs(app);
-        assert.deepStrictEqual(third.rotate.inputs.triggers, [c3]);
+        assert.deepStrictEqual(third.rotate.inputs.triggers, [c3, restartKey]);
         assert.deepStrictEqual(third.upload.inputs.triggers, [c3]);
-        assert.deepStrictEqual((await deployInputs(app, c1)).rotate.inputs.triggers, [c1], "appRevision set to an older commit rolls back");
+        assert.deepStrictEqual((await deployInputs(app, c1)).rotate.inputs.triggers, [c1, restartKey], "appRevision set to an older commit rolls back");
     });
 
     it("runs the rotation as the deploy user with the uploaded archive, and carries no secret", async () => {
@@ -94,9 +95,13 @@ describe("Deploy", () => {
         assert.deepStrictEqual(listing, ["project.clj", "src.clj"]);
         const content = execFileSync("tar", ["-xOf", tar, "project.clj"], { encoding: "utf8" });
         assert.strictEqual(content, "(defproject demo \"0.1.0\")\n", "the committed content, not the working copy");
-        // Same commit, same bytes: Pulumi sees no change to upload.
+        // Same commit, same bytes, also a second later: Pulumi sees no change to upload.
+        execFileSync("sleep", ["1.1"]);
         const again = archiveAppRevision(rev, fs.mkdtempSync(path.join(os.tmpdir(), "czd-archive-")));
-        assert.ok(fs.readFileSync(tar).equals(fs.readFileSync(again)));
+        assert.ok(fs.readFileSync(tar).equals(fs.readFileSync(again)), "the archive depends on the commit only");
+        const listing2 = execFileSync("tar", ["-tvf", again], { encoding: "utf8" });
+        const commitDate = git(repo, "show", "-s", "--format=%cd", "--date=format:%Y-%m-%d %H:%M", "HEAD");
+        assert.ok(listing2.split("\n").filter(Boolean).every(l => l.includes(commitDate)), `entries carry the commit time ${commitDate}:\n${listing2}`);
     });
 
     it("fails the preview clearly for an appPath that is not a git repository or a revision that does not exist", async () => {
@@ -113,6 +118,40 @@ describe("Deploy", () => {
         assert.strictEqual(parseLiveSlot("==> building\n==> deployed abc123 to live (slot 2)\n"), 2);
         assert.strictEqual(parseLiveSlot("deploy of abc to live failed: boom\n"), undefined);
         const l = layout("shop", "beta", { proxy: 4000, slot1: 4001, slot2: 4002, nrepl1: 4101, nrepl2: 4102 });
-        assert.strictEqual(rotationCommand(l, "abc").archive, "/srv/shop/beta/uploads/abc.tar");
+        assert.strictEqual(rotationCommand(l, { release: "abc", kind: "archive" }).upload, "/srv/shop/beta/uploads/abc.tar");
+        assert.strictEqual(rotationCommand(l, { release: "abc-0123", kind: "jar" }).create,
+            "/srv/shop/beta/bin/deploy --jar /srv/shop/beta/uploads/abc-0123.jar --revision abc-0123 && rm -f /srv/shop/beta/uploads/abc-0123.jar");
+    });
+
+    it("re-runs the rotation (same release, no new upload) when the app's environment or JVM options change; the key is secret", async () => {
+        const { app } = makeRepo();
+        const base = await deployInputs(app, "HEAD", { appEnv: { TOKEN: "one" } });
+        const changedSecret = await deployInputs(app, "HEAD", { appEnv: { TOKEN: "two" } });
+        const changedJvm = await deployInputs(app, "HEAD", { appEnv: { TOKEN: "one" }, javaOpts: "-Xmx256m" });
+        assert.notDeepStrictEqual(changedSecret.rotate.inputs.triggers[1], base.rotate.inputs.triggers[1]);
+        assert.notDeepStrictEqual(changedJvm.rotate.inputs.triggers[1], base.rotate.inputs.triggers[1]);
+        assert.deepStrictEqual(changedSecret.upload.inputs.triggers, base.upload.inputs.triggers, "nothing new to upload");
+        assert.ok(base.rotate.secretInputs.includes("triggers"), "the key derives from secrets, so it is one");
+        assert.ok(!JSON.stringify(base.rotate.inputs).includes("one\""), "the value itself is not in the inputs");
+    });
+
+    it("build: local builds the jar on this machine and ships only the jar, named by commit and jar hash", async () => {
+        const { repo, app } = makeRepo();
+        // A stand-in for lein on this machine: writes a standalone jar like `lein uberjar` does.
+        const bin = fs.mkdtempSync(path.join(os.tmpdir(), "czd-fake-lein-"));
+        fs.writeFileSync(path.join(bin, "lein"), "#!/bin/sh\nmkdir -p target/uberjar && printf 'PK\\003\\004jar-of-%s' \"$(cat project.clj)\" > target/uberjar/demo-0.1.0-standalone.jar\n", { mode: 0o755 });
+        const oldPath = process.env.PATH;
+        process.env.PATH = `${bin}:${oldPath}`;
+        try {
+            const { rotate, upload } = await deployInputs(app, "HEAD", { build: "local" });
+            const c = git(repo, "rev-parse", "HEAD");
+            const release = rotate.inputs.triggers[0] as string;
+            assert.match(release, new RegExp(`^${c}-[0-9a-f]{12}$`));
+            assert.match(rotate.inputs.create, new RegExp(`--jar /srv/sample-app/live/uploads/${release}\\.jar --revision ${release}`));
+            const shipped = fs.readFileSync(await (upload.inputs.source as any).path, "utf8");
+            assert.strictEqual(shipped, 'PK\u0003\u0004jar-of-(defproject demo "0.1.0")');
+        } finally {
+            process.env.PATH = oldPath;
+        }
     });
 });

@@ -1,5 +1,5 @@
 import * as assert from "assert";
-import { spawnSync } from "child_process";
+import { execFileSync, spawnSync } from "child_process";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
@@ -23,6 +23,7 @@ const settings: RotationSettings = {
     drainTimeoutSeconds: 20,
     keepReleases: 5,
     lockTimeoutSeconds: 300,
+    javaOpts: "-Xmx768m -XX:+UseSerialGC",
 };
 const files = renderRotationFiles(env, settings);
 
@@ -240,5 +241,35 @@ describe("rotation: input validation", () => {
         assert.throws(() => rotationView(env, { ...settings, startTimeoutSeconds: 0 }), /startTimeoutSeconds/);
         assert.throws(() => rotationView({ ...env, id: "Shop Prod" }, settings), /environment id/);
         assert.throws(() => rotationView({ ...env, releasesDir: "/srv/../etc" }, settings), /releasesDir/);
+    });
+});
+
+describe("deploy script: memory check", () => {
+    const script = files.deployScript;
+    /** Runs one of the script's functions in isolation. */
+    function call(fn: string, ...args: string[]): string {
+        const body = script.split(`\n${fn}() {`)[1].split("\n}\n")[0];
+        return execFileSync("bash", ["-c", `${fn}() {${body}\n}\n${fn} "$@"`, "x", ...args], { encoding: "utf8" }).trim();
+    }
+
+    it("reads the heap from -Xmx in every unit, and assumes 512 MB without one", () => {
+        assert.strictEqual(call("xmx_to_mb", "2g"), "2048");
+        assert.strictEqual(call("xmx_to_mb", "768m"), "768");
+        assert.strictEqual(call("xmx_to_mb", "524288k"), "512");
+        assert.strictEqual(call("xmx_to_mb", "1073741824"), "1024");
+        assert.strictEqual(call("xmx_to_mb", ""), "512");
+    });
+
+    it("carries the slots' JVM options and checks memory before building or starting anything", () => {
+        assert.match(script, /readonly JAVA_OPTS="-Xmx768m -XX:\+UseSerialGC"/);
+        const rotate = script.split("\nrotate() {")[1];
+        assert.ok(rotate.indexOf("check_memory") < rotate.indexOf("build_release"), "memory is checked first");
+        assert.ok(rotate.indexOf("check_memory") < rotate.indexOf("start_slot"));
+    });
+
+    it("accepts a prebuilt jar (build: local) without running Leiningen", () => {
+        const install = script.split("\ninstall_prebuilt_jar() {")[1].split("\n}\n")[0];
+        assert.doesNotMatch(install, /lein/);
+        assert.match(script, /--jar\) JAR=\$2 ;;/);
     });
 });
