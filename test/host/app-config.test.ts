@@ -1,0 +1,140 @@
+// App secrets, JVM options and where the jar is built, on a real server under
+// load: a secret reaches the app and nothing else; changing it rotates with no
+// failed request; `build: local` never runs Leiningen on the server; a server
+// without memory for a second JVM refuses the deploy before touching anything.
+import * as assert from "assert";
+import * as fs from "fs";
+import * as http from "http";
+import * as os from "os";
+import * as path from "path";
+import { makeAppRepo } from "./app-variants";
+import { log, Server, startServer, step } from "./fixture";
+import { LoadReport, startLoad } from "../load/client";
+
+const DOMAIN = "config.test";
+const ID = "sample-app-live";
+const SECRET = "s3cret-Value-7f2c$(id)'\"";
+const SECRET2 = "rotated-Secret-91ab";
+const LEIN_PROFILE = path.join(__dirname, "lein-offline-profile.clj");
+
+function liveVersion(address: string): Promise<{ status: number; revision: string }> {
+    return new Promise((resolve, reject) => {
+        http.get({ host: address, port: 80, path: "/", headers: { Host: DOMAIN }, agent: false }, res => {
+            res.resume().on("end", () => resolve({ status: res.statusCode!, revision: String(res.headers["x-app-revision"] ?? "") }));
+        }).on("error", reject);
+    });
+}
+
+describe("app secrets, JVM options and local builds on a test host", function () {
+    this.bail(true);
+    let server: Server;
+    let work: string;
+    let logLines: string[] = [];
+
+    async function underLoad<T>(what: string, fn: () => Promise<T>): Promise<T> {
+        const load = startLoad({ url: `http://${server.host.address}`, hostHeader: DOMAIN, concurrency: 32 });
+        await new Promise(r => setTimeout(r, 1000));
+        let result: T;
+        try {
+            result = await fn();
+            await new Promise(r => setTimeout(r, 1000));
+        } catch (e) {
+            await load.stop();
+            throw e;
+        }
+        const report: LoadReport = await load.stop();
+        assert.ok(report.totals.requests > 100);
+        assert.strictEqual(report.totals.failed, 0, `${what}: ${JSON.stringify(report.failures)} ${JSON.stringify(report.failureSamples.slice(0, 3))}`);
+        log(`${what}: ${report.totals.requests} requests, 0 failed`);
+        return result;
+    }
+
+    /** The live slot's JVM environment, read as root from /proc. */
+    async function liveEnvironment(): Promise<string> {
+        const slot = (await server.sh(`cat /srv/sample-app/live/state/live-slot`)).trim();
+        const pid = (await server.sh(`supervisorctl pid ${ID}:${ID}-${slot}`)).trim();
+        return server.sh(`tr '\\0' '\\n' </proc/${pid}/environ`);
+    }
+
+    before(async function () {
+        work = fs.mkdtempSync(path.join(os.tmpdir(), "czd-appconfig-"));
+        const app = path.join(work, "app");
+        makeAppRepo(app, { version: "1" });
+        server = await startServer({ name: "appconfig", index: 23, appPath: app, config: { domain: DOMAIN, startTimeout: "30" } });
+        const up = server.up.bind(server);
+        // Keep everything the harness logs, to prove no secret is in it.
+        server.up = async (overrides = {}, opts = {}) => {
+            const r = await up(overrides, opts);
+            for (const res of r.resources) logLines.push(res.stdout, res.stderr, res.error ?? "");
+            return r;
+        };
+        await step("setup and first deploy with a secret app variable", () =>
+            server.up({ appEnv: JSON.stringify({ API_TOKEN: SECRET, MODE: "production" }) }));
+    });
+
+    after(async function () {
+        if (server) await server.stop();
+        if (work) fs.rmSync(work, { recursive: true, force: true });
+    });
+
+    it("a secret reaches the app's environment, and only a 0600 file owned by the app user holds it", async () => {
+        const env = await liveEnvironment();
+        assert.ok(env.split("\n").includes(`API_TOKEN=${SECRET}`), "the app sees the secret verbatim");
+        assert.ok(env.split("\n").includes("MODE=production"));
+        assert.strictEqual((await server.sh("stat -c '%a %U:%G' /srv/sample-app/live/app.env")).trim(), "600 sample-app:sample-app");
+        // Nowhere else: not under /etc, not in any command line, not in the deploy history, not in Pulumi's (the harness's) logs.
+        const needle = "s3cret-Value-7f2c";
+        assert.strictEqual(await server.sh(`grep -rl -- '${needle}' /etc /srv/sample-app/live/state /var/log 2>/dev/null || true`), "");
+        assert.ok(!(await server.sh("ps -eo args")).includes(needle), "no process has the secret on its command line");
+        assert.ok(!logLines.join("\n").includes(needle), "no secret in the deploy output");
+        assert.ok(!fs.readFileSync(server.statePath, "utf8").includes(needle), "no secret in plain text in the state");
+    });
+
+    it("changing the secret rotates to a fresh slot with 0 failed requests (no restart of both slots)", async () => {
+        const slotBefore = (await server.sh("cat /srv/sample-app/live/state/live-slot")).trim();
+        const result = await underLoad("secret change", () => server.up({ appEnv: JSON.stringify({ API_TOKEN: SECRET2, MODE: "production" }) }));
+        const rotate = result.resources.find(r => r.name.endsWith("-deploy-rotate"))!;
+        assert.strictEqual(rotate.action, "replace");
+        assert.match(rotate.stdout, /already built; not rebuilding/);
+        const slotAfter = (await server.sh("cat /srv/sample-app/live/state/live-slot")).trim();
+        assert.notStrictEqual(slotAfter, slotBefore, "the new value came with a rotation");
+        assert.ok((await liveEnvironment()).split("\n").includes(`API_TOKEN=${SECRET2}`));
+    });
+
+    it("refuses a deploy when the server lacks memory for a second JVM, before touching anything, with the numbers", async () => {
+        const before = await liveVersion(server.host.address);
+        const result = await underLoad("deploy refused for memory", () => server.up({ javaOpts: "-Xmx64g" }, { throwOnError: false }));
+        assert.strictEqual(result.ok, false);
+        const rotate = result.resources.find(r => r.name.endsWith("-deploy-rotate"))!;
+        assert.match(rotate.stdout + rotate.stderr, /failed: not enough memory for a second JVM: it needs about 81984 MB \(heap 65536 MB from -Xmx64g \+ 25% \+ 64 MB\) and \d+ MB are available/);
+        assert.doesNotMatch(rotate.stdout + rotate.stderr, /starting slot/, "nothing was started");
+        assert.deepStrictEqual(await liveVersion(server.host.address), before);
+    });
+
+    it("build: local builds where Pulumi runs and uploads only the jar; the server's Leiningen is never run", async () => {
+        // A tripwire in place of the server's lein.
+        await server.sh("mv /usr/bin/lein /usr/bin/lein.real && printf '#!/bin/sh\\ntouch /tmp/lein-was-run\\nexit 1\\n' >/usr/bin/lein && chmod 755 /usr/bin/lein");
+        const leinHome = fs.mkdtempSync(path.join(os.tmpdir(), "czd-lein-home-"));
+        fs.copyFileSync(LEIN_PROFILE, path.join(leinHome, "profiles.clj"));
+        const saved = process.env.LEIN_HOME;
+        process.env.LEIN_HOME = leinHome;
+        try {
+            // A new commit, so there is something to build.
+            const app = path.join(work, "app");
+            const { commitAppVersion } = await import("./app-variants");
+            const sha = commitAppVersion(app, { version: "2" });
+            const result = await underLoad("build: local deploy", () => server.up({ build: "local", javaOpts: "", appEnv: JSON.stringify({ API_TOKEN: SECRET2, MODE: "production" }) }));
+            const rotate = result.resources.find(r => r.name.endsWith("-deploy-rotate"))!;
+            assert.match(rotate.stdout, /installed the prebuilt jar of [0-9a-f]{40}-[0-9a-f]{12} \(no build on this server\)/);
+            assert.doesNotMatch(rotate.stdout, /building/);
+            const live = await liveVersion(server.host.address);
+            assert.strictEqual(live.status, 200);
+            assert.ok(live.revision.startsWith(`${sha}-`), `the live release is the local build of ${sha}: ${live.revision}`);
+            assert.strictEqual(await server.sh("test -e /tmp/lein-was-run && echo ran || echo 'not run'"), "not run\n");
+        } finally {
+            if (saved === undefined) delete process.env.LEIN_HOME;
+            else process.env.LEIN_HOME = saved;
+            await server.sh("mv -f /usr/bin/lein.real /usr/bin/lein");
+        }
+    });
+});
