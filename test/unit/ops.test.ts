@@ -1,0 +1,269 @@
+// Day-2 operations (scripts/ops.ts via scripts/ops.sh): argument parsing, the status
+// report from sample raw data, the commands sent to the server, and, with stubs for both
+// `pulumi` and `ssh`, the "no server yet" message, the key handling and exit codes.
+import * as assert from "assert";
+import { spawnSync } from "child_process";
+import * as fs from "fs";
+import * as os from "os";
+import * as path from "path";
+import {
+    formatStatus, logsCommand, parseArgs, parseSupervisorLine, rollbackCommand, sshArgv, statusScript, targetFromOutputs, UsageError,
+} from "../../scripts/ops";
+
+const ROOT = path.join(__dirname, "..", "..");
+const OPS = path.join(ROOT, "scripts", "ops.sh");
+const A = "a".repeat(40);
+const B = "b".repeat(40);
+
+const OUTPUTS = {
+    serverAddress: "203.0.113.7",
+    ssh: "ssh deploy@203.0.113.7",
+    appUrl: "http://shop.example.com/",
+    gitRemote: "ssh://deploy@203.0.113.7/srv/shop/live/repo.git",
+    environment: "live",
+    supervisorGroup: "shop-live",
+    appDirectory: "/srv/shop/live",
+    liveRevision: B,
+    liveSlot: "2",
+};
+
+describe("ops: arguments", () => {
+    it("has defaults: stack live, the live slot, 50 lines, following", () => {
+        assert.deepStrictEqual(parseArgs("logs", []), { command: "logs", stack: "live", lines: 50, follow: true });
+        assert.deepStrictEqual(parseArgs("status", []), { command: "status", stack: "live", lines: 50, follow: true });
+    });
+
+    it("reads every option, as `--x v` and `--x=v`", () => {
+        const o = parseArgs("logs", ["--stack", "beta", "--slot", "2", "--lines=5", "--no-follow"]);
+        assert.deepStrictEqual([o.stack, o.slot, o.lines, o.follow], ["beta", 2, 5, false]);
+        assert.strictEqual(parseArgs("rollback", ["--revision", A]).revision, A);
+        assert.strictEqual(parseArgs("rollback", ["--stack=beta"]).stack, "beta");
+    });
+
+    const bad: [string, string[], RegExp][] = [
+        ["status", ["--slot", "1"], /status: unknown argument '--slot'/],
+        ["logs", ["--bogus"], /unknown argument '--bogus'/],
+        ["logs", ["--slot", "3"], /--slot must be 1 or 2, not '3'/],
+        ["logs", ["--lines", "ten"], /--lines must be a whole number/],
+        ["logs", ["--lines"], /--lines needs a value/],
+        ["logs", ["--no-follow=yes"], /--no-follow takes no value/],
+        ["rollback", ["--revision", "x; rm -rf /"], /--revision 'x; rm -rf \/' must be letters, digits/],
+        ["rollback", ["--stack", "a b"], /is not a stack name/],
+        ["deploy", [], /unknown command 'deploy'/],
+    ];
+    for (const [command, argv, message] of bad) {
+        it(`refuses ${command} ${argv.join(" ")}`, () => {
+            assert.throws(() => parseArgs(command, argv), (e: Error) => e instanceof UsageError && message.test(e.message));
+        });
+    }
+});
+
+describe("ops: the stack's outputs", () => {
+    it("says the stack has no server yet when outputs are empty or lack the address", () => {
+        assert.throws(() => targetFromOutputs("live", {}), /^Error: stack live has no server yet: run npm run up first$/);
+        assert.throws(() => targetFromOutputs("beta", { ...OUTPUTS, serverAddress: "" }), /stack beta has no server yet/);
+    });
+
+    it("takes the address, user, port and the server's paths from the outputs", () => {
+        const t = targetFromOutputs("live", { ...OUTPUTS, ssh: "ssh -p 2222 deploy@203.0.113.7" });
+        assert.deepStrictEqual([t.address, t.user, t.port, t.appUrl], ["203.0.113.7", "deploy", 2222, "http://shop.example.com/"]);
+        assert.strictEqual(t.layout.deployScript, "/srv/shop/live/bin/deploy");
+        assert.strictEqual(t.layout.historyFile, "/srv/shop/live/state/history");
+        assert.deepStrictEqual(t.layout.programs.map(p => [p.name, p.log]),
+            [["shop-live-1", "/var/log/shop/live-1.log"], ["shop-live-2", "/var/log/shop/live-2.log"]]);
+        assert.strictEqual(targetFromOutputs("live", OUTPUTS).port, 22);
+    });
+});
+
+describe("ops: commands for the server", () => {
+    const target = targetFromOutputs("live", OUTPUTS);
+
+    it("ssh gets the key as a file path (-i), the deploy user and known hosts beside the state", () => {
+        const argv = sshArgv(target, "/tmp/k/id", "true", "/home/u/.clj-zero-downtime/known_hosts");
+        assert.deepStrictEqual(argv.slice(0, 5), ["ssh", "-i", "/tmp/k/id", "-p", "22"]);
+        assert.ok(argv.includes("BatchMode=yes") && argv.includes("UserKnownHostsFile=/home/u/.clj-zero-downtime/known_hosts"));
+        assert.deepStrictEqual(argv.slice(-3), ["deploy@203.0.113.7", "--", "true"]);
+    });
+
+    it("rollback runs the rotation's --rollback, or --revision for a kept release", () => {
+        assert.strictEqual(rollbackCommand(target.layout), "'/srv/shop/live/bin/deploy' --rollback");
+        assert.strictEqual(rollbackCommand(target.layout, A), `'/srv/shop/live/bin/deploy' --revision '${A}'`);
+    });
+
+    it("logs tails the live slot's log, or the chosen one; following stops tail when ssh goes away", () => {
+        const follow = logsCommand(target.layout, { lines: 20, follow: true });
+        assert.match(follow, /slot=\$\(head -n 1 '\/srv\/shop\/live\/state\/live-slot'/);
+        assert.match(follow, /case "\$slot" in 1\) log='\/var\/log\/shop\/live-1\.log' ;; 2\) log='\/var\/log\/shop\/live-2\.log' ;;/);
+        assert.match(follow, /tail -n 20 -F "\$log" & t=\$!; cat >\/dev\/null; kill "\$t"/);
+        const once = logsCommand(target.layout, { slot: 1, lines: 5, follow: false });
+        assert.match(once, /^slot=1; /);
+        assert.match(once, /tail -n 5 "\$log"$/);
+    });
+
+    it("the status and logs scripts pass shellcheck and bash -n", () => {
+        for (const [name, script] of [
+            ["status", statusScript(target.layout)],
+            ["logs", logsCommand(target.layout, { lines: 5, follow: true })],
+            ["logs --no-follow", logsCommand(target.layout, { slot: 2, lines: 5, follow: false })],
+        ]) {
+            const r = spawnSync("shellcheck", ["-s", "bash", "-"], { input: script, encoding: "utf8" });
+            assert.strictEqual(r.status, 0, `${name}: ${r.stdout}`);
+            assert.strictEqual(spawnSync("bash", ["-n"], { input: script }).status, 0, name);
+        }
+    });
+});
+
+describe("ops: status report", () => {
+    const target = targetFromOutputs("live", { ...OUTPUTS, liveRevision: A });
+    const raw = [
+        "@@live-slot", "2",
+        "@@live-revision", B,
+        "@@previous-revision", A,
+        "@@traffic", "2",
+        "@@supervisor",
+        "shop-live:shop-live-1             STOPPED   Nov 26 08:01 AM",
+        "shop-live:shop-live-2             RUNNING   pid 4242, uptime 1:02:03",
+        "@@slot-1", `/srv/shop/live/releases/${A}`,
+        "@@slot-2", `/srv/shop/live/releases/${B}`,
+        "@@history",
+        `2026-11-26T08:00:00+00:00\tlive\t${A}\t1\tok\t9.1\t1.2\t1.6\t0.0`,
+        `2026-11-26T08:01:00+00:00\tlive\t${B}\t2\tok\t8.7\t1.1\t1.5\t0.4`,
+        "@@disk-total", "61M",
+        "@@disk", `30M\t/srv/shop/live/releases/${A}`, `31M\t/srv/shop/live/releases/${B}`,
+        "",
+    ].join("\n");
+
+    it("parses supervisorctl lines, with and without uptime", () => {
+        assert.deepStrictEqual(parseSupervisorLine("g:shop-live-2   RUNNING   pid 1, uptime 0:00:05"), { program: "shop-live-2", state: "RUNNING", uptime: "0:00:05" });
+        assert.deepStrictEqual(parseSupervisorLine("g:shop-live-1   STOPPED   Not started"), { program: "shop-live-1", state: "STOPPED", uptime: "" });
+    });
+
+    it("shows the live slot, revisions, slots with uptime, history with column names, disk and URL", () => {
+        const text = formatStatus(target, raw);
+        const lines = text.split("\n");
+        assert.strictEqual(lines[0], "stack live: shop-live on deploy@203.0.113.7");
+        assert.ok(lines.includes("url:               http://shop.example.com/"));
+        assert.ok(lines.includes("live slot:         2"));
+        assert.ok(lines.includes(`live revision:     ${B}`));
+        assert.ok(lines.includes(`previous revision: ${A}`));
+        assert.match(text, /the last pulumi up deployed aaaaaaaaaaaa; since then a rollback or git push changed it/);
+        assert.ok(lines.includes("SLOT      PROGRAM      STATE    UPTIME   REVISION"), text);
+        assert.ok(lines.includes("1         shop-live-1  STOPPED  -        aaaaaaaaaaaa"), text);
+        assert.ok(lines.includes("2 (live)  shop-live-2  RUNNING  1:02:03  bbbbbbbbbbbb"), text);
+        assert.ok(lines.includes("last 2 deploy attempts (/srv/shop/live/state/history):"));
+        assert.ok(lines.includes("  TIME                       ENV   REVISION      SLOT  OUTCOME  BUILD_S  BOOT_S  GATE_S  DRAIN_S"), text);
+        assert.ok(lines.includes("  2026-11-26T08:01:00+00:00  live  bbbbbbbbbbbb  2     ok       8.7      1.1     1.5     0.4"), text);
+        assert.ok(lines.includes("releases: 61M in /srv/shop/live/releases"));
+        assert.ok(lines.includes(`  30M  ${A}  previous`), text);
+        assert.ok(lines.includes(`  31M  ${B}  live`), text);
+        assert.ok(lines.every(l => l === l.trimEnd()), "no trailing blanks");
+    });
+
+    it("says so when nothing is deployed yet, and when traffic disagrees with the recorded slot", () => {
+        const empty = formatStatus(target, "@@live-slot\n@@live-revision\n@@previous-revision\n@@history\n@@disk-total\n0\n");
+        assert.match(empty, /^live slot: +none \(nothing deployed yet\)$/m);
+        assert.match(empty, /^previous revision: +- \(nothing to roll back to\)$/m);
+        assert.match(empty, /^  none yet$/m);
+        const noRule = formatStatus(target, raw.replace("@@traffic\n2", "@@traffic\nnone (no switch rule)"));
+        assert.match(noRule, /^live slot: +2$/m);
+        const odd = formatStatus(target, raw.replace("@@traffic\n2", "@@traffic\n1"));
+        assert.match(odd, /^live slot: +2  \(but traffic goes to slot 1\)$/m);
+    });
+});
+
+/** Stubs for `pulumi` (outputs, key) and `ssh` (logs its argv and what its -i file held). */
+const PULUMI_STUB = `#!/usr/bin/env bash
+set -euo pipefail
+dir=$(dirname "$0")
+case "$1 $2" in
+  "stack output") cat "$dir/outputs.json" ;;
+  "config get") cat "$dir/key" ;;
+  *) exit 1 ;;
+esac
+`;
+const SSH_STUB = `#!/usr/bin/env bash
+set -euo pipefail
+dir=$(dirname "$0")
+printf '%s\\n' "$@" >"$dir/ssh-argv"
+key=""
+while [ $# -gt 0 ]; do if [ "$1" = -i ]; then key=$2; fi; shift; done
+stat -c %a "$key" >"$dir/ssh-key-mode"
+cat "$key" >"$dir/ssh-key-seen"
+echo "$key" >"$dir/ssh-key-path"
+cat >/dev/null
+echo "stub ssh output"
+exit "$(cat "$dir/ssh-exit")"
+`;
+
+describe("ops.sh with stub pulumi and ssh", () => {
+    let dir: string;
+    const KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nc2VjcmV0LWtleS1ieXRlcw==\n-----END OPENSSH PRIVATE KEY-----\n";
+
+    function run(args: string[], outputs: object = OUTPUTS, sshExit = 0) {
+        fs.writeFileSync(path.join(dir, "outputs.json"), JSON.stringify(outputs));
+        fs.writeFileSync(path.join(dir, "ssh-exit"), String(sshExit));
+        return spawnSync("bash", [OPS, ...args], {
+            cwd: ROOT, encoding: "utf8",
+            env: { PATH: `${dir}:${process.env.PATH}`, HOME: dir, CZD_STATE_DIR: path.join(dir, "state"), CZD_PULUMI: path.join(dir, "pulumi"), TMPDIR: path.join(dir, "tmp") },
+        });
+    }
+
+    beforeEach(() => {
+        dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-ops-unit-"));
+        fs.mkdirSync(path.join(dir, "tmp"));
+        fs.writeFileSync(path.join(dir, "pulumi"), PULUMI_STUB, { mode: 0o755 });
+        fs.writeFileSync(path.join(dir, "ssh"), SSH_STUB, { mode: 0o755 });
+        fs.writeFileSync(path.join(dir, "key"), KEY);
+    });
+    afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+    for (const command of ["status", "logs", "rollback"]) {
+        it(`${command}: "stack live has no server yet" when the stack has no outputs; ssh never runs`, () => {
+            const r = run([command], {});
+            assert.strictEqual(r.status, 1, r.stderr);
+            assert.strictEqual(r.stderr, "error: stack live has no server yet: run npm run up first\n");
+            assert.ok(!fs.existsSync(path.join(dir, "ssh-argv")));
+        });
+    }
+
+    it("unknown flags print the usage and exit 2", () => {
+        const r = run(["status", "--follow"]);
+        assert.strictEqual(r.status, 2);
+        assert.match(r.stderr, /error: status: unknown argument '--follow'\nusage: npm run status/);
+    });
+
+    it("the key reaches ssh only as a 0600 file, never in argv or output, and is removed afterwards", () => {
+        const r = run(["rollback", "--stack", "live"]);
+        assert.strictEqual(r.status, 0, r.stderr);
+        assert.match(r.stdout, /stub ssh output/);
+        assert.match(r.stderr, /==> rolling back on shop-live \(deploy@203\.0\.113\.7\)/);
+        const argv = fs.readFileSync(path.join(dir, "ssh-argv"), "utf8");
+        assert.ok(!argv.includes("PRIVATE KEY") && !argv.includes("c2VjcmV0"), argv);
+        assert.match(argv, /\n'\/srv\/shop\/live\/bin\/deploy' --rollback\n$/);
+        assert.strictEqual(fs.readFileSync(path.join(dir, "ssh-key-mode"), "utf8").trim(), "600");
+        assert.strictEqual(fs.readFileSync(path.join(dir, "ssh-key-seen"), "utf8"), KEY);
+        assert.ok(!fs.existsSync(fs.readFileSync(path.join(dir, "ssh-key-path"), "utf8").trim()), "key file removed");
+        assert.deepStrictEqual(fs.readdirSync(path.join(dir, "tmp")).filter(n => n.startsWith("czd-ops-")), [], "its directory too");
+        assert.ok(!(r.stdout + r.stderr).includes("c2VjcmV0"));
+    });
+
+    it("rollback passes the rotation's exit code through", () => {
+        const r = run(["rollback", "--revision", A], OUTPUTS, 1);
+        assert.strictEqual(r.status, 1);
+        assert.match(fs.readFileSync(path.join(dir, "ssh-argv"), "utf8"), new RegExp(`--revision '${A}'\\n$`));
+    });
+
+    it("an SSH failure names the address, user and port and points at sshAllowedCidrs", () => {
+        const r = run(["status"], { ...OUTPUTS, ssh: "ssh -p 2222 deploy@203.0.113.7" }, 255);
+        assert.strictEqual(r.status, 255);
+        assert.match(r.stderr, /cannot reach deploy@203\.0\.113\.7 over SSH \(port 2222\)/);
+        assert.match(r.stderr, /sshAllowedCidrs \(pulumi config get sshAllowedCidrs --stack live\)/);
+    });
+
+    it("a stack the CLI does not know: its message and a hint", () => {
+        fs.writeFileSync(path.join(dir, "pulumi"), "#!/usr/bin/env bash\necho \"error: no stack named 'nope' found\" >&2\nexit 255\n", { mode: 0o755 });
+        const r = run(["status", "--stack", "nope"]);
+        assert.strictEqual(r.status, 1);
+        assert.match(r.stderr, /cannot read the outputs of stack nope: error: no stack named 'nope' found\n\(is the stack name right\? npm run up -- nope creates it\)/);
+    });
+});
