@@ -208,8 +208,8 @@ export function parseSettings(raw: RawConfig, stack: string): Settings {
     const sshPublicKey = text("sshPublicKey");
     if (!sshPublicKey) {
         missing("sshPublicKey", "for every provider (it is authorized for root on new servers and for the deploy user)");
-    } else if (!/^(ssh-(ed25519|rsa)|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/=]+( [^\n]*)?$/.test(sshPublicKey)) {
-        bad("sshPublicKey", sshPublicKey.slice(0, 40) + (sshPublicKey.length > 40 ? "..." : ""), "one OpenSSH public key line (ssh-ed25519, ssh-rsa or ecdsa-sha2-*)");
+    } else if (!/^(ssh-(ed25519|rsa)|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/=]+( [^\n'\\]*)?$/.test(sshPublicKey)) {
+        bad("sshPublicKey", sshPublicKey.slice(0, 40) + (sshPublicKey.length > 40 ? "..." : ""), "one OpenSSH public key line (ssh-ed25519, ssh-rsa or ecdsa-sha2-*), with a comment free of quotes and backslashes");
     }
     if (raw.sshPrivateKey === undefined || raw.sshPrivateKey.trim() === "") {
         missing("sshPrivateKey", "for every provider (Pulumi connects over SSH with it); store it as a secret");

@@ -3,6 +3,8 @@
 // triggers it. Resources in setup.ts stay thin.
 import { Settings } from "./config";
 import {
+    ACME_CHALLENGE_PATH,
+    CERTBOT_DEPLOY_HOOK,
     DEPLOY_USER,
     EnvironmentLayout,
     FIREWALL_SCRIPT,
@@ -10,6 +12,7 @@ import {
     RELEASE_JAR,
     SSHD_DROPIN,
     SUPERVISOR_SOCKET,
+    tlsFiles,
     TOOL_DIR,
 } from "./names";
 import { contentHash, render } from "./render";
@@ -36,6 +39,21 @@ export const APT_LOCK_WAIT_SECONDS = 600;
 export const CLIENT_MAX_BODY_SIZE = "25m";
 export const SUPERVISORD_CONF = "/etc/supervisor/supervisord.conf";
 
+/**
+ * Installed only for `tls: letsencrypt`, by the TLS step. certbot's own webroot
+ * authenticator is enough (our site serves the challenge), so the nginx plugin,
+ * which would rewrite our site file, is not needed.
+ */
+export const CERTBOT_PACKAGES = ["certbot"];
+/** Mozilla's "intermediate" TLS 1.2 suites (forward secrecy, AEAD); TLS 1.3 suites are OpenSSL's defaults. */
+export const SSL_CIPHERS = [
+    "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256",
+    "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384",
+    "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
+].join(":");
+/** Two years, as hstspreload.org asks; sent only with `hsts: true`. */
+export const HSTS_MAX_AGE_SECONDS = 63072000;
+
 export interface SetupStep {
     /** Resource name suffix and log tag. */
     name: string;
@@ -50,10 +68,15 @@ function step(name: string, template: string, view: object): SetupStep {
     return { name, script, hash: contentHash(script) };
 }
 
-/** The text between heredoc markers must not contain the marker itself. */
-function embeddable(content: string, what: string): string {
-    if (/^CZD_FILE$/m.test(content)) throw new Error(`${what} contains a line 'CZD_FILE', which ends the embedded file early`);
+/** The text between heredoc markers must not contain the marker line itself (CZD_FILE unless told). */
+function embeddable(content: string, what: string, marker = "CZD_FILE"): string {
+    if (new RegExp(`^${marker}$`, "m").test(content)) throw new Error(`${what} contains a line '${marker}', which ends the embedded file early`);
     return content.replace(/\n+$/, "");
+}
+
+/** A single-quoted shell word. */
+export function shellQuote(value: string): string {
+    return `'${value.replace(/'/g, `'\\''`)}'`;
 }
 
 /** Splits CIDRs by family, shell-quoted for the firewall's arrays. */
@@ -81,7 +104,8 @@ export function hostSteps(settings: Settings): SetupStep[] {
         step("packages", "packages.sh", { packages: PACKAGES.join(" "), aptLockWait: APT_LOCK_WAIT_SECONDS }),
         step("host-access", "host-access.sh", {
             deployUser: DEPLOY_USER,
-            authorizedKeys: embeddable(settings.sshPublicKey, "sshPublicKey"),
+            // Validated as one OpenSSH key line: no quote can end the shell string early.
+            authorizedKey: settings.sshPublicKey,
             supervisordConf: SUPERVISORD_CONF,
             supervisordConfContent: embeddable(render("supervisord.conf", { deployUser: DEPLOY_USER, supervisorSocket: SUPERVISOR_SOCKET }), "supervisord.conf"),
             supervisorSocket: SUPERVISOR_SOCKET,
@@ -101,6 +125,7 @@ export function hostSteps(settings: Settings): SetupStep[] {
 /** The values every per-environment template shares: the layout plus the settings they need. */
 export function environmentView(settings: Settings, l: EnvironmentLayout) {
     const defaultServer = settings.domain === "";
+    const tls = tlsFiles(l, settings.tls);
     return {
         ...l,
         releaseJar: RELEASE_JAR,
@@ -114,6 +139,18 @@ export function environmentView(settings: Settings, l: EnvironmentLayout) {
         upstreamName: l.id.replace(/-/g, "_"),
         clientMaxBodySize: CLIENT_MAX_BODY_SIZE,
         proxyReadTimeout: Math.max(60, settings.drainTimeout),
+        domain: settings.domain,
+        tls: tls !== undefined,
+        acme: settings.tls === "letsencrypt",
+        custom: settings.tls === "custom",
+        // The nginx site's 443 server block and redirect; renderEnvironmentFiles also renders it without them.
+        https: tls !== undefined,
+        sslCertificate: tls?.certificate ?? "",
+        sslCertificateKey: tls?.key ?? "",
+        sslCiphers: SSL_CIPHERS,
+        hsts: settings.hsts,
+        hstsMaxAge: HSTS_MAX_AGE_SECONDS,
+        acmeChallengePath: ACME_CHALLENGE_PATH,
     };
 }
 
@@ -121,19 +158,34 @@ export interface EnvironmentFiles {
     runSlot: string;
     installAppEnv: string;
     supervisorGroup: string;
+    /** The site as it serves once set up: with TLS on, the 443 server block and HTTP redirecting to it. */
     nginxSite: string;
+    /** The site before its certificate exists: HTTP only (and the ACME challenge for letsencrypt). */
+    nginxSiteHttp: string;
     postReceive: string;
 }
 
 export function renderEnvironmentFiles(settings: Settings, l: EnvironmentLayout): EnvironmentFiles {
     const view = environmentView(settings, l);
+    const nginxSite = render("nginx-site.conf", view);
     return {
         runSlot: render("run-slot.sh", view),
         installAppEnv: render("install-app-env.sh", { ...view, variableCount: settings.appEnvNames.length }),
         supervisorGroup: render("supervisor-group.conf", view),
-        nginxSite: render("nginx-site.conf", view),
+        nginxSite,
+        nginxSiteHttp: render("nginx-site.conf", { ...view, https: false }),
         postReceive: render("post-receive.sh", view),
     };
+}
+
+/** `tls: custom`: the root-owned installer that reads the key on stdin and holds the (public) certificate. */
+export function renderTlsInstaller(settings: Settings, l: EnvironmentLayout): string {
+    if (settings.tls !== "custom") throw new Error(`renderTlsInstaller needs tls = custom, not ${settings.tls}`);
+    return render("install-tls.sh", {
+        ...environmentView(settings, l),
+        certificateContent: embeddable(settings.tlsCertificate, "tlsCertificate", "CZD_CERT"),
+        nginxSiteContent: embeddable(render("nginx-site.conf", environmentView(settings, l)), "nginx site", "CZD_SITE"),
+    });
 }
 
 export function rotationSettings(settings: Settings): RotationSettings {
@@ -164,6 +216,29 @@ export function environmentStep(settings: Settings, l: EnvironmentLayout): Setup
         postReceiveContent: embeddable(files.postReceive, "post-receive hook"),
         supervisorGroupContent: embeddable(files.supervisorGroup, "Supervisor group"),
         nginxSiteContent: embeddable(files.nginxSite, "nginx site"),
+        nginxSiteHttpContent: embeddable(files.nginxSiteHttp, "nginx site (HTTP only)"),
+        installTlsContent: settings.tls === "custom" ? embeddable(renderTlsInstaller(settings, l), "install-tls") : "",
+    });
+}
+
+/**
+ * `tls: letsencrypt`: the step after the environment's that installs certbot, obtains the
+ * certificate through the site's webroot and switches the site to HTTPS.
+ */
+export function letsencryptStep(settings: Settings, l: EnvironmentLayout): SetupStep {
+    if (settings.tls !== "letsencrypt") throw new Error(`letsencryptStep needs tls = letsencrypt, not ${settings.tls}`);
+    const view = environmentView(settings, l);
+    return step("tls", "tls-letsencrypt.sh", {
+        ...view,
+        aptLockWait: APT_LOCK_WAIT_SECONDS,
+        certbotPackages: CERTBOT_PACKAGES.join(" "),
+        certbotDeployHook: CERTBOT_DEPLOY_HOOK,
+        deployHookContent: embeddable(render("certbot-deploy-hook.sh", {}), "certbot deploy hook"),
+        acmeServer: settings.acmeServer,
+        acmeAccountArgs: settings.acmeEmail
+            ? `--email ${shellQuote(settings.acmeEmail)} --no-eff-email`
+            : "--register-unsafely-without-email",
+        nginxSiteContent: embeddable(render("nginx-site.conf", view), "nginx site"),
     });
 }
 

@@ -18,6 +18,19 @@ export const SUPERVISOR_SOCKET = "/var/run/supervisor.sock";
  */
 export const SSHD_DROPIN = "/etc/ssh/sshd_config.d/01-clj-zero-downtime.conf";
 
+/**
+ * certbot's deploy hooks run after every successful renewal: ours tests and reloads nginx
+ * (a reload, never a restart; the deploy's NAT rule and the slots are not touched).
+ */
+export const CERTBOT_DEPLOY_HOOK = "/etc/letsencrypt/renewal-hooks/deploy/clj-zero-downtime-reload-nginx";
+/** Where certbot keeps the current certificate of a lineage (symlinks into its archive). */
+export const LETSENCRYPT_LIVE_DIR = "/etc/letsencrypt/live";
+/** Per-environment directories: the webroot certbot answers HTTP-01 challenges from, and `custom` certificates. */
+export const ACME_WEBROOT_DIR = "/var/lib/clj-zero-downtime/acme";
+export const CUSTOM_TLS_DIR = "/etc/clj-zero-downtime/tls";
+/** The URL path of HTTP-01 challenges (RFC 8555): served from the webroot, never redirected. */
+export const ACME_CHALLENGE_PATH = "/.well-known/acme-challenge/";
+
 /** A release directory holds the build tree and this jar, copied out of `target/`. */
 export const RELEASE_JAR = "app.jar";
 
@@ -70,6 +83,17 @@ export interface EnvironmentLayout {
     nginxSiteAvailable: string;
     nginxSiteEnabled: string;
     sudoersFile: string;
+    /** `tls: letsencrypt`: the webroot of HTTP-01 challenges and certbot's certificate name (lineage). */
+    acmeWebroot: string;
+    certName: string;
+    letsencryptCertificate: string;
+    letsencryptKey: string;
+    /** `tls: custom`: root-owned directory with the certificate chain (0644) and the key (0600). */
+    customTlsDir: string;
+    customCertificate: string;
+    customKey: string;
+    /** Root-owned; reads the `custom` key on stdin, checks it against the certificate, installs both. */
+    installTlsScript: string;
     ports: Ports;
     programs: { slot: Slot; name: string; port: number; nreplPort: number; log: string }[];
 }
@@ -122,6 +146,14 @@ export function layout(appName: string, environment: string, ports: Ports): Envi
         nginxSiteAvailable: `/etc/nginx/sites-available/${id}`,
         nginxSiteEnabled: `/etc/nginx/sites-enabled/${id}`,
         sudoersFile: `/etc/sudoers.d/${id.replace(/[^a-z0-9_]/g, "_")}`,
+        acmeWebroot: `${ACME_WEBROOT_DIR}/${id}`,
+        certName: id,
+        letsencryptCertificate: `${LETSENCRYPT_LIVE_DIR}/${id}/fullchain.pem`,
+        letsencryptKey: `${LETSENCRYPT_LIVE_DIR}/${id}/privkey.pem`,
+        customTlsDir: `${CUSTOM_TLS_DIR}/${id}`,
+        customCertificate: `${CUSTOM_TLS_DIR}/${id}/fullchain.pem`,
+        customKey: `${CUSTOM_TLS_DIR}/${id}/privkey.pem`,
+        installTlsScript: `${binDir}/install-tls`,
         ports,
         programs: SLOTS.map(slot => ({
             slot,
@@ -131,4 +163,11 @@ export function layout(appName: string, environment: string, ports: Ports): Envi
             log: `${logDir}/${environment}-${slot}.log`,
         })),
     };
+}
+
+/** The certificate and key nginx serves for a TLS mode, or undefined for `off`. */
+export function tlsFiles(l: EnvironmentLayout, mode: "off" | "letsencrypt" | "custom"): { certificate: string; key: string } | undefined {
+    if (mode === "letsencrypt") return { certificate: l.letsencryptCertificate, key: l.letsencryptKey };
+    if (mode === "custom") return { certificate: l.customCertificate, key: l.customKey };
+    return undefined;
 }

@@ -5,8 +5,9 @@
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
 import { Settings } from "./config";
-import { appEnvFile, environmentStep, hostSteps, SetupStep } from "./host-files";
+import { appEnvFile, environmentStep, hostSteps, letsencryptStep, renderTlsInstaller, SetupStep } from "./host-files";
 import { EnvironmentLayout } from "./names";
+import { contentHash } from "./render";
 import { Host, TYPE_PREFIX } from "./providers";
 
 export type Connection = command.types.input.remote.ConnectionArgs;
@@ -74,12 +75,16 @@ export interface EnvironmentSetupArgs {
     settings: Settings;
     layout: EnvironmentLayout;
     appEnv: pulumi.Output<Record<string, string>>;
+    /** Secret: the key of a `tls: custom` certificate. */
+    tlsKey: pulumi.Output<string>;
 }
 
 /** One environment (live, beta, ...) on the server: its slots, site, repository and app environment. */
 export class EnvironmentSetup extends pulumi.ComponentResource {
     readonly environment: command.remote.Command;
     readonly appEnv: command.remote.Command;
+    /** HTTPS (tls letsencrypt or custom): obtains or installs the certificate and switches the site to it. */
+    readonly tls?: command.remote.Command;
 
     constructor(name: string, args: EnvironmentSetupArgs, opts?: pulumi.ComponentResourceOptions) {
         super(`${TYPE_PREFIX}:setup:EnvironmentSetup`, name, {}, opts);
@@ -94,6 +99,26 @@ export class EnvironmentSetup extends pulumi.ComponentResource {
             stdin: pulumi.secret(args.appEnv.apply(appEnvFile)),
             addPreviousOutputInEnv: false,
         }, { parent: this, dependsOn: [this.environment] });
+        this.tls = this.tlsCommand(name, args, connection, shell, sudo);
         this.registerOutputs({});
+    }
+
+    private tlsCommand(name: string, args: EnvironmentSetupArgs, connection: Connection, shell: string, sudo: string) {
+        if (args.settings.tls === "letsencrypt") {
+            return stepCommand(this, name, letsencryptStep(args.settings, args.layout), connection, shell, [this.environment]);
+        }
+        if (args.settings.tls === "custom") {
+            // Like the app's environment: the key goes on stdin (kept secret by Pulumi) to the root-owned
+            // installer, which holds the public certificate; a new certificate re-runs it through the trigger.
+            const installer = renderTlsInstaller(args.settings, args.layout);
+            return new command.remote.Command(`${name}-tls`, {
+                connection,
+                create: `${sudo}${args.layout.installTlsScript}`,
+                stdin: pulumi.secret(args.tlsKey),
+                triggers: [contentHash(installer)],
+                addPreviousOutputInEnv: false,
+            }, { parent: this, dependsOn: [this.environment] });
+        }
+        return undefined;
     }
 }

@@ -4,12 +4,10 @@
 // without memory for a second JVM refuses the deploy before touching anything.
 import * as assert from "assert";
 import * as fs from "fs";
-import * as http from "http";
 import * as os from "os";
 import * as path from "path";
 import { makeAppRepo } from "./app-variants";
-import { log, Server, startServer, step } from "./fixture";
-import { LoadReport, startLoad } from "../load/client";
+import { httpGet, Server, startServer, step, underLoad as underLoadOn } from "./fixture";
 
 const DOMAIN = "config.test";
 const ID = "sample-app-live";
@@ -17,12 +15,9 @@ const SECRET = "s3cret-Value-7f2c$(id)'\"";
 const SECRET2 = "rotated-Secret-91ab";
 const LEIN_PROFILE = path.join(__dirname, "lein-offline-profile.clj");
 
-function liveVersion(address: string): Promise<{ status: number; revision: string }> {
-    return new Promise((resolve, reject) => {
-        http.get({ host: address, port: 80, path: "/", headers: { Host: DOMAIN }, agent: false }, res => {
-            res.resume().on("end", () => resolve({ status: res.statusCode!, revision: String(res.headers["x-app-revision"] ?? "") }));
-        }).on("error", reject);
-    });
+async function liveVersion(address: string): Promise<{ status: number; revision: string }> {
+    const res = await httpGet(address, DOMAIN);
+    return { status: res.status, revision: res.revision };
 }
 
 describe("app secrets, JVM options and local builds on a test host", function () {
@@ -31,23 +26,7 @@ describe("app secrets, JVM options and local builds on a test host", function ()
     let work: string;
     let logLines: string[] = [];
 
-    async function underLoad<T>(what: string, fn: () => Promise<T>): Promise<T> {
-        const load = startLoad({ url: `http://${server.host.address}`, hostHeader: DOMAIN, concurrency: 32 });
-        await new Promise(r => setTimeout(r, 1000));
-        let result: T;
-        try {
-            result = await fn();
-            await new Promise(r => setTimeout(r, 1000));
-        } catch (e) {
-            await load.stop();
-            throw e;
-        }
-        const report: LoadReport = await load.stop();
-        assert.ok(report.totals.requests > 100);
-        assert.strictEqual(report.totals.failed, 0, `${what}: ${JSON.stringify(report.failures)} ${JSON.stringify(report.failureSamples.slice(0, 3))}`);
-        log(`${what}: ${report.totals.requests} requests, 0 failed`);
-        return result;
-    }
+    const underLoad = async <T>(what: string, fn: () => Promise<T>): Promise<T> => (await underLoadOn(server, DOMAIN, what, fn)).result;
 
     /** The live slot's JVM environment, read as root from /proc. */
     async function liveEnvironment(): Promise<string> {

@@ -1,10 +1,13 @@
 // A server for the host suites: a fresh test host, the Pulumi program pointed
 // at it (provider: existing), and the harness that runs the program's remote
 // commands on it over SSH with Pulumi-like state.
+import * as assert from "assert";
 import { execFileSync } from "child_process";
 import * as fs from "fs";
+import * as http from "http";
 import * as os from "os";
 import * as path from "path";
+import { LoadReport, startLoad } from "../load/client";
 import { apply, ApplyResult, collect, RemoteResource } from "./harness";
 import { startTestHost, TestHost } from "./testhost";
 
@@ -80,7 +83,7 @@ export async function startServer(opts: ServerOptions): Promise<Server> {
             statePath: path.join(stateDir, "state.json"),
             resources: (overrides = {}) => collect({
                 config: { ...config, ...overrides },
-                secretKeys: ["sshPrivateKey", "appEnv"],
+                secretKeys: ["sshPrivateKey", "appEnv", "tlsKey"],
                 stack: config.environment ?? "live",
             }),
             async up(overrides = {}, applyOpts = {}) {
@@ -102,4 +105,51 @@ export async function startServer(opts: ServerOptions): Promise<Server> {
         await host.stop();
         throw e;
     }
+}
+
+export interface HttpAnswer {
+    status: number;
+    /** X-App-Version and X-App-Revision of the answer ("" when absent). */
+    version: string;
+    revision: string;
+    body: string;
+}
+
+/** One GET through the server's nginx on port 80, on a fresh connection, with the site's Host header. */
+export function httpGet(address: string, host: string, urlPath = "/"): Promise<HttpAnswer> {
+    return new Promise((resolve, reject) => {
+        const req = http.get({ host: address, port: 80, path: urlPath, headers: { Host: host }, agent: false }, res => {
+            let body = "";
+            res.setEncoding("utf8").on("data", d => (body += d)).on("end", () => resolve({
+                status: res.statusCode!,
+                version: String(res.headers["x-app-version"] ?? ""),
+                revision: String(res.headers["x-app-revision"] ?? ""),
+                body,
+            }));
+        });
+        req.on("error", reject);
+    });
+}
+
+/**
+ * Runs `fn` while 32 keep-alive clients load the site (a second of load before and after),
+ * and fails on any failed request: any non-200, any transport error, any wrong echo.
+ */
+export async function underLoad<T>(server: Server, host: string, what: string, fn: () => Promise<T>): Promise<{ result: T; report: LoadReport }> {
+    const load = startLoad({ url: `http://${server.host.address}`, hostHeader: host, concurrency: 32 });
+    await new Promise(r => setTimeout(r, 1000));
+    let result: T;
+    try {
+        result = await fn();
+        await new Promise(r => setTimeout(r, 1000));
+    } catch (e) {
+        await load.stop();
+        throw e;
+    }
+    const report = await load.stop();
+    assert.ok(report.totals.requests > 100, `${what}: the load ran (${report.totals.requests} requests)`);
+    const detail = JSON.stringify({ failures: report.failures, statusCodes: report.statusCodes, transportErrors: report.transportErrors, samples: report.failureSamples.slice(0, 5) });
+    assert.strictEqual(report.totals.failed, 0, `${what}: ${report.totals.failed} of ${report.totals.requests} requests failed: ${detail}`);
+    log(`${what}: ${report.totals.requests} requests, 0 failed, fast GET p99 ${report.latency.get.p99} ms`);
+    return { result, report };
 }

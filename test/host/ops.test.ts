@@ -5,11 +5,10 @@
 import * as assert from "assert";
 import { spawn, spawnSync } from "child_process";
 import * as fs from "fs";
-import * as http from "http";
 import * as os from "os";
 import * as path from "path";
 import { commitAppVersion, makeAppRepo } from "./app-variants";
-import { log, Server, startServer, step } from "./fixture";
+import { httpGet, log, Server, startServer, step } from "./fixture";
 
 const ROOT = path.resolve(__dirname, "..", "..");
 const OPS = path.join(ROOT, "scripts", "ops.sh");
@@ -29,13 +28,7 @@ case "$1 $2" in
 esac
 `;
 
-function get(address: string): Promise<{ status: number; version: string }> {
-    return new Promise((resolve, reject) => {
-        http.get({ host: address, port: 80, path: "/", headers: { Host: DOMAIN }, agent: false }, res => {
-            res.resume().on("end", () => resolve({ status: res.statusCode!, version: String(res.headers["x-app-version"] ?? "") }));
-        }).on("error", reject);
-    });
-}
+const get = (address: string) => httpGet(address, DOMAIN);
 
 describe("day-2 operations on a test host", function () {
     this.timeout(300_000);

@@ -4,12 +4,10 @@
 import * as assert from "assert";
 import { spawn } from "child_process";
 import * as fs from "fs";
-import * as http from "http";
 import * as os from "os";
 import * as path from "path";
 import { commitAppVersion, makeAppRepo } from "./app-variants";
-import { log, Server, startServer, step } from "./fixture";
-import { LoadReport, startLoad } from "../load/client";
+import { httpGet, log, Server, startServer, step, underLoad as underLoadOn } from "./fixture";
 
 const DOMAIN = "shop.test";
 const ENV = "live";
@@ -18,49 +16,14 @@ const DEPLOY = `/srv/sample-app/${ENV}/bin/deploy`;
 const HISTORY = `/srv/sample-app/${ENV}/state/history`;
 const START_TIMEOUT = 20;
 
-function describeFailures(report: LoadReport): string {
-    return JSON.stringify({ failures: report.failures, statusCodes: report.statusCodes, transportErrors: report.transportErrors, samples: report.failureSamples.slice(0, 5) });
-}
-
-function assertNoFailures(report: LoadReport, what: string) {
-    assert.ok(report.totals.requests > 100, `${what}: the load ran (${report.totals.requests} requests)`);
-    assert.strictEqual(report.totals.failed, 0, `${what}: ${report.totals.failed} of ${report.totals.requests} requests failed: ${describeFailures(report)}`);
-    log(`${what}: ${report.totals.requests} requests, 0 failed, fast GET p99 ${report.latency.get.p99} ms`);
-}
-
-function get(address: string, urlPath: string): Promise<{ status: number; version: string; body: string }> {
-    return new Promise((resolve, reject) => {
-        const req = http.get({ host: address, port: 80, path: urlPath, headers: { Host: DOMAIN }, agent: false }, res => {
-            let body = "";
-            res.setEncoding("utf8").on("data", d => (body += d)).on("end", () =>
-                resolve({ status: res.statusCode!, version: String(res.headers["x-app-version"] ?? ""), body }));
-        });
-        req.on("error", reject);
-    });
-}
-
 describe("gated rotation on a test host, under load", function () {
     let server: Server;
     let work: string;
     let app: string;
     const commits: Record<string, string> = {};
 
-    /** Runs `fn` with the load client on; fails the test on any failed request. */
-    async function underLoad<T>(what: string, fn: () => Promise<T>): Promise<{ result: T; report: LoadReport }> {
-        const load = startLoad({ url: `http://${server.host.address}`, hostHeader: DOMAIN, concurrency: 32 });
-        await new Promise(r => setTimeout(r, 1000));
-        let result: T;
-        try {
-            result = await fn();
-            await new Promise(r => setTimeout(r, 1000));
-        } catch (e) {
-            await load.stop();
-            throw e;
-        }
-        const report = await load.stop();
-        assertNoFailures(report, what);
-        return { result, report };
-    }
+    const underLoad = <T>(what: string, fn: () => Promise<T>) => underLoadOn(server, DOMAIN, what, fn);
+    const get = (address: string, urlPath: string) => httpGet(address, DOMAIN, urlPath);
 
     async function liveVersion(): Promise<string> {
         const res = await get(server.host.address, "/");

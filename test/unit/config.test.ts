@@ -60,6 +60,11 @@ describe("config validation", () => {
         }
     });
 
+    it("rejects a public key that is not one key line, or whose comment has a quote", () => {
+        assertProblem(valid({ sshPublicKey: "not a key" }), "sshPublicKey", "one OpenSSH public key line");
+        assertProblem(valid({ sshPublicKey: `${PUB.split(" ").slice(0, 2).join(" ")} it's-me` }), "sshPublicKey", "free of quotes");
+    });
+
     it("requires host for existing, and accepts it with sshUser", () => {
         assertProblem(valid({ provider: "existing" }), "host is required", "existing");
         const s = parseSettings(valid({ provider: "existing", host: "203.0.113.5", sshUser: "admin" }), "live");

@@ -1,0 +1,232 @@
+// HTTPS: the rendered nginx site (443 block, redirect, ACME location, TLS
+// defaults, HSTS), a real `nginx -t` with a certificate made here, shellcheck
+// of every TLS script, and under mocks that the custom key only travels as a
+// Pulumi secret.
+import * as assert from "assert";
+import { execFileSync, spawnSync } from "child_process";
+import * as fs from "fs";
+import * as os from "os";
+import * as path from "path";
+import { parseSettings, Settings } from "../../infra/config";
+import { environmentStep, letsencryptStep, renderEnvironmentFiles, renderTlsInstaller } from "../../infra/host-files";
+import { CERTBOT_DEPLOY_HOOK, layout } from "../../infra/names";
+import { program } from "../../infra/program";
+import { render } from "../../infra/render";
+import { runUnderMocks } from "../support/pulumi-mocks";
+
+const PUB = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGxhbWJkYWxhbWJkYWxhbWJkYWxhbWJkYWxhbWJkYQ unit@test";
+const PRIV = "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n";
+const DOMAIN = "app.example.com";
+const COMMAND = "command:remote:Command";
+
+function tmpdir(tag: string): string {
+    return fs.mkdtempSync(path.join(os.tmpdir(), `czd-${tag}-`));
+}
+
+/** A self-signed certificate and key for DOMAIN. */
+const certDir = tmpdir("tls-cert");
+execFileSync("openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", `/CN=${DOMAIN}`,
+    "-addext", `subjectAltName=DNS:${DOMAIN}`, "-keyout", path.join(certDir, "key.pem"), "-out", path.join(certDir, "cert.pem")],
+{ stdio: ["ignore", "ignore", "pipe"] });
+const CERT = fs.readFileSync(path.join(certDir, "cert.pem"), "utf8");
+const KEY = fs.readFileSync(path.join(certDir, "key.pem"), "utf8");
+const KEY_LINE = KEY.split("\n")[1];
+
+function settingsFor(extra: Record<string, string> = {}): Settings {
+    return parseSettings({ sshPublicKey: PUB, sshPrivateKey: PRIV, domain: DOMAIN, ...extra }, "live");
+}
+
+const CUSTOM = { tls: "custom", tlsCertificate: CERT, tlsKey: KEY };
+
+function shellcheck(script: string, name: string) {
+    const dir = tmpdir("sc");
+    const file = path.join(dir, `${name}.sh`);
+    fs.writeFileSync(file, script);
+    const syntax = spawnSync("bash", ["-n", file], { encoding: "utf8" });
+    assert.strictEqual(syntax.status, 0, `bash -n ${name}: ${syntax.stderr}`);
+    const sc = spawnSync("shellcheck", ["-s", "bash", "-S", "style", file], { encoding: "utf8" });
+    assert.strictEqual(sc.status, 0, `shellcheck ${name}:\n${sc.stdout}${sc.stderr}`);
+    fs.rmSync(dir, { recursive: true, force: true });
+}
+
+/** The server blocks of a site, by the port they listen on. */
+function serverBlock(site: string, port: 80 | 443): string {
+    const block = site.split(/^server \{$/m).slice(1).find(b => b.includes(`listen ${port}`));
+    assert.ok(block, `no server block listening on ${port}`);
+    return block!;
+}
+
+describe("HTTPS", () => {
+    const le = settingsFor({ tls: "letsencrypt" });
+    const env = layout(le.appName, le.environment, le.ports);
+
+    describe("nginx site", () => {
+        it("letsencrypt: HTTP redirects to HTTPS except the ACME challenge, served from the environment's webroot", () => {
+            const http = serverBlock(renderEnvironmentFiles(le, env).nginxSite, 80);
+            assert.match(http, /location \/ \{\n\s+return 301 https:\/\/\$host\$request_uri;\n\s+\}/);
+            assert.ok(http.includes(`location /.well-known/acme-challenge/ {\n        root ${env.acmeWebroot};`), http);
+            assert.doesNotMatch(http, /proxy_pass/, "HTTP only redirects");
+        });
+
+        it("letsencrypt: the 443 block serves certbot's certificate, TLS 1.2+ with forward-secret AEAD suites, and proxies to the stable port", () => {
+            const https = serverBlock(renderEnvironmentFiles(le, env).nginxSite, 443);
+            assert.match(https, /listen 443 ssl http2;\n\s+listen \[::\]:443 ssl http2;/);
+            assert.match(https, new RegExp(`server_name ${DOMAIN.replace(/\./g, "\\.")};`));
+            assert.ok(https.includes(`ssl_certificate /etc/letsencrypt/live/${env.id}/fullchain.pem;`));
+            assert.ok(https.includes(`ssl_certificate_key /etc/letsencrypt/live/${env.id}/privkey.pem;`));
+            assert.match(https, /ssl_protocols TLSv1\.2 TLSv1\.3;/);
+            const ciphers = /ssl_ciphers ([^;]+);/.exec(https)![1].split(":");
+            assert.ok(ciphers.length > 0 && ciphers.every(c => /^ECDHE-(ECDSA|RSA)-(AES\d+-GCM-SHA\d+|CHACHA20-POLY1305)$/.test(c)), ciphers.join(":"));
+            assert.match(https, /ssl_stapling on;/);
+            assert.match(https, /proxy_pass http:\/\/sample_app_live;/);
+            assert.match(https, /proxy_set_header X-Forwarded-Proto \$scheme;/);
+            assert.doesNotMatch(https, /acme-challenge/);
+        });
+
+        it("HSTS only with hsts: true, and only on HTTPS", () => {
+            assert.doesNotMatch(renderEnvironmentFiles(le, env).nginxSite, /Strict-Transport-Security/);
+            const site = renderEnvironmentFiles(settingsFor({ tls: "letsencrypt", hsts: "true" }), env).nginxSite;
+            assert.match(serverBlock(site, 443), /add_header Strict-Transport-Security "max-age=63072000" always;/);
+            assert.doesNotMatch(serverBlock(site, 80), /Strict-Transport-Security/);
+        });
+
+        it("before the certificate exists the site serves HTTP and the ACME challenge, with no 443 block", () => {
+            const site = renderEnvironmentFiles(le, env).nginxSiteHttp;
+            assert.doesNotMatch(site, /listen 443|return 301|ssl_/);
+            assert.match(site, /location \/\.well-known\/acme-challenge\//);
+            assert.match(site, /proxy_pass http:\/\/sample_app_live;/);
+        });
+
+        it("custom: the certificate and key from the environment's TLS directory, no ACME location; tls off: no TLS at all", () => {
+            const site = renderEnvironmentFiles(settingsFor(CUSTOM), env).nginxSite;
+            assert.ok(site.includes(`ssl_certificate ${env.customCertificate};`) && site.includes(`ssl_certificate_key ${env.customKey};`));
+            assert.doesNotMatch(site, /acme-challenge/);
+            assert.match(serverBlock(site, 80), /return 301 https/);
+            const off = renderEnvironmentFiles(settingsFor(), env);
+            assert.doesNotMatch(off.nginxSite, /listen 443|ssl_|acme-challenge|return 301/);
+            assert.strictEqual(off.nginxSite, off.nginxSiteHttp);
+        });
+
+        it("passes a real `nginx -t` with a certificate made by the test (every variant)", function () {
+            const variants: Record<string, string> = {
+                letsencrypt: renderEnvironmentFiles(le, env).nginxSite,
+                "letsencrypt+hsts": renderEnvironmentFiles(settingsFor({ tls: "letsencrypt", hsts: "true" }), env).nginxSite,
+                "letsencrypt before issuance": renderEnvironmentFiles(le, env).nginxSiteHttp,
+                custom: renderEnvironmentFiles(settingsFor(CUSTOM), env).nginxSite,
+            };
+            for (const [name, text] of Object.entries(variants)) {
+                const dir = tmpdir("nginx-tls");
+                const site = [env.letsencryptCertificate, env.customCertificate].reduce((s, p) => s.split(p).join(path.join(certDir, "cert.pem")), text);
+                const withKey = [env.letsencryptKey, env.customKey].reduce((s, p) => s.split(p).join(path.join(certDir, "key.pem")), site);
+                fs.writeFileSync(path.join(dir, "site.conf"), withKey);
+                fs.writeFileSync(path.join(dir, "nginx.conf"),
+                    `pid ${dir}/nginx.pid;\nerror_log ${dir}/error.log;\nevents {}\nhttp {\n  access_log off;\n  include ${dir}/site.conf;\n}\n`);
+                const res = spawnSync("nginx", ["-t", "-p", dir, "-c", path.join(dir, "nginx.conf")], { encoding: "utf8" });
+                assert.strictEqual(res.status, 0, `${name}: ${res.stderr}`);
+                assert.match(res.stderr, /test is successful/, name);
+                fs.rmSync(dir, { recursive: true, force: true });
+            }
+        });
+    });
+
+    describe("scripts", () => {
+        it("every TLS script passes bash -n and shellcheck", () => {
+            const custom = settingsFor({ ...CUSTOM, hsts: "true" });
+            shellcheck(letsencryptStep(le, env).script, "tls-letsencrypt");
+            shellcheck(letsencryptStep(settingsFor({ tls: "letsencrypt", acmeEmail: "o'brien@example.com" }), env).script, "tls-letsencrypt-email");
+            shellcheck(environmentStep(le, env).script, "env-letsencrypt");
+            shellcheck(environmentStep(custom, env).script, "env-custom");
+            shellcheck(renderTlsInstaller(custom, env), "install-tls");
+            shellcheck(render("certbot-deploy-hook.sh", {}), "certbot-deploy-hook");
+        });
+
+        it("letsencrypt step: certbot certonly through the webroot, non-interactive, our ACME server and account, renewal hook", () => {
+            const script = letsencryptStep(settingsFor({ tls: "letsencrypt", acmeServer: "https://acme.test/dir", acmeEmail: "o'brien@example.com" }), env).script;
+            assert.match(script, /certbot certonly --non-interactive --agree-tos --keep-until-expiring/);
+            assert.ok(script.includes(`--webroot -w ${env.acmeWebroot} --cert-name ${env.id} -d ${DOMAIN}`));
+            assert.ok(script.includes("--server 'https://acme.test/dir' --email 'o'\\''brien@example.com' --no-eff-email"));
+            assert.match(letsencryptStep(le, env).script, /--register-unsafely-without-email/);
+            assert.ok(script.includes(`install_file 0755 root:root ${CERTBOT_DEPLOY_HOOK}`));
+            assert.match(script, /readonly CERTBOT_PACKAGES=\(certbot\)/);
+            assert.ok(script.includes(renderEnvironmentFiles(le, env).nginxSite.trimEnd()), "switches to the HTTPS site it embeds");
+        });
+
+        it("the environment step installs the HTTPS site only once its certificate exists, and the HTTP one before", () => {
+            const script = environmentStep(le, env).script;
+            assert.ok(script.includes(`[ -s ${env.letsencryptCertificate} ] && [ -s ${env.letsencryptKey} ]`));
+            const files = renderEnvironmentFiles(le, env);
+            assert.ok(script.includes(files.nginxSite.trimEnd()) && script.includes(files.nginxSiteHttp.trimEnd()));
+            assert.ok(environmentStep(settingsFor(CUSTOM), env).script.includes(`install_file 0755 root:root ${env.installTlsScript}`));
+        });
+
+        it("custom installer: embeds the public certificate, reads the key from stdin, checks the pair before installing it 0600", () => {
+            const script = renderTlsInstaller(settingsFor(CUSTOM), env);
+            assert.ok(script.includes(CERT.trimEnd()));
+            assert.ok(!script.includes(KEY_LINE), "the key is never in the installer");
+            assert.match(script, /cat >"\$staging\/key"/);
+            assert.ok(script.indexOf("check_pair \"$staging/cert\"") < script.indexOf(`install_file 0600 root:root ${env.customKey}`));
+            assert.throws(() => renderTlsInstaller(settingsFor(CUSTOM).tls === "custom" ? { ...settingsFor(CUSTOM), tlsCertificate: `${CERT}CZD_CERT\n` } : le, env), /CZD_CERT/);
+        });
+
+        it("renewal deploy hook: reloads nginx only when nginx -t passes, and says why not", () => {
+            const dir = tmpdir("hook");
+            const hook = path.join(dir, "hook");
+            fs.writeFileSync(hook, render("certbot-deploy-hook.sh", {}), { mode: 0o755 });
+            const fakeNginx = (testExit: number) => fs.writeFileSync(path.join(dir, "nginx"),
+                `#!/bin/sh\necho "nginx $*" >>${dir}/calls\n[ "$1" = -t ] && { echo "emerg: bad" >&2; exit ${testExit}; }\nexit 0\n`, { mode: 0o755 });
+            const env2 = { ...process.env, PATH: `${dir}:${process.env.PATH}`, RENEWED_LINEAGE: "/etc/letsencrypt/live/x" };
+            fakeNginx(0);
+            assert.strictEqual(spawnSync(hook, { env: env2 }).status, 0);
+            assert.strictEqual(fs.readFileSync(path.join(dir, "calls"), "utf8"), "nginx -t\nnginx -s reload\n");
+            fs.rmSync(path.join(dir, "calls"));
+            fakeNginx(1);
+            const failed = spawnSync(hook, { env: env2, encoding: "utf8" });
+            assert.strictEqual(failed.status, 1);
+            assert.match(failed.stderr, /nginx -t failed after renewing \/etc\/letsencrypt\/live\/x; nginx keeps serving the previous certificate/);
+            assert.strictEqual(fs.readFileSync(path.join(dir, "calls"), "utf8"), "nginx -t\n", "no reload after a failed test");
+            fs.rmSync(dir, { recursive: true, force: true });
+        });
+    });
+
+    describe("program under mocks", () => {
+        const run = (config: Record<string, string>) => runUnderMocks(program, {
+            config: { provider: "existing", host: "203.0.113.5", sshPublicKey: PUB, sshPrivateKey: PRIV, domain: DOMAIN, ...config },
+            secretKeys: ["sshPrivateKey", "tlsKey"],
+        });
+
+        it("custom: the key reaches only the installer's stdin, as a secret; the certificate re-runs it through the trigger", async () => {
+            const r = await run(CUSTOM);
+            for (const res of r.resources) {
+                for (const [k, v] of Object.entries(res.inputs)) {
+                    if (JSON.stringify(v ?? "").includes(KEY_LINE)) {
+                        assert.ok(res.secretInputs.includes(k), `${res.name}.${k} carries the TLS key but is not secret`);
+                    }
+                }
+            }
+            const carriers = r.resources.filter(res => Object.values(res.inputs).some(v => JSON.stringify(v ?? "").includes(KEY_LINE)));
+            assert.deepStrictEqual(carriers.map(c => c.name), ["sample-app-live-tls"]);
+            const tls = r.byName("sample-app-live-tls");
+            assert.strictEqual(tls.inputs.create, env.installTlsScript);
+            assert.strictEqual(tls.inputs.stdin, KEY);
+            assert.ok(tls.secretInputs.includes("stdin"));
+            assert.deepStrictEqual(tls.dependsOn, [r.byName("sample-app-live-env-live").urn]);
+            assert.ok(!JSON.stringify(r.outputs).includes(KEY_LINE), "no output shows the key");
+            const other = await run({ ...CUSTOM, tlsCertificate: CERT.replace(/\n$/, "\n\n") + "" });
+            assert.deepStrictEqual(other.byName("sample-app-live-tls").inputs.triggers, tls.inputs.triggers, "same certificate, same trigger");
+            const renewed = await run({ ...CUSTOM, domain: "shop.example.com", tlsCertificate: CERT });
+            assert.notDeepStrictEqual(renewed.byName("sample-app-live-tls").inputs.triggers, tls.inputs.triggers);
+        });
+
+        it("letsencrypt: one more setup step after the environment's, fed on stdin and triggered by its hash; off: none", async () => {
+            const r = await run({ tls: "letsencrypt" });
+            const tls = r.byName("sample-app-live-tls");
+            assert.strictEqual(tls.inputs.create, "bash -s");
+            assert.match(tls.inputs.stdin, /^#!\/usr\/bin\/env bash\n/);
+            assert.match(tls.inputs.triggers[0], /^[0-9a-f]{16}$/);
+            assert.deepStrictEqual(tls.dependsOn, [r.byName("sample-app-live-env-live").urn]);
+            assert.strictEqual(r.outputs.appUrl, `https://${DOMAIN}/`);
+            const off = await run({});
+            assert.ok(!off.byType(COMMAND).some(c => c.name.endsWith("-tls")));
+        });
+    });
+});
