@@ -13,3 +13,4 @@ export const supervisorGroup = out.supervisorGroup;
 export const appDirectory = out.appDirectory;
 export const liveRevision = out.liveRevision;
 export const liveSlot = out.liveSlot;
+export const ports = out.ports;

@@ -65,6 +65,7 @@ export const DEFAULTS = {
     hsts: false,
     tlsCertificate: "",
     dnsZone: "",
+    serverStack: "",
 };
 
 export type ScalarKey = keyof typeof DEFAULTS;
@@ -117,6 +118,8 @@ export interface Settings {
     tlsCertificate: string;
     /** DigitalOcean DNS zone in which to create the domain's A/AAAA records. */
     dnsZone: string;
+    /** The stack that owns the server this environment shares (its `serverAddress` output); "" when this stack owns its server. */
+    serverStack: string;
 }
 
 /** Raw values as Pulumi stores them: strings (numbers and lists as text), undefined when unset. */
@@ -239,8 +242,14 @@ export function parseSettings(raw: RawConfig, stack: string): Settings {
 
     const host = text("host");
     const sshUser = text("sshUser");
-    if (provider === "existing") {
-        if (!host) missing("host", "when provider is existing (the server's address)");
+    const serverStack = text("serverStack");
+    if (serverStack) {
+        if (!/^[A-Za-z0-9._-]+(\/[A-Za-z0-9._-]+){0,2}$/.test(serverStack)) bad("serverStack", serverStack, "a stack name such as live, or org/project/stack");
+        if (provider !== "existing") bad("serverStack", serverStack, `empty unless provider is existing (this stack would otherwise create a server of its own with ${provider})`);
+        if (host) bad("host", host, `empty when serverStack is set (the address comes from stack ${serverStack})`);
+    }
+    if (provider === "existing" && !serverStack) {
+        if (!host) missing("host", "when provider is existing (the server's address), unless serverStack names the stack whose server to share");
         else if (net.isIP(host) === 0 && !HOSTNAME.test(host)) bad("host", host, "an IPv4/IPv6 address or a DNS name");
     }
     if (!/^[a-z_][a-z0-9_-]{0,31}$/.test(sshUser)) bad("sshUser", sshUser, "a Unix user name");
@@ -365,6 +374,7 @@ export function parseSettings(raw: RawConfig, stack: string): Settings {
         hsts: hstsText === "true",
         tlsCertificate,
         dnsZone,
+        serverStack,
     };
 }
 

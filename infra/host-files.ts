@@ -6,7 +6,9 @@ import {
     ACME_CHALLENGE_PATH,
     CERTBOT_DEPLOY_HOOK,
     DEPLOY_USER,
+    DESTROY_GUARD,
     EnvironmentLayout,
+    MANAGED_MARKER,
     FIREWALL_SCRIPT,
     FIREWALL_UNIT,
     RELEASE_JAR,
@@ -111,6 +113,9 @@ export function hostSteps(settings: Settings): SetupStep[] {
             supervisorSocket: SUPERVISOR_SOCKET,
             sshdDropin: SSHD_DROPIN,
             sshdDropinContent: embeddable(render("sshd-dropin.conf", {}), "sshd drop-in"),
+            toolDir: TOOL_DIR,
+            destroyGuard: DESTROY_GUARD,
+            destroyGuardContent: embeddable(render("check-other-environments.sh", { destroyGuard: DESTROY_GUARD, managedMarker: MANAGED_MARKER }), "destroy guard"),
         }),
         step("firewall", "firewall-step.sh", {
             toolDir: TOOL_DIR,
@@ -208,6 +213,7 @@ export function environmentStep(settings: Settings, l: EnvironmentLayout): Setup
     return step(`env-${l.environment}`, "environment.sh", {
         ...environmentView(settings, l),
         deployScriptContent: embeddable(rotation.deployScript, "deploy script"),
+        teardownContent: embeddable(render("teardown.sh", environmentView(settings, l)), "teardown script"),
         switchHelperContent: embeddable(rotation.switchHelper, "switch helper"),
         sudoersContent: embeddable(rotation.sudoers, "sudoers rule"),
         restoreUnitContent: embeddable(rotation.restoreUnit, "boot unit"),

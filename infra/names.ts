@@ -10,6 +10,10 @@ export const TOOL_DIR = "/usr/local/lib/clj-zero-downtime";
 /** Host firewall script and the systemd unit that applies it at boot. */
 export const FIREWALL_SCRIPT = `${TOOL_DIR}/firewall.sh`;
 export const FIREWALL_UNIT = "czd-firewall.service";
+/** Run by `pulumi destroy` of the stack that owns the server: refuses while other environments live on it. */
+export const DESTROY_GUARD = `${TOOL_DIR}/check-other-environments`;
+/** Every file this project writes for an environment starts with this marker and the environment's id. */
+export const MANAGED_MARKER = "Managed by clj-zero-downtime for";
 /** Supervisor's control socket, handed to the deploy user's group. */
 export const SUPERVISOR_SOCKET = "/var/run/supervisor.sock";
 /**
@@ -73,6 +77,8 @@ export interface EnvironmentLayout {
     switchHelper: string;
     /** systemd unit that restores the live slot after a reboot. */
     restoreUnit: string;
+    /** Root-owned; removes this environment from the server (run by `pulumi destroy`). */
+    teardownScript: string;
     runSlotScript: string;
     /** Root-owned; reads the app's environment on stdin and installs it as envFile. */
     installAppEnvScript: string;
@@ -138,6 +144,7 @@ export function layout(appName: string, environment: string, ports: Ports): Envi
         deployScript: `${binDir}/deploy`,
         switchHelper: `/usr/local/sbin/czd-switch-${id}`,
         restoreUnit: `czd-restore-${id}.service`,
+        teardownScript: `${TOOL_DIR}/teardown-${id}`,
         runSlotScript: `${binDir}/run-slot`,
         installAppEnvScript: `${binDir}/install-app-env`,
         slotsDir: `${baseDir}/slots`,

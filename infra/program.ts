@@ -3,10 +3,11 @@ import * as pulumi from "@pulumi/pulumi";
 import { resolveAppRevision } from "./app-source";
 import { readConfig } from "./config";
 import { Deploy } from "./deploy";
-import { DEPLOY_USER, layout } from "./names";
+import * as command from "@pulumi/command";
+import { DEPLOY_USER, DESTROY_GUARD, layout } from "./names";
 import { outputsFor } from "./outputs";
 import { provisionHost } from "./providers";
-import { EnvironmentSetup, HostSetup } from "./setup";
+import { connectionFor, EnvironmentSetup, HostSetup, rootPrefix } from "./setup";
 
 export function program() {
     const { settings, sshPrivateKey, appEnv, tlsKey } = readConfig();
@@ -19,8 +20,23 @@ export function program() {
     }
 
     const host = provisionHost("host", settings);
-    const hostSetup = new HostSetup("setup", { host, settings, sshPrivateKey });
-    const environment = new EnvironmentSetup(env.id, { host, hostSetup, settings, layout: env, appEnv, tlsKey });
+    // The stack that owns the server sets up what all environments share; a stack that
+    // shares another's server (serverStack) only adds its environment.
+    const ownsServer = !settings.serverStack;
+    const hostSetup = ownsServer ? new HostSetup("setup", { host, settings, sshPrivateKey }) : undefined;
+    const rootConnection = hostSetup?.rootConnection ?? connectionFor(host, host.sshUser, sshPrivateKey);
+    const environment = new EnvironmentSetup(env.id, {
+        host, connection: rootConnection, after: hostSetup ? [hostSetup.done] : [], settings, layout: env, appEnv, tlsKey,
+    });
+    if (hostSetup) {
+        // Deleted first on `pulumi destroy`: stops it while other stacks' environments live on this server.
+        new command.remote.Command("destroy-guard", {
+            connection: rootConnection,
+            create: "true",
+            delete: `${rootPrefix(host.sshUser)}${DESTROY_GUARD} ${env.id}`,
+            addPreviousOutputInEnv: false,
+        }, { parent: hostSetup, dependsOn: [environment.teardown] });
+    }
     const deploy = new Deploy(`${env.id}-deploy`, {
         host, settings, layout: env, revision, appEnv, sshPrivateKey, after: [environment.environment, environment.appEnv],
     });
@@ -29,6 +45,8 @@ export function program() {
         ...outputsFor(settings, env, host.address, DEPLOY_USER, environment),
         liveRevision: deploy.liveRevision,
         liveSlot: deploy.liveSlot,
+        // Read by stacks that share this server (serverStack), to refuse colliding ports.
+        ports: settings.ports,
     };
 }
 

@@ -25,9 +25,14 @@ export function connectionFor(host: Host, user: string, privateKey: pulumi.Input
     };
 }
 
-/** The shell that runs a step as root: directly for root, through passwordless sudo otherwise. */
+/** What runs a command as root: nothing for root, passwordless sudo otherwise. */
+export function rootPrefix(sshUser: string): string {
+    return sshUser === "root" ? "" : "sudo -n ";
+}
+
+/** The shell that runs a step (a script on stdin) as root. */
 export function rootShell(sshUser: string): string {
-    return sshUser === "root" ? "bash -s" : "sudo -n bash -s";
+    return `${rootPrefix(sshUser)}bash -s`;
 }
 
 function stepCommand(parent: pulumi.Resource, prefix: string, s: SetupStep, connection: Connection, shell: string,
@@ -71,7 +76,9 @@ export class HostSetup extends pulumi.ComponentResource {
 
 export interface EnvironmentSetupArgs {
     host: Host;
-    hostSetup: HostSetup;
+    /** Root connection to the server, and what must be done before this environment is set up. */
+    connection: Connection;
+    after: pulumi.Resource[];
     settings: Settings;
     layout: EnvironmentLayout;
     appEnv: pulumi.Output<Record<string, string>>;
@@ -85,14 +92,24 @@ export class EnvironmentSetup extends pulumi.ComponentResource {
     readonly appEnv: command.remote.Command;
     /** HTTPS (tls letsencrypt or custom): obtains or installs the certificate and switches the site to it. */
     readonly tls?: command.remote.Command;
+    /** Does nothing on create; on `pulumi destroy` removes this environment (and only it) from the server. */
+    readonly teardown: command.remote.Command;
 
     constructor(name: string, args: EnvironmentSetupArgs, opts?: pulumi.ComponentResourceOptions) {
         super(`${TYPE_PREFIX}:setup:EnvironmentSetup`, name, {}, opts);
         const shell = rootShell(args.host.sshUser);
-        const connection = args.hostSetup.rootConnection;
-        this.environment = stepCommand(this, name, environmentStep(args.settings, args.layout), connection, shell, [args.hostSetup.done]);
+        const connection = args.connection;
+        this.environment = stepCommand(this, name, environmentStep(args.settings, args.layout), connection, shell, args.after);
+        // Its own resource with inputs that never change, so that a re-run of the setup step
+        // (a replacement) never runs it: only a destroy does.
+        this.teardown = new command.remote.Command(`${name}-teardown`, {
+            connection,
+            create: "true",
+            delete: `${rootPrefix(args.host.sshUser)}${args.layout.teardownScript}`,
+            addPreviousOutputInEnv: false,
+        }, { parent: this, dependsOn: [this.environment] });
         // The app's environment goes on stdin to a root-owned installer; Pulumi keeps stdin secret.
-        const sudo = args.host.sshUser === "root" ? "" : "sudo -n ";
+        const sudo = rootPrefix(args.host.sshUser);
         this.appEnv = new command.remote.Command(`${name}-app-env`, {
             connection,
             create: `${sudo}${args.layout.installAppEnvScript}`,

@@ -4,6 +4,7 @@ import { DigitalOceanHost } from "./digitalocean";
 import { ExistingHost } from "./existing";
 import { HetznerHost } from "./hetzner";
 import { Host } from "./host";
+import { SharedHost } from "./shared";
 
 export { Host, TYPE_PREFIX } from "./host";
 
@@ -15,6 +16,6 @@ export function provisionHost(name: string, settings: Settings, opts?: pulumi.Co
         case "hetzner":
             return new HetznerHost(name, settings, opts);
         case "existing":
-            return new ExistingHost(name, settings, opts);
+            return settings.serverStack ? new SharedHost(name, settings, opts) : new ExistingHost(name, settings, opts);
     }
 }

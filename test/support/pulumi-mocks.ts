@@ -34,6 +34,8 @@ export interface MockRunOptions {
     secretKeys?: string[];
     stack?: string;
     preview?: boolean;
+    /** Outputs of the stacks a StackReference reads, by stack name. */
+    stackOutputs?: Record<string, Record<string, unknown>>;
 }
 
 /** Clouds number their servers and firewalls; the program converts those ids to numbers. */
@@ -99,6 +101,10 @@ export async function runUnderMocks(program: () => any, opts: MockRunOptions): P
     const pending: Promise<void>[] = [];
     await pulumi.runtime.setMocks({
         newResource(args: pulumi.runtime.MockResourceArgs) {
+            if (args.type === "pulumi:pulumi:StackReference") {
+                const name = String(args.inputs.name);
+                return { id: name, state: { name, outputs: opts.stackOutputs?.[name] ?? {}, secretOutputNames: [] } };
+            }
             return { id: preview ? undefined as any : (NUMERIC_IDS[args.type] ?? `${args.name}-id`), state: cloudOutputs(args.type, args.name, args.inputs, preview) };
         },
         call(args: pulumi.runtime.MockCallArgs) {
@@ -108,7 +114,7 @@ export async function runUnderMocks(program: () => any, opts: MockRunOptions): P
 
     // A stack transformation sees every resource's raw props and options (dependsOn, parent).
     const transformation: pulumi.ResourceTransformation = args => {
-        if (args.type.startsWith("pulumi:")) return undefined;
+        if (args.type === "pulumi:pulumi:Stack" || args.type.startsWith("pulumi:providers:")) return undefined;
         const record = (async () => {
             // The resource gets its URN later in its constructor, after the transformations ran.
             await Promise.resolve();

@@ -176,4 +176,13 @@ describe("config validation", () => {
         assertProblem(valid({ build: "cloud" }), "build", '"cloud"', "server, local");
         assert.strictEqual(parseSettings(valid({ build: "local" }), "live").build, "local");
     });
+
+    it("validates serverStack: a stack name, with provider existing and no host of its own", () => {
+        assertProblem(valid({ provider: "digitalocean", serverStack: "live" }), "serverStack", "unless provider is existing");
+        assertProblem(valid({ provider: "existing", serverStack: "live", host: "1.2.3.4" }), "host", "empty when serverStack is set");
+        assertProblem(valid({ provider: "existing", serverStack: "no spaces" }), "serverStack", "a stack name");
+        const s = parseSettings(valid({ provider: "existing", serverStack: "acme/clj-zero-downtime/live" }), "beta");
+        assert.strictEqual(s.serverStack, "acme/clj-zero-downtime/live");
+        assert.strictEqual(s.host, "");
+    });
 });

@@ -15,8 +15,9 @@ const SECRET_ENV_VALUE = "s3cret-db-password-9f1c";
 
 const COMMAND = "command:remote:Command";
 
-function run(config: Record<string, any>, opts: { preview?: boolean; stack?: string } = {}): Promise<MockRun> {
+function run(config: Record<string, any>, opts: { preview?: boolean; stack?: string; stackOutputs?: Record<string, Record<string, unknown>> } = {}): Promise<MockRun> {
     return runUnderMocks(program, {
+        stackOutputs: opts.stackOutputs,
         config: { sshPublicKey: PUB, sshPrivateKey: PRIV, appEnv: { DATABASE_PASSWORD: SECRET_ENV_VALUE, PLAIN: "x" }, ...config },
         secretKeys: ["sshPrivateKey", "appEnv"],
         stack: opts.stack ?? "live",
@@ -178,5 +179,40 @@ describe("program resource graph", () => {
         assert.strictEqual(apex.byName("host-dns-a").inputs.name, "@");
         const none = await run({ provider: "digitalocean", domain: "shop.example.com" });
         assert.ok(none.byType("digitalocean:index/dnsRecord:DnsRecord").length === 0);
+    });
+
+    it("the owning stack guards its destroy; every environment removes itself on destroy only", async () => {
+        const r = await run({ provider: "existing", host: "198.51.100.4" });
+        const teardown = r.byName("sample-app-live-teardown").inputs;
+        assert.strictEqual(teardown.create, "true");
+        assert.strictEqual(teardown.delete, "/usr/local/lib/clj-zero-downtime/teardown-sample-app-live");
+        assert.strictEqual(teardown.triggers, undefined, "never replaced, so a setup re-run never tears down");
+        const guard = r.byName("destroy-guard");
+        assert.strictEqual(guard.inputs.delete, "/usr/local/lib/clj-zero-downtime/check-other-environments sample-app-live");
+        assert.deepStrictEqual(guard.dependsOn, [r.byName("sample-app-live-teardown").urn], "checked before anything is removed");
+    });
+
+    describe("an environment on another stack's server (serverStack)", () => {
+        const live = { serverAddress: "198.51.100.7", environment: "live", ports: { proxy: 3000, slot1: 3001, slot2: 3002, nrepl1: 7001, nrepl2: 7002 } };
+        const betaPorts = { proxyPort: 3100, slot1Port: 3101, slot2Port: 3102, nrepl1Port: 7101, nrepl2Port: 7102 };
+
+        it("adds only its environment to the owner's server: no cloud resources, no host setup, no guard", async () => {
+            const r = await run({ provider: "existing", serverStack: "live", environment: "beta", ...betaPorts }, { stack: "beta", stackOutputs: { live } });
+            assert.ok(r.resources.every(x => !x.type.startsWith("digitalocean:") && !x.type.startsWith("hcloud:")));
+            assert.deepStrictEqual(commandNames(r).filter(n => n.startsWith("setup-") || n === "destroy-guard"), []);
+            assert.strictEqual(r.byName("sample-app-beta-env-beta").inputs.connection.host, "198.51.100.7");
+            assert.strictEqual(r.byName("sample-app-beta-deploy-rotate").inputs.connection.host, "198.51.100.7");
+            assert.ok(r.byType("pulumi:pulumi:StackReference").length === 1);
+            assert.deepStrictEqual(r.outputs.ports, { proxy: 3100, slot1: 3101, slot2: 3102, nrepl1: 7101, nrepl2: 7102 });
+        });
+
+        it("refuses ports that collide with the owner's environment, naming both", async () => {
+            await assert.rejects(
+                run({ provider: "existing", serverStack: "live", environment: "beta", ...betaPorts, slot2Port: 3001 }, { stack: "beta", stackOutputs: { live } }),
+                /slot2Port = 3001 \(beta\) collides with slot1Port = 3001 of the live environment \(stack live\)/);
+            await assert.rejects(
+                run({ provider: "existing", serverStack: "live", environment: "live", ...betaPorts }, { stack: "beta", stackOutputs: { live } }),
+                /environment = "live" is the environment of stack live already/);
+        });
     });
 });

@@ -6,8 +6,9 @@ import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import { parseSettings, Settings } from "../../infra/config";
-import { appEnvFile, environmentStep, hostSteps, renderEnvironmentFiles, renderFirewall } from "../../infra/host-files";
-import { layout } from "../../infra/names";
+import { appEnvFile, environmentStep, environmentView, hostSteps, renderEnvironmentFiles, renderFirewall } from "../../infra/host-files";
+import { DESTROY_GUARD, layout, MANAGED_MARKER } from "../../infra/names";
+import { render } from "../../infra/render";
 
 const PUB = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGxhbWJkYWxhbWJkYWxhbWJkYWxhbWJkYWxhbWJkYQ unit@test";
 const PRIV = "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n";
@@ -177,6 +178,8 @@ describe("rendered templates", () => {
             if (text.startsWith("#!/usr/bin/env bash")) shellcheck(text, name);
         }
         shellcheck(renderFirewall(s), "firewall");
+        shellcheck(render("teardown.sh", environmentView(s, env)), "teardown");
+        shellcheck(render("check-other-environments.sh", { destroyGuard: DESTROY_GUARD, managedMarker: MANAGED_MARKER }), "destroy-guard");
     });
 
     it("steps embed the files they install, and the hash follows the content", () => {
