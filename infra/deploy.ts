@@ -49,14 +49,14 @@ export function shipmentFor(settings: Settings, revision: AppRevision): Shipment
 }
 
 /** The rotation prints `==> deployed <rev> to <env> (slot <n>)` as its last line. */
-export function parseLiveSlot(stdout: string): number | undefined {
+export function parseLiveSlot(stdout: string): number | null {
     const m = /^==> deployed \S+ to \S+ \(slot ([12])\)$/m.exec(stdout);
-    return m ? Number(m[1]) : undefined;
+    return m ? Number(m[1]) : null;
 }
 
 export class Deploy extends pulumi.ComponentResource {
     readonly liveRevision: pulumi.Output<string>;
-    readonly liveSlot: pulumi.Output<number | undefined>;
+    readonly liveSlot: pulumi.Output<number | null>;
 
     constructor(name: string, args: DeployArgs, opts?: pulumi.ComponentResourceOptions) {
         super(`${TYPE_PREFIX}:deploy:Deploy`, name, {}, opts);

@@ -75,7 +75,8 @@ check_cloud_credentials() {
         || die "provider is hetzner but no API token: export HCLOUD_TOKEN=... (or pulumi config set --secret hcloud:token ...)" ;;
     existing)
       "$PULUMI" config get host --stack "$STACK" >/dev/null 2>&1 \
-        || die "provider is existing but no host: pulumi config set host <address> --stack $STACK" ;;
+        || "$PULUMI" config get serverStack --stack "$STACK" >/dev/null 2>&1 \
+        || die "provider is existing but no host: pulumi config set host <address> --stack $STACK (or serverStack <stack> to share that stack's server)" ;;
   esac
 }
 

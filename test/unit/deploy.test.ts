@@ -116,7 +116,7 @@ describe("Deploy", () => {
 
     it("reads the live slot from the rotation's last line", () => {
         assert.strictEqual(parseLiveSlot("==> building\n==> deployed abc123 to live (slot 2)\n"), 2);
-        assert.strictEqual(parseLiveSlot("deploy of abc to live failed: boom\n"), undefined);
+        assert.strictEqual(parseLiveSlot("deploy of abc to live failed: boom\n"), null);
         const l = layout("shop", "beta", { proxy: 4000, slot1: 4001, slot2: 4002, nrepl1: 4101, nrepl2: 4102 });
         assert.strictEqual(rotationCommand(l, { release: "abc", kind: "archive" }).upload, "/srv/shop/beta/uploads/abc.tar");
         assert.strictEqual(rotationCommand(l, { release: "abc-0123", kind: "jar" }).create,

@@ -1,0 +1,114 @@
+// Live and beta on one server: the beta stack adds its environment to the
+// server the live stack owns (serverStack), deploys without touching live, and
+// `pulumi destroy` of beta removes beta alone, all while live serves under load.
+import * as assert from "assert";
+import * as fs from "fs";
+import * as os from "os";
+import * as path from "path";
+import { commitAppVersion, makeAppRepo } from "./app-variants";
+import { httpGet, Server, startServer, step, underLoad } from "./fixture";
+import { apply, ApplyResult, collect, destroy, RemoteResource } from "./harness";
+
+const LIVE_DOMAIN = "live.test";
+const BETA_DOMAIN = "beta.test";
+const BETA_PORTS = { proxyPort: "3100", slot1Port: "3101", slot2Port: "3102", nrepl1Port: "7101", nrepl2Port: "7102" };
+const LIVE_PORTS = { proxy: 3000, slot1: 3001, slot2: 3002, nrepl1: 7001, nrepl2: 7002 };
+
+/** What of live must not change while beta is deployed or destroyed: processes, files, switch rule. */
+const LIVE_FINGERPRINT = [
+    "echo nginx $(cat /run/nginx.pid) supervisord $(cat /var/run/supervisord.pid)",
+    "supervisorctl pid sample-app-live:sample-app-live-1 sample-app-live:sample-app-live-2",
+    "find /srv/sample-app/live /etc/supervisor/conf.d/sample-app-live.conf /etc/nginx/sites-available/sample-app-live /usr/local/sbin/czd-switch-sample-app-live -type f -print0 | sort -z | xargs -0 sha256sum",
+    "iptables -t nat -S CZD-sample-app-live",
+].join("; ");
+
+describe("live and beta on one server", function () {
+    this.bail(true);
+    let server: Server;
+    let work: string;
+    let app: string;
+    let betaState: string;
+    let betaResources: RemoteResource[] = [];
+    const commits: Record<string, string> = {};
+
+    /** The beta stack's program on the live stack's server (its StackReference answered with live's outputs). */
+    async function beta(overrides: Record<string, string> = {}, opts: { throwOnError?: boolean } = {}): Promise<ApplyResult> {
+        betaResources = await collect({
+            config: {
+                provider: "existing", serverStack: "live", environment: "beta", domain: BETA_DOMAIN, ...BETA_PORTS,
+                sshPublicKey: server.config.sshPublicKey, sshPrivateKey: server.config.sshPrivateKey, appPath: app, ...overrides,
+            },
+            secretKeys: ["sshPrivateKey", "appEnv", "tlsKey"],
+            stack: "beta",
+            resourceOutputs: args => args.type === "pulumi:pulumi:StackReference"
+                ? { name: "live", outputs: { serverAddress: server.host.address, environment: "live", ports: LIVE_PORTS } }
+                : undefined,
+        });
+        return apply(betaResources, { statePath: betaState, log: () => undefined, throwOnError: opts.throwOnError ?? true });
+    }
+
+    before(async function () {
+        work = fs.mkdtempSync(path.join(os.tmpdir(), "czd-shared-"));
+        app = path.join(work, "app");
+        commits.v1 = makeAppRepo(app, { version: "1" });
+        commits.v2 = commitAppVersion(app, { version: "2" });
+        betaState = path.join(work, "beta-state.json");
+        server = await startServer({ name: "shared", index: 24, appPath: app, config: { domain: LIVE_DOMAIN, environment: "live" } });
+        await step("live stack: setup and deploy v1", () => server.up({ appRevision: commits.v1 }));
+        await step("beta stack: its environment on live's server, deploy v2", () => beta({ appRevision: commits.v2 }));
+    });
+
+    after(async function () {
+        if (server) await server.stop();
+        if (work) fs.rmSync(work, { recursive: true, force: true });
+    });
+
+    it("serves both environments from their own slots, sites and switch rules", async () => {
+        assert.strictEqual((await httpGet(server.host.address, LIVE_DOMAIN)).version, "1");
+        assert.strictEqual((await httpGet(server.host.address, BETA_DOMAIN)).version, "2");
+        assert.ok(betaResources.every(r => !r.name.startsWith("setup-") && r.name !== "destroy-guard"), "beta does not set up the host");
+        assert.match(await server.sh("iptables -t nat -S CZD-sample-app-beta"), /--dport 3100 .*--to-ports 310[12]/);
+    });
+
+    it("deploys beta 5 times (one failing) while live serves 0 failed requests and nothing of live changes", async () => {
+        const before = await server.sh(LIVE_FINGERPRINT);
+        const broken = commitAppVersion(app, { version: "broken", fault: "health-500" });
+        await underLoad(server, LIVE_DOMAIN, "live during 5 beta deploys", async () => {
+            for (const [i, sha] of [commits.v1, commits.v2, broken, commits.v1, commits.v2].entries()) {
+                const r = await beta({ appRevision: sha, startTimeout: "15" }, { throwOnError: false });
+                assert.strictEqual(r.ok, sha !== broken, `beta deploy ${i + 1}`);
+            }
+        });
+        assert.strictEqual(await server.sh(LIVE_FINGERPRINT), before, "live's processes, files and switch rule are untouched");
+        assert.strictEqual((await httpGet(server.host.address, BETA_DOMAIN)).version, "2");
+    });
+
+    it("refuses to destroy the owner's server while beta lives on it, saying which environment", async () => {
+        const guard = (await server.resources()).find(r => r.name === "destroy-guard")!;
+        const check = await server.host.ssh((guard.inputs as { delete: string }).delete, { allowFail: true });
+        assert.notStrictEqual(check.code, 0);
+        assert.match(check.stderr, /pulumi destroy of sample-app-live stopped: this server also runs sample-app-beta/);
+    });
+
+    it("pulumi destroy of beta removes beta alone, with 0 failed requests on live and no reload of nginx", async () => {
+        const before = await server.sh(LIVE_FINGERPRINT);
+        await underLoad(server, LIVE_DOMAIN, "live during beta's destroy", () =>
+            destroy(betaResources, { statePath: betaState, log: () => undefined }));
+        assert.strictEqual(await server.sh(LIVE_FINGERPRINT), before, "live untouched; nginx not reloaded");
+        const gone = await server.sh([
+            "supervisorctl status 'sample-app-beta:*' >/dev/null 2>&1 && echo group || echo no-group",
+            "pgrep -u sample-app -f '/srv/sample-app/beta/' >/dev/null && echo beta-jvm || echo no-beta-jvm",
+            "test -e /srv/sample-app/beta && echo dir || echo no-dir",
+            "test -e /etc/nginx/sites-enabled/sample-app-beta && echo site || echo no-site",
+            "iptables -t nat -S CZD-sample-app-beta >/dev/null 2>&1 && echo rule || echo no-rule",
+            "test -e /etc/sudoers.d/sample-app-beta && echo sudoers || echo no-sudoers",
+            "ls /var/log/sample-app/ | grep -c '^beta-' || true",
+        ].join("; "));
+        assert.deepStrictEqual(gone.trim().split("\n").slice(0, 6), ["no-group", "no-beta-jvm", "no-dir", "no-site", "no-rule", "no-sudoers"], gone);
+        assert.ok(Number(gone.trim().split("\n")[6]) > 0, "beta's logs are kept, as documented");
+        assert.strictEqual((await httpGet(server.host.address, LIVE_DOMAIN)).version, "1");
+        // With beta gone, the owner's destroy guard lets a destroy through.
+        const guard = (await server.resources()).find(r => r.name === "destroy-guard")!;
+        assert.match(await server.sh((guard.inputs as { delete: string }).delete), /no other environment on this server/);
+    });
+});
