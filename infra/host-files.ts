@@ -33,6 +33,7 @@ export const PACKAGES = [
     "iptables",
     "iproute2",
     "util-linux",
+    "procps",
 ];
 
 /** Bounds for a fresh server's first boot and for apt locks held by unattended upgrades. */
