@@ -134,22 +134,10 @@ export function rotationView(layout: EnvironmentLayout, settings: RotationSettin
     const s1 = slotProgram(layout, 1);
     const s2 = slotProgram(layout, 2);
     return {
-        id: layout.id,
-        environment: layout.environment,
-        appName: layout.appName,
-        deployUser: layout.deployUser,
-        appUser: layout.appUser,
-        baseDir: layout.baseDir,
-        releasesDir: layout.releasesDir,
-        stateDir: layout.stateDir,
-        slotsDir: layout.slotsDir,
-        repoDir: layout.repoDir,
-        lockFile: layout.lockFile,
-        historyFile: layout.historyFile,
-        deployScript: layout.deployScript,
+        // Paths and names as the layout decided them (baseDir, releasesDir, stateDir, lockFile, ...).
+        ...layout,
         releaseJar: RELEASE_JAR,
         supervisorSocket: SUPERVISOR_SOCKET,
-        switchHelper: layout.switchHelper,
         sudoersAlias: sudoersAlias(layout.id),
         proxyPort: layout.ports.proxy,
         /** supervisorctl names a program of a group `<group>:<program>`; the group is the environment id. */

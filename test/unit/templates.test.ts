@@ -9,6 +9,7 @@ import { parseSettings, Settings } from "../../infra/config";
 import { appEnvFile, environmentStep, environmentView, hostSteps, renderEnvironmentFiles, renderFirewall } from "../../infra/host-files";
 import { DESTROY_GUARD, layout, MANAGED_MARKER } from "../../infra/names";
 import { render } from "../../infra/render";
+import { shellcheck, tmpdir } from "../support/shell";
 
 const PUB = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGxhbWJkYWxhbWJkYWxhbWJkYWxhbWJkYWxhbWJkYQ unit@test";
 const PRIV = "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n";
@@ -17,21 +18,6 @@ const APP = "czd-unit-app";
 
 function settingsFor(extra: Record<string, string> = {}): Settings {
     return parseSettings({ sshPublicKey: PUB, sshPrivateKey: PRIV, appName: APP, ...extra }, "live");
-}
-
-function tmpdir(tag: string): string {
-    return fs.mkdtempSync(path.join(os.tmpdir(), `czd-${tag}-`));
-}
-
-function shellcheck(script: string, name: string) {
-    const dir = tmpdir("sc");
-    const file = path.join(dir, `${name}.sh`);
-    fs.writeFileSync(file, script);
-    const syntax = spawnSync("bash", ["-n", file], { encoding: "utf8" });
-    assert.strictEqual(syntax.status, 0, `bash -n ${name}: ${syntax.stderr}`);
-    const sc = spawnSync("shellcheck", ["-s", "bash", "-S", "style", file], { encoding: "utf8" });
-    assert.strictEqual(sc.status, 0, `shellcheck ${name}:\n${sc.stdout}${sc.stderr}`);
-    fs.rmSync(dir, { recursive: true, force: true });
 }
 
 describe("rendered templates", () => {

@@ -13,15 +13,12 @@ import { CERTBOT_DEPLOY_HOOK, layout } from "../../infra/names";
 import { program } from "../../infra/program";
 import { render } from "../../infra/render";
 import { runUnderMocks } from "../support/pulumi-mocks";
+import { shellcheck, tmpdir } from "../support/shell";
 
 const PUB = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGxhbWJkYWxhbWJkYWxhbWJkYWxhbWJkYWxhbWJkYQ unit@test";
 const PRIV = "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n";
 const DOMAIN = "app.example.com";
 const COMMAND = "command:remote:Command";
-
-function tmpdir(tag: string): string {
-    return fs.mkdtempSync(path.join(os.tmpdir(), `czd-${tag}-`));
-}
 
 /** A self-signed certificate and key for DOMAIN. */
 const certDir = tmpdir("tls-cert");
@@ -37,17 +34,6 @@ function settingsFor(extra: Record<string, string> = {}): Settings {
 }
 
 const CUSTOM = { tls: "custom", tlsCertificate: CERT, tlsKey: KEY };
-
-function shellcheck(script: string, name: string) {
-    const dir = tmpdir("sc");
-    const file = path.join(dir, `${name}.sh`);
-    fs.writeFileSync(file, script);
-    const syntax = spawnSync("bash", ["-n", file], { encoding: "utf8" });
-    assert.strictEqual(syntax.status, 0, `bash -n ${name}: ${syntax.stderr}`);
-    const sc = spawnSync("shellcheck", ["-s", "bash", "-S", "style", file], { encoding: "utf8" });
-    assert.strictEqual(sc.status, 0, `shellcheck ${name}:\n${sc.stdout}${sc.stderr}`);
-    fs.rmSync(dir, { recursive: true, force: true });
-}
 
 /** The server blocks of a site, by the port they listen on. */
 function serverBlock(site: string, port: 80 | 443): string {
