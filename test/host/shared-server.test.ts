@@ -8,11 +8,13 @@ import * as path from "path";
 import { commitAppVersion, makeAppRepo } from "./app-variants";
 import { httpGet, Server, startServer, step, underLoad } from "./fixture";
 import { apply, ApplyResult, collect, destroy, RemoteResource } from "./harness";
+import { layout } from "../../infra/names";
 
 const LIVE_DOMAIN = "live.test";
 const BETA_DOMAIN = "beta.test";
 const BETA_PORTS = { proxyPort: "3100", slot1Port: "3101", slot2Port: "3102", nrepl1Port: "7101", nrepl2Port: "7102" };
 const LIVE_PORTS = { proxy: 3000, slot1: 3001, slot2: 3002, nrepl1: 7001, nrepl2: 7002 };
+const BETA_LAYOUT_PORTS = { proxy: 3100, slot1: 3101, slot2: 3102, nrepl1: 7101, nrepl2: 7102 };
 
 /** What of live must not change while beta is deployed or destroyed: processes, files, switch rule. */
 const LIVE_FINGERPRINT = [
@@ -30,6 +32,20 @@ describe("live and beta on one server", function () {
     let betaState: string;
     let betaResources: RemoteResource[] = [];
     const commits: Record<string, string> = {};
+
+    /** What of beta is on the server: group, JVM, directory, site, switch rule, sudoers rule, and its log count. */
+    async function betaPresence(): Promise<string[]> {
+        const out = await server.sh([
+            "supervisorctl avail | grep -q '^sample-app-beta:sample-app-beta-1 ' && echo group || echo no-group",
+            "pgrep -u sample-app -f '/srv/sample-app/beta/' >/dev/null && echo beta-jvm || echo no-beta-jvm",
+            "test -e /srv/sample-app/beta && echo dir || echo no-dir",
+            "test -e /etc/nginx/sites-enabled/sample-app-beta && echo site || echo no-site",
+            "iptables -t nat -S CZD-sample-app-beta >/dev/null 2>&1 && echo rule || echo no-rule",
+            `test -e ${layout("sample-app", "beta", BETA_LAYOUT_PORTS).sudoersFile} && echo sudoers || echo no-sudoers`,
+            "ls /var/log/sample-app/ | grep -c '^beta-' || true",
+        ].join("; "));
+        return out.trim().split("\n");
+    }
 
     /** The beta stack's program on the live stack's server (its StackReference answered with live's outputs). */
     async function beta(overrides: Record<string, string> = {}, opts: { throwOnError?: boolean } = {}): Promise<ApplyResult> {
@@ -68,6 +84,7 @@ describe("live and beta on one server", function () {
         assert.strictEqual((await httpGet(server.host.address, BETA_DOMAIN)).version, "2");
         assert.ok(betaResources.every(r => !r.name.startsWith("setup-") && r.name !== "destroy-guard"), "beta does not set up the host");
         assert.match(await server.sh("iptables -t nat -S CZD-sample-app-beta"), /--dport 3100 .*--to-ports 310[12]/);
+        assert.deepStrictEqual((await betaPresence()).slice(0, 6), ["group", "beta-jvm", "dir", "site", "rule", "sudoers"]);
     });
 
     it("deploys beta 5 times (one failing) while live serves 0 failed requests and nothing of live changes", async () => {
@@ -95,17 +112,9 @@ describe("live and beta on one server", function () {
         await underLoad(server, LIVE_DOMAIN, "live during beta's destroy", () =>
             destroy(betaResources, { statePath: betaState, log: () => undefined }));
         assert.strictEqual(await server.sh(LIVE_FINGERPRINT), before, "live untouched; nginx not reloaded");
-        const gone = await server.sh([
-            "supervisorctl status 'sample-app-beta:*' >/dev/null 2>&1 && echo group || echo no-group",
-            "pgrep -u sample-app -f '/srv/sample-app/beta/' >/dev/null && echo beta-jvm || echo no-beta-jvm",
-            "test -e /srv/sample-app/beta && echo dir || echo no-dir",
-            "test -e /etc/nginx/sites-enabled/sample-app-beta && echo site || echo no-site",
-            "iptables -t nat -S CZD-sample-app-beta >/dev/null 2>&1 && echo rule || echo no-rule",
-            "test -e /etc/sudoers.d/sample-app-beta && echo sudoers || echo no-sudoers",
-            "ls /var/log/sample-app/ | grep -c '^beta-' || true",
-        ].join("; "));
-        assert.deepStrictEqual(gone.trim().split("\n").slice(0, 6), ["no-group", "no-beta-jvm", "no-dir", "no-site", "no-rule", "no-sudoers"], gone);
-        assert.ok(Number(gone.trim().split("\n")[6]) > 0, "beta's logs are kept, as documented");
+        const gone = await betaPresence();
+        assert.deepStrictEqual(gone.slice(0, 6), ["no-group", "no-beta-jvm", "no-dir", "no-site", "no-rule", "no-sudoers"]);
+        assert.ok(Number(gone[6]) > 0, "beta's logs are kept, as documented");
         assert.strictEqual((await httpGet(server.host.address, LIVE_DOMAIN)).version, "1");
         // With beta gone, the owner's destroy guard lets a destroy through.
         const guard = (await server.resources()).find(r => r.name === "destroy-guard")!;
