@@ -14,6 +14,7 @@ import {
     RELEASE_JAR,
     SSHD_DROPIN,
     SUPERVISOR_SOCKET,
+    SUPERVISORD_PIDFILE,
     tlsFiles,
     TOOL_DIR,
 } from "./names";
@@ -110,8 +111,11 @@ export function hostSteps(settings: Settings): SetupStep[] {
             // Validated as one OpenSSH key line: no quote can end the shell string early.
             authorizedKey: settings.sshPublicKey,
             supervisordConf: SUPERVISORD_CONF,
-            supervisordConfContent: embeddable(render("supervisord.conf", { deployUser: DEPLOY_USER, supervisorSocket: SUPERVISOR_SOCKET }), "supervisord.conf"),
+            supervisordConfContent: embeddable(render("supervisord.conf", {
+                deployUser: DEPLOY_USER, supervisorSocket: SUPERVISOR_SOCKET, supervisordPidfile: SUPERVISORD_PIDFILE,
+            }), "supervisord.conf"),
             supervisorSocket: SUPERVISOR_SOCKET,
+            supervisordPidfile: SUPERVISORD_PIDFILE,
             sshdDropin: SSHD_DROPIN,
             sshdDropinContent: embeddable(render("sshd-dropin.conf", {}), "sshd drop-in"),
             toolDir: TOOL_DIR,

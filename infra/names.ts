@@ -16,6 +16,7 @@ export const DESTROY_GUARD = `${TOOL_DIR}/check-other-environments`;
 export const MANAGED_MARKER = "Managed by clj-zero-downtime for";
 /** Supervisor's control socket, handed to the deploy user's group. */
 export const SUPERVISOR_SOCKET = "/var/run/supervisor.sock";
+export const SUPERVISORD_PIDFILE = "/var/run/supervisord.pid";
 /**
  * The drop-in that turns SSH password login off. sshd reads drop-ins in name order and keeps
  * the first value it sees, so 01- wins over cloud images' 50-cloud-init.conf.
@@ -57,6 +58,8 @@ export interface EnvironmentLayout {
     id: string;
     appUser: string;
     deployUser: string;
+    /** `/srv/<app>`: holds one baseDir per environment of the app. */
+    appDir: string;
     baseDir: string;
     releasesDir: string;
     /** Where `pulumi up` uploads the `git archive` of the revision it deploys. */
@@ -122,7 +125,8 @@ export function slotNreplPort(ports: Ports, slot: Slot): number {
 
 export function layout(appName: string, environment: string, ports: Ports): EnvironmentLayout {
     const id = environmentId(appName, environment);
-    const baseDir = `/srv/${appName}/${environment}`;
+    const appDir = `/srv/${appName}`;
+    const baseDir = `${appDir}/${environment}`;
     const stateDir = `${baseDir}/state`;
     const binDir = `${baseDir}/bin`;
     const logDir = `/var/log/${appName}`;
@@ -132,6 +136,7 @@ export function layout(appName: string, environment: string, ports: Ports): Envi
         id,
         appUser: appName,
         deployUser: DEPLOY_USER,
+        appDir,
         baseDir,
         releasesDir: `${baseDir}/releases`,
         uploadsDir: `${baseDir}/uploads`,

@@ -168,6 +168,13 @@ describe("rendered templates", () => {
         shellcheck(render("check-other-environments.sh", { destroyGuard: DESTROY_GUARD, managedMarker: MANAGED_MARKER }), "destroy-guard");
     });
 
+    it("host steps carry Supervisor's pid file and socket from names.ts", () => {
+        const access = hostSteps(settingsFor()).find(st => st.name === "host-access")!.script;
+        assert.match(access, /^pidfile=\/var\/run\/supervisord\.pid$/m);
+        assert.match(access, /pid=\$\(cat \/var\/run\/supervisord\.pid /);
+        assert.match(access, /^file=\/var\/run\/supervisor\.sock$/m);
+    });
+
     it("steps embed the files they install, and the hash follows the content", () => {
         const step = environmentStep(settings, env);
         assert.ok(step.script.includes(files.nginxSite.trimEnd()));
