@@ -50,4 +50,3 @@ export function program() {
     };
 }
 
-export type ProgramOutputs = ReturnType<typeof program>;

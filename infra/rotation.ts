@@ -25,15 +25,6 @@ export interface RotationSettings {
     javaOpts: string;
 }
 
-export const DEFAULT_ROTATION_SETTINGS: Omit<RotationSettings, "domain"> = {
-    javaOpts: "",
-    healthPath: "/health",
-    startTimeoutSeconds: 120,
-    drainTimeoutSeconds: 30,
-    keepReleases: 5,
-    lockTimeoutSeconds: 600,
-};
-
 /** iptables refuses chain names longer than 28 characters. */
 export const IPTABLES_CHAIN_MAX = 28;
 
