@@ -55,6 +55,9 @@ export const DEFAULTS = {
     lockTimeout: 600,
     keepReleases: 5,
     javaOpts: "",
+    bootPriority: "idle",
+    warmupRequests: 500,
+    warmupPath: "",
     appPath: "sample-app",
     appRevision: "HEAD",
     deployBranch: "main",
@@ -75,6 +78,7 @@ export const SCALAR_KEYS = Object.keys(DEFAULTS) as ScalarKey[];
 export const SECRET_KEYS = ["sshPrivateKey", "tlsKey"] as const;
 export const DECLARED_SECRET_KEYS = ["sshPrivateKey"] as const;
 export const BUILD_MODES = ["server", "local"] as const;
+export const BOOT_PRIORITIES = ["idle", "normal"] as const;
 export const TLS_MODES = ["off", "letsencrypt", "custom"] as const;
 export const STRUCTURED_KEYS = ["appEnv"] as const;
 
@@ -103,6 +107,12 @@ export interface Settings {
     lockTimeout: number;
     keepReleases: number;
     javaOpts: string;
+    /** `idle`: a deploy's new slot boots at idle CPU priority (SCHED_IDLE) until it is live; `normal`: at the live slot's. */
+    bootPriority: (typeof BOOT_PRIORITIES)[number];
+    /** GETs of warmupPath sent to a deploy's new slot after its health check, before the switch (0: none). */
+    warmupRequests: number;
+    /** The warm-up requests' path (the health path when the config leaves it empty). */
+    warmupPath: string;
     /** Names of the app's environment variables (their values are always treated as secret). */
     appEnvNames: string[];
     appPath: string;
@@ -136,6 +146,12 @@ const SLUG = /^[a-z][a-z0-9-]{0,22}[a-z0-9]$/;
 const SLUG_RULE = "lowercase letters, digits and '-', starting with a letter, not ending with '-', 2-24 characters";
 /** Names that must not become the app's system user. */
 const RESERVED_NAMES = new Set(["root", "deploy", "daemon", "bin", "sys", "nobody", "www-data", "nginx", "sshd", "backup", "mail", "admin", "ubuntu", "debian"]);
+/**
+ * A URL path with an optional query, for the health check and the warm-up. The deploy
+ * script holds it in a double-quoted string, so nothing the shell would expand.
+ */
+export const URL_PATH = /^\/[A-Za-z0-9._~\/?=&%-]*$/;
+const URL_PATH_RULE = "a URL path starting with '/' of letters, digits and . _ ~ / ? = & % -";
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 /** Set by the deploy itself; the app's own config must not override them. */
 const RESERVED_ENV = new Set(["PORT", "NREPL_PORT", "APP_REVISION", "JAVA_OPTS"]);
@@ -275,7 +291,7 @@ export function parseSettings(raw: RawConfig, stack: string): Settings {
     const [proxy, slot1, slot2, nrepl1, nrepl2] = portValues;
 
     const healthPath = text("healthPath");
-    if (!/^\/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*$/.test(healthPath)) bad("healthPath", healthPath, "a URL path starting with '/', e.g. /health");
+    if (!URL_PATH.test(healthPath)) bad("healthPath", healthPath, `${URL_PATH_RULE}, e.g. /health`);
 
     const startTimeout = integer("startTimeout", 1, 3600, "a whole number of seconds from 1 to 3600");
     const drainTimeout = integer("drainTimeout", 1, 3600, "a whole number of seconds from 1 to 3600");
@@ -313,6 +329,12 @@ export function parseSettings(raw: RawConfig, stack: string): Settings {
     if (!/^[A-Za-z0-9._/~^-]+$/.test(appRevision)) bad("appRevision", appRevision, "a git revision: a commit, tag or branch name (default HEAD)");
     const deployBranch = text("deployBranch");
     if (!/^[A-Za-z0-9._/-]+$/.test(deployBranch) || deployBranch.includes("..")) bad("deployBranch", deployBranch, "a git branch name, e.g. main");
+
+    const warmupRequests = integer("warmupRequests", 0, 10000, "a whole number from 0 (no warm-up) to 10000");
+    const warmupPath = text("warmupPath") || healthPath;
+    if (!URL_PATH.test(warmupPath)) bad("warmupPath", warmupPath, `${URL_PATH_RULE}, for GET requests without side effects (empty: the health path)`);
+    const bootPriority = text("bootPriority") as Settings["bootPriority"];
+    if (!(BOOT_PRIORITIES as readonly string[]).includes(bootPriority)) bad("bootPriority", bootPriority, `one of ${BOOT_PRIORITIES.join(", ")}`);
 
     const build = text("build") as Settings["build"];
     if (!(BUILD_MODES as readonly string[]).includes(build)) bad("build", build, `one of ${BUILD_MODES.join(", ")}`);
@@ -363,6 +385,9 @@ export function parseSettings(raw: RawConfig, stack: string): Settings {
         lockTimeout,
         keepReleases,
         javaOpts,
+        bootPriority,
+        warmupRequests,
+        warmupPath,
         appEnvNames,
         appPath,
         appRevision,

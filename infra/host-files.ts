@@ -208,6 +208,9 @@ export function rotationSettings(settings: Settings): RotationSettings {
         keepReleases: settings.keepReleases,
         lockTimeoutSeconds: settings.lockTimeout,
         javaOpts: settings.javaOpts,
+        bootPriority: settings.bootPriority,
+        warmupRequests: settings.warmupRequests,
+        warmupPath: settings.warmupPath,
     };
 }
 

@@ -104,7 +104,12 @@ export interface EnvironmentLayout {
     /** Root-owned; reads the `custom` key on stdin, checks it against the certificate, installs both. */
     installTlsScript: string;
     ports: Ports;
-    programs: { slot: Slot; name: string; port: number; nreplPort: number; log: string }[];
+    /**
+     * `bootFlag`: while it exists, run-slot starts the slot's JVM at idle CPU priority
+     * (SCHED_IDLE). The deploy creates it before starting the idle slot and removes it
+     * once that slot is live; the switch helper raises the live JVM back to normal.
+     */
+    programs: { slot: Slot; name: string; port: number; nreplPort: number; log: string; bootFlag: string }[];
 }
 
 export function environmentId(appName: string, environment: string): string {
@@ -130,6 +135,7 @@ export function layout(appName: string, environment: string, ports: Ports): Envi
     const stateDir = `${baseDir}/state`;
     const binDir = `${baseDir}/bin`;
     const logDir = `/var/log/${appName}`;
+    const slotsDir = `${baseDir}/slots`;
     return {
         appName,
         environment,
@@ -152,7 +158,7 @@ export function layout(appName: string, environment: string, ports: Ports): Envi
         teardownScript: `${TOOL_DIR}/teardown-${id}`,
         runSlotScript: `${binDir}/run-slot`,
         installAppEnvScript: `${binDir}/install-app-env`,
-        slotsDir: `${baseDir}/slots`,
+        slotsDir,
         logDir,
         supervisorConf: `/etc/supervisor/conf.d/${id}.conf`,
         nginxSiteAvailable: `/etc/nginx/sites-available/${id}`,
@@ -173,6 +179,7 @@ export function layout(appName: string, environment: string, ports: Ports): Envi
             port: slotPort(ports, slot),
             nreplPort: slotNreplPort(ports, slot),
             log: `${logDir}/${environment}-${slot}.log`,
+            bootFlag: `${slotsDir}/${slot}.booting`,
         })),
     };
 }

@@ -5,6 +5,7 @@
 // from the layout (names.ts); the templates never spell one themselves.
 
 import { createHash } from "crypto";
+import { URL_PATH } from "./config";
 import { EnvironmentLayout, RELEASE_JAR, SUPERVISOR_SOCKET } from "./names";
 import { render } from "./render";
 
@@ -23,6 +24,11 @@ export interface RotationSettings {
     lockTimeoutSeconds: number;
     /** The slots' JVM options (validated in config); the memory check reads -Xmx from them. */
     javaOpts: string;
+    /** `idle`: the new slot boots at idle CPU priority until the switch; `normal`: at normal priority. */
+    bootPriority: "idle" | "normal";
+    /** GETs of warmupPath sent to the new slot after its gate, before the switch. */
+    warmupRequests: number;
+    warmupPath: string;
 }
 
 /** iptables refuses chain names longer than 28 characters. */
@@ -49,7 +55,6 @@ const SAFE_ID = /^[a-z0-9][a-z0-9_-]*$/;
 const SAFE_USER = /^[a-z_][a-z0-9_-]*$/;
 const SAFE_PATH = /^\/[A-Za-z0-9._\/-]+$/;
 const SAFE_DOMAIN = /^[A-Za-z0-9.-]+$/;
-const SAFE_HEALTH_PATH = /^\/[A-Za-z0-9._~\/?=&%-]*$/;
 
 function check(ok: boolean, what: string): void {
     if (!ok) throw new Error(`rotation: invalid ${what}`);
@@ -88,13 +93,18 @@ export function validateRotationInput(layout: EnvironmentLayout, settings: Rotat
     for (const p of layout.programs) {
         check(SAFE_ID.test(p.name), `program name ${JSON.stringify(p.name)}`);
         check(SAFE_PATH.test(p.log), `log path ${JSON.stringify(p.log)}`);
+        check(SAFE_PATH.test(p.bootFlag), `boot flag path ${JSON.stringify(p.bootFlag)}`);
         checkPort(p.port, `slot ${p.slot} port`);
         check(p.port !== layout.ports.proxy, `slot ${p.slot} port equals the proxy port`);
     }
     check(layout.programs[0].port !== layout.programs[1].port, "slot ports (must differ)");
     check(SAFE_DOMAIN.test(settings.domain), `domain ${JSON.stringify(settings.domain)}`);
-    check(SAFE_HEALTH_PATH.test(settings.healthPath), `healthPath ${JSON.stringify(settings.healthPath)}`);
+    check(URL_PATH.test(settings.healthPath), `healthPath ${JSON.stringify(settings.healthPath)}`);
+    check(URL_PATH.test(settings.warmupPath), `warmupPath ${JSON.stringify(settings.warmupPath)}`);
+    check(Number.isInteger(settings.warmupRequests) && settings.warmupRequests >= 0 && settings.warmupRequests <= 10000,
+        `warmupRequests ${settings.warmupRequests} (integer 0..10000)`);
     check(/^[A-Za-z0-9 ._:=+,\/%-]*$/.test(settings.javaOpts), `javaOpts ${JSON.stringify(settings.javaOpts)}`);
+    check(settings.bootPriority === "idle" || settings.bootPriority === "normal", `bootPriority ${JSON.stringify(settings.bootPriority)} (idle or normal)`);
     checkSeconds(settings.startTimeoutSeconds, "startTimeoutSeconds", 1);
     checkSeconds(settings.drainTimeoutSeconds, "drainTimeoutSeconds", 0);
     checkSeconds(settings.lockTimeoutSeconds, "lockTimeoutSeconds", 0);
@@ -136,9 +146,11 @@ export function rotationView(layout: EnvironmentLayout, settings: RotationSettin
         slot1Program: `${layout.id}:${s1.name}`,
         slot1Port: s1.port,
         slot1Log: s1.log,
+        slot1BootFlag: s1.bootFlag,
         slot2Program: `${layout.id}:${s2.name}`,
         slot2Port: s2.port,
         slot2Log: s2.log,
+        slot2BootFlag: s2.bootFlag,
         domain: settings.domain,
         healthPath: settings.healthPath,
         startTimeoutSeconds: settings.startTimeoutSeconds,
@@ -146,6 +158,9 @@ export function rotationView(layout: EnvironmentLayout, settings: RotationSettin
         keepReleases: settings.keepReleases,
         lockTimeoutSeconds: settings.lockTimeoutSeconds,
         javaOpts: settings.javaOpts,
+        bootPriority: settings.bootPriority,
+        warmupRequests: settings.warmupRequests,
+        warmupPath: settings.warmupPath,
         /** Supervisor wait (60 s) + start + gate + margin, for the boot unit. */
         bootTimeoutSeconds: settings.startTimeoutSeconds + 120,
     };

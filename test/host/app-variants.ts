@@ -5,7 +5,7 @@ import { execFileSync } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
 
-export type AppFault = "health-500" | "exit-at-boot" | "no-port" | "compile-error";
+export type AppFault = "health-500" | "exit-at-boot" | "no-port" | "compile-error" | "exit-when-warmed";
 
 export interface AppVariantOptions {
   /** Written to resources/VERSION; the app reports it as X-App-Version. */
@@ -82,6 +82,16 @@ function applyFault(dir: string, fault: AppFault): void {
         MAIN_ANCHOR,
         `${MAIN_ANCHOR}\n  (println "fault: no-port, sleeping forever")\n  (Thread/sleep Long/MAX_VALUE)`,
       );
+      break;
+    case "exit-when-warmed":
+      // Healthy at first (the gate passes), then the JVM exits on the 5th health request,
+      // i.e. during the deploy's warm-up: traffic must never move to it.
+      patchOnce(
+        core,
+        '(GET "/health" [] (text 200',
+        '(GET "/health" [] (when (> (swap! health-hits inc) 4) (System/exit 3)) (text 200',
+      );
+      patchOnce(core, "(defroutes routes", "(def health-hits (atom 0))\n\n(defroutes routes");
       break;
     case "compile-error":
       // Unbalanced paren: the reader fails while AOT-compiling, so `lein uberjar` fails.

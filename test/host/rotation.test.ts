@@ -6,7 +6,7 @@ import { spawn } from "child_process";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
-import { commitAppVersion, makeAppRepo } from "./app-variants";
+import { AppFault, commitAppVersion, makeAppRepo } from "./app-variants";
 import { httpGet, log, Server, startServer, step, underLoad as underLoadOn } from "./fixture";
 
 const DOMAIN = "shop.test";
@@ -104,11 +104,12 @@ describe("gated rotation on a test host, under load", function () {
         assert.strictEqual(await liveVersion(), next);
     });
 
-    const faults: { fault: "health-500" | "exit-at-boot" | "no-port" | "compile-error"; reason: RegExp }[] = [
+    const faults: { fault: AppFault; reason: RegExp }[] = [
         { fault: "health-500", reason: /did not answer 2xx on \/health .*last answer: 500/ },
         { fault: "exit-at-boot", reason: /slot \d (exited before it became healthy|is (FATAL|BACKOFF|EXITED) before it became healthy)/ },
         { fault: "no-port", reason: new RegExp(`did not answer 2xx on /health .* within ${START_TIMEOUT}s`) },
         { fault: "compile-error", reason: /lein uberjar failed/ },
+        { fault: "exit-when-warmed", reason: /slot \d passed its health check, then stopped answering it during the warm-up/ },
     ];
     for (const { fault, reason } of faults) {
         it(`refuses a version that fails (${fault}) with 0 failed requests; the old version keeps serving`, async () => {
@@ -183,6 +184,50 @@ describe("gated rotation on a test host, under load", function () {
         assert.strictEqual(line[4], "rollback");
         assert.strictEqual(Number(line[5]), 0, "no build time");
         log(`rollback took ${result.seconds.toFixed(1)}s (boot ${line[6]}s, gate ${line[7]}s, drain ${line[8]}s)`);
+    });
+
+    // The scheduling policy of every thread of each JVM on the server: "<pid> <idle threads> <threads>" lines.
+    const JVM_POLICIES = `for p in /proc/[0-9]*; do
+        [ "$(cat "$p/comm" 2>/dev/null)" = java ] || continue
+        { cat "$p"/task/*/stat 2>/dev/null || true; } | awk -v pid="\${p#/proc/}" '{ sub(/.*\\) /, ""); n++; if ($39 == 5) idle++ } END { print pid, idle + 0, n }'
+    done`;
+
+    /** Deploys with `args` and samples the new JVM's threads as soon as it exists. */
+    async function deployWatchingBoot(args: string) {
+        const before = (await server.sh(JVM_POLICIES)).trim().split("\n").map(l => l.split(" ")[0]);
+        const watch = server.sh(`for _ in $(seq 600); do
+            out=$(${JVM_POLICIES} | grep -v -E '^(${before.join("|")}) ' || true)
+            [ -z "$out" ] || { echo "$out"; exit 0; }
+            sleep 0.02
+        done; echo "no new JVM"`);
+        const deploy = await deployScript(args);
+        const [pid, idle, threads] = (await watch).trim().split(" ");
+        const after = (await server.sh(JVM_POLICIES)).trim().split("\n").map(l => l.split(" "));
+        return { deploy, boot: { pid, idle: Number(idle), threads: Number(threads) }, after };
+    }
+
+    it("boots the new slot at idle CPU priority, warms it up, then switches and raises all its threads to normal; the options turn both off", async () => {
+        const first = await underLoad("deploy with the default boot priority (idle)", async () => {
+            const live = await liveVersion();
+            return deployWatchingBoot(`--revision ${live === "1" ? commits.v2 : commits.v1}`);
+        });
+        const { deploy, boot, after } = first.result;
+        assert.match(deploy.output, /starting slot \d \(\S+\) on \S+ at idle CPU priority/);
+        assert.ok(boot.threads > 0 && boot.idle === boot.threads, `every thread of the booting JVM is SCHED_IDLE: ${JSON.stringify(boot)}`);
+        const warmed = deploy.output.indexOf("==> warmed up slot");
+        assert.match(deploy.output, /==> warmed up slot \d: 500 of 500 requests to \/health answered 2xx in [0-9.]+s/);
+        assert.ok(warmed > 0 && warmed < deploy.output.indexOf("==> traffic switched"), "the warm-up comes before the switch");
+        assert.match(deploy.output, new RegExp(`raised slot \\d's JVM \\(pid ${boot.pid}\\) to normal CPU priority`));
+        assert.deepStrictEqual(after.map(([pid, idle]) => [pid, idle]), [[boot.pid, "0"]], "only the new JVM runs, with no idle thread left");
+        const flags = await server.sh(`ls /srv/sample-app/${ENV}/slots/`);
+        assert.doesNotMatch(flags, /booting/, "no boot flag is left behind");
+
+        const second = await underLoad("deploy with --boot-priority normal", async () => {
+            const live = await liveVersion();
+            return deployWatchingBoot(`--revision ${live === "1" ? commits.v2 : commits.v1} --boot-priority normal --warmup-requests 0`);
+        });
+        assert.doesNotMatch(second.result.deploy.output, /idle CPU priority|warmed up/);
+        assert.strictEqual(second.result.boot.idle, 0, `no thread of the booting JVM is SCHED_IDLE: ${JSON.stringify(second.result.boot)}`);
     });
 
     it("after a reboot (services stopped, NAT rules gone), the boot path serves the live revision again", async () => {

@@ -114,6 +114,29 @@ describe("config validation", () => {
         assertProblem(valid({ healthPath: "/a b" }), "healthPath");
     });
 
+    it("rejects health and warm-up paths the deploy script could not hold safely", () => {
+        for (const bad of ["/a$(id)", "/a`id`", '/a"b', "/a\\b", "/a'b"]) {
+            assertProblem(valid({ healthPath: bad }), "healthPath", JSON.stringify(bad), "letters, digits and");
+            assertProblem(valid({ warmupPath: bad }), "warmupPath", JSON.stringify(bad), "without side effects");
+        }
+        assert.strictEqual(parseSettings(valid({ warmupPath: "/?warm=1&x=%20" }), "live").warmupPath, "/?warm=1&x=%20");
+    });
+
+    it("warms up on the health path unless told otherwise, with 500 requests by default, 0 to 10000 allowed", () => {
+        const s = parseSettings(valid({ healthPath: "/ready" }), "live");
+        assert.strictEqual(s.warmupPath, "/ready");
+        assert.strictEqual(s.warmupRequests, 500);
+        assert.strictEqual(parseSettings(valid({ warmupRequests: "0" }), "live").warmupRequests, 0);
+        assertProblem(valid({ warmupRequests: "10001" }), "warmupRequests", '"10001"', "0 (no warm-up) to 10000");
+        assertProblem(valid({ warmupRequests: "lots" }), "warmupRequests");
+    });
+
+    it("boots new slots at idle CPU priority by default; accepts idle or normal only", () => {
+        assert.strictEqual(parseSettings(valid(), "live").bootPriority, "idle");
+        assert.strictEqual(parseSettings(valid({ bootPriority: "normal" }), "live").bootPriority, "normal");
+        assertProblem(valid({ bootPriority: "low" }), "bootPriority", '"low"', "one of idle, normal");
+    });
+
     it("rejects non-positive timeouts", () => {
         assertProblem(valid({ startTimeout: "0" }), "startTimeout", '"0"', "1 to 3600");
         assertProblem(valid({ drainTimeout: "-5" }), "drainTimeout", '"-5"');

@@ -1,5 +1,5 @@
 import * as assert from "assert";
-import { execFileSync, spawnSync } from "child_process";
+import { execFileSync, spawn, spawnSync } from "child_process";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
@@ -24,6 +24,9 @@ const settings: RotationSettings = {
     keepReleases: 5,
     lockTimeoutSeconds: 300,
     javaOpts: "-Xmx768m -XX:+UseSerialGC",
+    bootPriority: "idle",
+    warmupRequests: 500,
+    warmupPath: "/health",
 };
 const files = renderRotationFiles(env, settings);
 
@@ -77,6 +80,10 @@ describe("rotation: deploy script", () => {
             "readonly DRAIN_TIMEOUT=20",
             "readonly KEEP_RELEASES=5",
             "readonly LOCK_TIMEOUT=300",
+            `readonly SLOT_BOOT_FLAG=("" "${env.slotsDir}/1.booting" "${env.slotsDir}/2.booting")`,
+            'readonly CONFIGURED_BOOT_PRIORITY="idle"',
+            "readonly CONFIGURED_WARMUP_REQUESTS=500",
+            'readonly WARMUP_PATH="/health"',
         ]) {
             assert.ok(lines(s).includes(line), `missing line: ${line}`);
         }
@@ -114,8 +121,19 @@ describe("rotation: deploy script", () => {
         assert.match(s, /printf '%s\\n' "\$2" >"\$tmp"\n\s+mv -f "\$tmp" "\$STATE_DIR\/\$1"/);
     });
 
+    it("rotates in order: start at the boot priority, gate, warm up, switch, then drain", () => {
+        const rotate = s.split("\nrotate() {")[1].split("\n}\n")[0];
+        const order = ['start_slot "$NEW_SLOT" "$BOOT_PRIORITY"', 'wait_healthy "$NEW_SLOT"', 'warm_up "$NEW_SLOT"', 'switch_traffic "$NEW_SLOT"', 'drain_and_stop "$OLD_SLOT"'];
+        const at = order.map(x => rotate.indexOf(x));
+        assert.ok(at.every(i => i >= 0), `rotate() calls ${order.join(", ")}`);
+        assert.deepStrictEqual([...at].sort((a, b) => a - b), at);
+        // After a reboot the live slot starts at normal priority: it serves at once.
+        const boot = s.split("\nboot_restore() {")[1].split("\n}\n")[0];
+        assert.match(boot, /start_slot "\$slot" normal/);
+    });
+
     it("documents the history columns", () => {
-        assert.match(s, /time\(ISO 8601\)\s+environment\s+revision\s+slot\s+outcome\s+build_s\s+boot_s\s+gate_s\s+drain_s/);
+        assert.match(s, /time\(ISO 8601\)\s+environment\s+revision\s+slot\s+outcome\s+build_s\s+boot_s\s+gate_s\s+drain_s\s+warmup_s/);
     });
 
     it("passes bash -n", () => {
@@ -134,11 +152,14 @@ describe("rotation: deploy script", () => {
 
     it("rejects bad arguments with a usage error before touching anything", () => {
         withTempFile("deploy", s, f => {
-            for (const args of [[], ["--revision", "a;b"], ["--archive", "x.tgz"], ["--rollback", "--boot"], ["--bogus"]]) {
+            for (const args of [[], ["--revision", "a;b"], ["--archive", "x.tgz"], ["--rollback", "--boot"], ["--bogus"],
+                ["--revision", "abc", "--boot-priority", "low"], ["--revision", "abc", "--boot-priority"]]) {
                 const r = run("bash", [f, ...args]);
                 assert.strictEqual(r.status, 2, `${args.join(" ")}: ${r.out}`);
                 assert.match(r.out, /^deploy: /, r.out);
             }
+            const r = run("bash", [f, "--revision", "abc", "--boot-priority", "low"]);
+            assert.match(r.out, /--boot-priority needs idle or normal, not 'low'/);
         });
     });
 });
@@ -183,6 +204,49 @@ describe("rotation: switch helper", () => {
                 assert.strictEqual(r.status, 2, `${args.join(" ")}: ${r.out}`);
             }
         });
+    });
+});
+
+describe("rotation: switch helper raises the new slot's priority (as root)", () => {
+    /** "<threads at SCHED_IDLE>/<threads>" of a process. */
+    const idleThreads = (pid: number) => {
+        const stats = fs.readdirSync(`/proc/${pid}/task`).map(t => fs.readFileSync(`/proc/${pid}/task/${t}/stat`, "utf8"));
+        // Field 41 (policy) is the 39th after the command name; 5 is SCHED_IDLE.
+        const idle = stats.filter(st => st.slice(st.lastIndexOf(") ") + 2).split(" ")[38] === "5").length;
+        return `${idle}/${stats.length}`;
+    };
+
+    it("finds the process listening on the slot's port and moves every thread of it from idle to normal", async () => {
+        // A multi-threaded stand-in for the JVM (node: libuv and V8 threads), started at SCHED_IDLE.
+        const child = spawn("chrt", ["--idle", "0", process.execPath, "-e",
+            "const s = require('net').createServer().listen(0, '127.0.0.1', () => console.log(s.address().port)); setTimeout(() => {}, 60000);"],
+            { stdio: ["ignore", "pipe", "inherit"] });
+        try {
+            const port = await new Promise<number>((resolve, reject) => {
+                child.stdout!.once("data", d => resolve(Number(String(d).trim())));
+                child.once("exit", code => reject(new Error(`the listener exited (${code})`)));
+            });
+            const before = idleThreads(child.pid!);
+            assert.match(before, /^(\d+)\/\1$/, `every thread starts idle: ${before}`);
+            // The helper's functions, without its main.
+            const functions = files.switchHelper.replace(/\nmain "\$@"\n$/, "\n");
+            const r = spawnSync("bash", ["-c", `${functions}\nraise_priority 2 ${port}`], { encoding: "utf8" });
+            assert.strictEqual(r.status, 0, r.stderr);
+            assert.match(r.stdout, new RegExp(`raised slot 2's JVM \\(pid ${child.pid}\\) to normal CPU priority`));
+            assert.match(idleThreads(child.pid!), /^0\/\d+$/);
+            // Nothing idle left: a second call changes nothing and says nothing.
+            const again = spawnSync("bash", ["-c", `${functions}\nraise_priority 2 ${port}`], { encoding: "utf8" });
+            assert.strictEqual(again.stdout, "");
+        } finally {
+            child.kill("SIGKILL");
+        }
+    });
+
+    it("warns, without failing the switch, when nothing listens on the port", () => {
+        const functions = files.switchHelper.replace(/\nmain "\$@"\n$/, "\n");
+        const r = spawnSync("bash", ["-c", `${functions}\nraise_priority 1 1`], { encoding: "utf8" });
+        assert.strictEqual(r.status, 0);
+        assert.match(r.stderr, /nothing listens on port 1 \(slot 1\)/);
     });
 });
 

@@ -124,10 +124,34 @@ describe("rendered templates", () => {
     });
 
     it("run-slot exports the slot's ports and the app env without evaluating it", () => {
-        assert.match(files.runSlot, /1\) PORT=3001 NREPL_PORT=7001 ;;/);
-        assert.match(files.runSlot, /2\) PORT=3002 NREPL_PORT=7002 ;;/);
-        assert.match(files.runSlot, /exec java -Xmx256m -jar "\$jar"/);
+        assert.match(files.runSlot, new RegExp(`1\\) PORT=3001 NREPL_PORT=7001 BOOT_FLAG=${env.slotsDir}/1.booting ;;`));
+        assert.match(files.runSlot, new RegExp(`2\\) PORT=3002 NREPL_PORT=7002 BOOT_FLAG=${env.slotsDir}/2.booting ;;`));
+        assert.match(files.runSlot, /exec "\$\{launcher\[@\]\}" java -Xmx256m -jar "\$jar"/);
         assert.match(files.runSlot, /export "\$\{line\?\}"/);
+    });
+
+    it("run-slot starts the JVM at idle CPU priority exactly while the slot's boot flag exists", () => {
+        const dir = tmpdir("runslot-priority");
+        // The rendered script, with the environment's directory moved into the temp dir.
+        const script = path.join(dir, "run-slot");
+        fs.writeFileSync(script, files.runSlot.split(env.baseDir).join(dir));
+        fs.mkdirSync(path.join(dir, "releases", "r1"), { recursive: true });
+        fs.writeFileSync(path.join(dir, "releases", "r1", "app.jar"), "");
+        fs.mkdirSync(path.join(dir, "slots"));
+        fs.symlinkSync(path.join(dir, "releases", "r1"), path.join(dir, "slots", "1"));
+        // A stand-in `java` that reports the scheduling policy it was started with.
+        fs.mkdirSync(path.join(dir, "bin"));
+        fs.writeFileSync(path.join(dir, "bin", "java"), "#!/bin/sh\nchrt -p $$\n", { mode: 0o755 });
+        const policy = () => {
+            const out = execFileSync("bash", [script, "1"], { encoding: "utf8", env: { ...process.env, PATH: `${path.join(dir, "bin")}:${process.env.PATH}` } });
+            return /scheduling policy: (\S+)/.exec(out)?.[1];
+        };
+        assert.strictEqual(policy(), "SCHED_OTHER");
+        fs.writeFileSync(path.join(dir, "slots", "2.booting"), "");
+        assert.strictEqual(policy(), "SCHED_OTHER", "slot 2's flag must not affect slot 1");
+        fs.writeFileSync(path.join(dir, "slots", "1.booting"), "");
+        assert.strictEqual(policy(), "SCHED_IDLE");
+        fs.rmSync(dir, { recursive: true, force: true });
     });
 
     it("run-slot really loads NAME=value lines verbatim, even with shell metacharacters", () => {
