@@ -29,10 +29,15 @@ export const METHODS: Record<MethodName, MethodSpec> = {
         host: DOMAIN,
         description: "this project's rotation: deploy --revision <sha> as the deploy user (gate on /health, NAT switch, drain, stop)",
     },
-    "rotation-nice": {
-        name: "rotation-nice",
+    "rotation-normal-boot": {
+        name: "rotation-normal-boot",
         host: DOMAIN,
-        description: "the rotation, with the benchmark renicing the new slot's JVM (every thread) to 10 from its start until the switch, then back to 0",
+        description: "the rotation with --boot-priority normal: the new slot boots at the live slot's CPU priority instead of SCHED_IDLE",
+    },
+    "rotation-cold": {
+        name: "rotation-cold",
+        host: DOMAIN,
+        description: "the rotation with --warmup-requests 0: traffic moves to the new slot as soon as its health check passes",
     },
     seed: {
         name: "seed",
@@ -56,8 +61,8 @@ export const METHODS: Record<MethodName, MethodSpec> = {
     },
 };
 
-/** The default run: the five methods of the issue, plus the niceness experiment. */
-export const DEFAULT_METHODS: MethodName[] = ["rotation", "rotation-nice", "seed", "seed-max-fails-0", "nginx-reload", "restart"];
+/** The default run: the five methods of the issue, plus the rotation without its idle boot and without its warm-up. */
+export const DEFAULT_METHODS: MethodName[] = ["rotation", "rotation-normal-boot", "rotation-cold", "seed", "seed-max-fails-0", "nginx-reload", "restart"];
 
 const p1 = LAYOUT.programs[0];
 const p2 = LAYOUT.programs[1];
@@ -73,7 +78,6 @@ const p2 = LAYOUT.programs[1];
  *   PHASE <name> <µs>            a phase's duration
  *   LINE <epoch µs> <text>       the rotation's own output, time-stamped
  *   HISTORY <line>               the rotation's history line for this deploy
- *   NICE <value> <epoch µs> <n>  rotation-nice: the new JVM's n threads reniced to value
  */
 export function benchScript(): string {
     return `#!/bin/bash
@@ -191,52 +195,15 @@ reset() {
 
 as_deploy() { runuser -u "$DEPLOY_USER" -- env HOME=/home/$DEPLOY_USER "$@"; }
 
-# Renices the JVM of the new release (every thread) to 10 until the flag file
-# appears (the rotation printed "traffic switched"), then back to 0.
-nice_watch() {
-    local rev=$1 flag=$2 pid="" tids niced=0 end=$(($(now_us) + 180000000))
-    while [ "$(now_us)" -lt "$end" ]; do
-        [ -n "$pid" ] && [ -d "/proc/$pid" ] || pid=$(pgrep -f -- "-jar $RELEASES/$rev/$JAR" | head -n 1)
-        if [ -n "$pid" ]; then
-            tids=(/proc/"$pid"/task/*)
-            if [ -e "$flag" ]; then
-                renice -n 0 -p "\${tids[@]##*/}" >/dev/null 2>&1
-                sleep 0.3
-                tids=(/proc/"$pid"/task/*)
-                renice -n 0 -p "\${tids[@]##*/}" >/dev/null 2>&1
-                echo "NICE 0 $(now_us) \${#tids[@]}"
-                return 0
-            fi
-            renice -n 10 -p "\${tids[@]##*/}" >/dev/null 2>&1
-            [ "$niced" = 1 ] || echo "NICE 10 $(now_us) \${#tids[@]}"
-            niced=1
-        fi
-        sleep 0.05
-    done
-}
-
-# rotation <nice 0|1> <the revision it goes to> <deploy arguments...>
+# rotation <deploy arguments...>: the project's deploy script, its output time-stamped.
 rotation() {
-    local nice=$1 rev=$2
-    shift 2
-    local flag="$STATE/switched.$$" watcher="" rc
-    rm -f "$flag"
-    if [ "$nice" = 1 ]; then
-        nice_watch "$rev" "$flag" &
-        watcher=$!
-    fi
+    local rc
     mark start
     as_deploy "$DEPLOY" "$@" 2>&1 | while IFS= read -r line; do
-        [[ $line != *"traffic switched to slot"* ]] || : >"$flag"
         echo "LINE $(now_us) $line"
     done
     rc=\${PIPESTATUS[0]}
     mark end
-    if [ -n "$watcher" ]; then
-        : >"$flag"
-        wait "$watcher" 2>/dev/null || true
-    fi
-    rm -f "$flag"
     echo "HISTORY $(tail -n 1 "$HISTORY")"
     return "$rc"
 }
@@ -290,7 +257,7 @@ prepare() {
     local method=$1 rev=$2
     reset
     case "$method" in
-        rotation | rotation-nice)
+        rotation | rotation-normal-boot | rotation-cold)
             as_deploy "$DEPLOY" --revision "$rev" >/dev/null || die "the rotation could not deploy $rev"
             return 0
             ;;
@@ -307,8 +274,9 @@ prepare() {
 deploy() {
     local method=$1 rev=$2
     case "$method" in
-        rotation) rotation 0 "$rev" --revision "$rev" ;;
-        rotation-nice) rotation 1 "$rev" --revision "$rev" ;;
+        rotation) rotation --revision "$rev" ;;
+        rotation-normal-boot) rotation --revision "$rev" --boot-priority normal ;;
+        rotation-cold) rotation --revision "$rev" --warmup-requests 0 ;;
         seed | seed-max-fails-0) seed_deploy "$rev" ;;
         nginx-reload) reload_deploy "$method" "$rev" ;;
         restart) restart_deploy "$rev" ;;
@@ -319,8 +287,9 @@ deploy() {
 rollback() {
     local method=$1 rev=$2
     case "$method" in
-        rotation) rotation 0 "$rev" --rollback ;;
-        rotation-nice) rotation 1 "$rev" --rollback ;;
+        rotation) rotation --rollback ;;
+        rotation-normal-boot) rotation --rollback --boot-priority normal ;;
+        rotation-cold) rotation --rollback --warmup-requests 0 ;;
         *) deploy "$method" "$rev" ;;
     esac
 }
@@ -340,14 +309,12 @@ export interface ParsedRun {
     endUs?: number;
     phasesUs: Record<string, number>;
     lines: { us: number; text: string }[];
-    /** rotation-nice: when the new JVM's threads were reniced (to 10, then back to 0). */
-    nice: { value: number; us: number; threads: number }[];
     history?: string[];
 }
 
 /** Reads the MARK / PHASE / LINE / HISTORY lines of one czd-bench call. */
 export function parseBenchOutput(stdout: string): ParsedRun {
-    const out: ParsedRun = { phasesUs: {}, lines: [], nice: [] };
+    const out: ParsedRun = { phasesUs: {}, lines: [] };
     for (const raw of stdout.split("\n")) {
         let m: RegExpExecArray | null;
         if ((m = /^MARK (start|end) (\d+)$/.exec(raw))) {
@@ -357,8 +324,6 @@ export function parseBenchOutput(stdout: string): ParsedRun {
             out.phasesUs[m[1]] = Number(m[2]);
         } else if ((m = /^LINE (\d+) (.*)$/.exec(raw))) {
             out.lines.push({ us: Number(m[1]), text: m[2] });
-        } else if ((m = /^NICE (\d+) (\d+) (\d+)$/.exec(raw))) {
-            out.nice.push({ value: Number(m[1]), us: Number(m[2]), threads: Number(m[3]) });
         } else if ((m = /^HISTORY (.*)$/.exec(raw))) {
             out.history = m[1].split("\t");
         }
@@ -367,10 +332,11 @@ export function parseBenchOutput(stdout: string): ParsedRun {
 }
 
 /**
- * The phases of one deploy. The rotation's build/boot/gate/drain come from its
- * history line (`time env rev slot outcome build_s boot_s gate_s drain_s`); the
- * switch (from "healthy" to "traffic switched") and the stop (from "drained" to
- * "stopped") from its time-stamped output. The other methods print PHASE lines.
+ * The phases of one deploy. The rotation's build/boot/gate/drain/warmup come from its
+ * history line (`time env rev slot outcome build_s boot_s gate_s drain_s warmup_s`); the
+ * switch (from "healthy", or "warmed up" after a warm-up, to "traffic switched") and the
+ * stop (from "drained" to "stopped") from its time-stamped output. The other methods
+ * print PHASE lines.
  */
 export function phasesOf(run: ParsedRun): Phases {
     const p = zeroPhases();
@@ -380,8 +346,9 @@ export function phasesOf(run: ParsedRun): Phases {
         p.boot = Number(h[6]) || 0;
         p.gate = Number(h[7]) || 0;
         p.drain = Number(h[8]) || 0;
+        p.warmup = Number(h[9]) || 0;
         const at = (re: RegExp) => run.lines.find(l => re.test(l.text))?.us;
-        const healthy = at(/^==> slot \d healthy after/);
+        const healthy = at(/^==> warmed up slot \d/) ?? at(/^==> slot \d healthy after/);
         const switched = at(/^==> traffic switched to slot/);
         const drained = at(/^==> drained slot/);
         const stopped = at(/^==> stopped slot/);

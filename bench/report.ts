@@ -3,7 +3,7 @@
 // that JSON into a Markdown table and an SVG picture (plain SVG, no library).
 // Nothing here touches the network, the clock or the file system.
 
-export const METHOD_NAMES = ["rotation", "seed", "seed-max-fails-0", "nginx-reload", "restart", "rotation-nice"] as const;
+export const METHOD_NAMES = ["rotation", "seed", "seed-max-fails-0", "nginx-reload", "restart", "rotation-normal-boot", "rotation-cold"] as const;
 export type MethodName = (typeof METHOD_NAMES)[number];
 
 export type FailureKind = "status" | "transport" | "echo";
@@ -22,6 +22,8 @@ export interface Phases {
     build: number;
     boot: number;
     gate: number;
+    /** The rotation's warm-up requests to the new slot, between the gate and the switch. */
+    warmup: number;
     switch: number;
     drain: number;
     /** Stopping the old process (after the drain), where the method has one. */
@@ -40,8 +42,6 @@ export interface DeployRun {
     phases: Phases;
     ok: boolean;
     error?: string;
-    /** rotation-nice: the renices of the new JVM (threads, seconds after "starting slot"). */
-    nice?: { value: number; threads: number; afterStartSeconds: number | null }[];
 }
 
 export interface MethodInput {
@@ -70,6 +70,9 @@ export interface LatencySummary {
     p50Ratio: number;
     steadyCount: number;
     deployCount: number;
+    /** p99 inside the deploy windows before the switch (new process booting) and after it (new process serving, old one draining). */
+    beforeSwitchP99Ms: number;
+    afterSwitchP99Ms: number;
 }
 
 export interface DeploySummary {
@@ -78,7 +81,6 @@ export interface DeploySummary {
     version: string;
     ok: boolean;
     error?: string;
-    nice?: DeployRun["nice"];
     /** Seconds since the method's load started. */
     atSeconds: number;
     seconds: number;
@@ -161,11 +163,6 @@ export function percentile(sorted: number[], p: number): number {
 export const round1 = (x: number): number => Math.round(x * 10) / 10;
 export const round2 = (x: number): number => Math.round(x * 100) / 100;
 
-function inWindows(t: number, windows: [number, number][]): boolean {
-    for (const [a, b] of windows) if (t >= a && t < b) return true;
-    return false;
-}
-
 function emptyFailures(): Record<FailureKind, number> {
     return { status: 0, transport: 0, echo: 0 };
 }
@@ -178,10 +175,10 @@ function mean(xs: number[]): number {
     return xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : 0;
 }
 
-const PHASE_KEYS: (keyof Phases)[] = ["build", "boot", "gate", "switch", "drain", "stop"];
+const PHASE_KEYS: (keyof Phases)[] = ["build", "boot", "gate", "switch", "drain", "stop", "warmup"];
 
 export function zeroPhases(): Phases {
-    return { build: 0, boot: 0, gate: 0, switch: 0, drain: 0, stop: 0 };
+    return { build: 0, boot: 0, gate: 0, switch: 0, drain: 0, stop: 0, warmup: 0 };
 }
 
 function meanPhases(runs: DeployRun[]): Phases {
@@ -190,18 +187,28 @@ function meanPhases(runs: DeployRun[]): Phases {
     return out;
 }
 
-/** Latency of the fast GET (ok or not, as long as it completed) inside and outside the deploy windows. */
-export function fastGetLatency(records: LoadRecord[], steady: [number, number], deployWindows: [number, number][]): LatencySummary {
+/**
+ * Latency of the fast GET (ok or not, as long as it completed) inside and outside the deploy
+ * windows; `switchAt[i]` (epoch ms) splits window i into before and after its switch.
+ */
+export function fastGetLatency(records: LoadRecord[], steady: [number, number], deployWindows: [number, number][], switchAt: number[] = []): LatencySummary {
     const st: number[] = [];
     const dp: number[] = [];
+    const before: number[] = [];
+    const after: number[] = [];
     for (const r of records) {
         if (r.kind !== "get") continue;
         const ms = r.end - r.start;
-        if (r.start >= steady[0] && r.start < steady[1]) st.push(ms);
-        else if (inWindows(r.start, deployWindows)) dp.push(ms);
+        if (r.start >= steady[0] && r.start < steady[1]) {
+            st.push(ms);
+            continue;
+        }
+        const i = deployWindows.findIndex(([a, b]) => r.start >= a && r.start < b);
+        if (i < 0) continue;
+        dp.push(ms);
+        (r.start < (switchAt[i] ?? Infinity) ? before : after).push(ms);
     }
-    st.sort((a, b) => a - b);
-    dp.sort((a, b) => a - b);
+    for (const xs of [st, dp, before, after]) xs.sort((a, b) => a - b);
     const s50 = percentile(st, 50), s99 = percentile(st, 99), d50 = percentile(dp, 50), d99 = percentile(dp, 99);
     const dmax = dp.length ? dp[dp.length - 1] : 0;
     return {
@@ -216,7 +223,15 @@ export function fastGetLatency(records: LoadRecord[], steady: [number, number], 
         p50Ratio: s50 > 0 ? round2(d50 / s50) : 0,
         steadyCount: st.length,
         deployCount: dp.length,
+        beforeSwitchP99Ms: round1(percentile(before, 99)),
+        afterSwitchP99Ms: round1(percentile(after, 99)),
     };
+}
+
+/** When a deploy's switch ended (epoch ms): its start plus build, boot, gate, warm-up and switch. */
+export function switchedAtMs(run: DeployRun): number {
+    const p = run.phases;
+    return run.startMs + (p.build + p.boot + p.gate + p.warmup + p.switch) * 1000;
 }
 
 /** Everything the JSON says about one method, from its raw load records and timed deploys. */
@@ -270,7 +285,6 @@ export function summarizeMethod(input: MethodInput): MethodResult {
         version: run.version,
         ok: run.ok,
         ...(run.error ? { error: run.error } : {}),
-        ...(run.nice ? { nice: run.nice } : {}),
         atSeconds: rel(run.startMs),
         seconds: round2((run.endMs - run.startMs) / 1000),
         phases: run.phases,
@@ -293,7 +307,7 @@ export function summarizeMethod(input: MethodInput): MethodResult {
         deployWindowFailures,
         rollbackFailed,
         failedDeploys: runs.filter(r => !r.ok).length,
-        fastGet: fastGetLatency(records, input.steady, deployWindows),
+        fastGet: fastGetLatency(records, input.steady, deployWindows, input.deploys.map(switchedAtMs)),
         phasesSeconds: phases,
         toServingSeconds: round2(phases.build + phases.boot + phases.gate + phases.switch),
         deploySeconds: round2(mean(input.deploys.map(d => (d.endMs - d.startMs) / 1000))),
@@ -319,8 +333,8 @@ const fmt = (x: number | null | undefined, digits = 1): string => (x === null ||
 export function markdownTable(result: BenchResult): string {
     const head = [
         "Method", "Deploys", "Requests", "Failed", "Failed / deploy", "Failing s / deploy", "status / transport / echo",
-        "Fast GET p50 steady → deploy (ms)", "Fast GET p99 steady → deploy (ms)", "p99 ratio", "Max (ms)",
-        "Boot (s)", "Gate (s)", "Switch (s)", "Drain (s)", "Stop (s)", "To serving (s)", "Rollback (s)",
+        "Fast GET p50 steady → deploy (ms)", "Fast GET p99 steady → deploy (ms)", "p99 ratio", "p99 before / after switch (ms)", "Max (ms)",
+        "Boot (s)", "Gate (s)", "Warm-up (s)", "Switch (s)", "Drain (s)", "Stop (s)", "To serving (s)", "Rollback (s)",
     ];
     const rows = result.methods.map(m => [
         `\`${m.name}\``,
@@ -333,9 +347,11 @@ export function markdownTable(result: BenchResult): string {
         `${fmt(m.fastGet.steadyP50Ms)} → ${fmt(m.fastGet.deployP50Ms)}`,
         `${fmt(m.fastGet.steadyP99Ms)} → ${fmt(m.fastGet.deployP99Ms)}`,
         `${fmt(m.fastGet.p99Ratio, 2)}×`,
+        `${fmt(m.fastGet.beforeSwitchP99Ms)} / ${fmt(m.fastGet.afterSwitchP99Ms)}`,
         fmt(m.fastGet.maxMs),
         fmt(m.phasesSeconds.boot, 2),
         fmt(m.phasesSeconds.gate, 2),
+        fmt(m.phasesSeconds.warmup, 2),
         fmt(m.phasesSeconds.switch, 2),
         fmt(m.phasesSeconds.drain, 2),
         fmt(m.phasesSeconds.stop, 2),

@@ -35,7 +35,8 @@ export const DEFAULT_OPTIONS: BenchOptions = {
     methods: DEFAULT_METHODS,
     out: path.resolve(__dirname, "results", "latest.json"),
     concurrency: 32,
-    warmupSeconds: 3,
+    // Long enough for the JIT of the live JVM to settle: the steady state is a warm JVM.
+    warmupSeconds: 20,
     steadySeconds: 10,
     gapSeconds: 2,
     hostName: "bench",
@@ -126,10 +127,6 @@ async function timedCall(server: Server, sub: "deploy" | "rollback", method: Met
         phases: phasesOf(parsed),
         ok: r.code === 0,
     };
-    if (parsed.nice.length) {
-        const started = parsed.lines.find(l => /^==> starting slot/.test(l.text))?.us;
-        run.nice = parsed.nice.map(n => ({ value: n.value, threads: n.threads, afterStartSeconds: started ? Math.round((n.us - started) / 1e4) / 100 : null }));
-    }
     if (r.code !== 0) run.error = `exit ${r.code}: ${(r.stderr.trim() || r.stdout.trim()).split("\n").slice(-3).join(" | ")}`;
     return run;
 }
@@ -156,8 +153,7 @@ async function runMethod(server: Server, method: MethodName, opts: BenchOptions,
             const run = await timedCall(server, "deploy", method, next, versionOf(next), "deploy");
             deploys.push(run);
             log(`${method}: deploy ${i + 1}/${opts.deploys} to version ${versionOf(next)}: ${run.ok ? "ok" : `FAILED (${run.error})`} in ${((run.endMs - run.startMs) / 1000).toFixed(1)}s ` +
-                `(boot ${run.phases.boot} gate ${run.phases.gate} switch ${run.phases.switch} drain ${run.phases.drain} stop ${run.phases.stop}), ${load.completed()} requests so far` +
-                `${run.nice ? `; reniced: ${run.nice.map(n => `${n.threads} threads to ${n.value} at +${n.afterStartSeconds}s`).join(", ")}` : ""}`);
+                `(boot ${run.phases.boot} gate ${run.phases.gate} warm-up ${run.phases.warmup} switch ${run.phases.switch} drain ${run.phases.drain} stop ${run.phases.stop}), ${load.completed()} requests so far`);
             if (run.ok) current = next;
             await sleep(opts.gapSeconds * 1000);
         }

@@ -57,6 +57,14 @@ describe("bench report", () => {
             assert.strictEqual(s.p99Ratio, 5);
         });
 
+        it("splits each deploy window at its switch", () => {
+            const records = [rec(0, 1), rec(5, 30), rec(5.5, 40), rec(6.1, 3), rec(6.5, 2), rec(9, 50), rec(9.5, 4)];
+            const s = fastGetLatency(records, [T0, T0 + 1000], [[T0 + 5000, T0 + 7000], [T0 + 9000, T0 + 10000]], [T0 + 6000, T0 + 9200]);
+            assert.strictEqual(s.beforeSwitchP99Ms, 50);
+            assert.strictEqual(s.afterSwitchP99Ms, 4);
+            assert.strictEqual(s.deployP99Ms, 50);
+        });
+
         it("gives ratio 0 rather than dividing by zero when there is no steady state", () => {
             const s = fastGetLatency([rec(5, 10)], [T0, T0 + 1000], [[T0 + 4000, T0 + 6000]]);
             assert.strictEqual(s.p99Ratio, 0);
@@ -102,7 +110,7 @@ describe("bench report", () => {
         });
 
         it("averages the phases and adds up the time to serving", () => {
-            assert.deepStrictEqual(result.phasesSeconds, { build: 0, boot: 1, gate: 2, switch: 0.1, drain: 0.3, stop: 0.2 });
+            assert.deepStrictEqual(result.phasesSeconds, { build: 0, boot: 1, gate: 2, switch: 0.1, drain: 0.3, stop: 0.2, warmup: 0 });
             assert.strictEqual(result.toServingSeconds, 3.1);
             assert.strictEqual(result.deploySeconds, 2);
         });
@@ -217,21 +225,23 @@ describe("bench report", () => {
                 "MARK start 1000000",
                 "LINE 1100000 ==> starting slot 2 (sample-app-live:sample-app-live-2) on abc",
                 "LINE 4000000 ==> slot 2 healthy after 2.9s",
-                "LINE 4120000 ==> traffic switched to slot 2",
-                "LINE 4500000 ==> drained slot 1 in 0.3s",
-                "LINE 4750000 ==> stopped slot 1",
-                "MARK end 4800000",
-                "HISTORY 2025-01-01T00:00:00+00:00\tlive\tabc\t2\tok\t0.0\t1.5\t1.4\t0.3",
+                "LINE 4600000 ==> warmed up slot 2: 500 of 500 requests to /health answered 2xx in 0.6s",
+                "LINE 4720000 ==> traffic switched to slot 2",
+                "LINE 5100000 ==> drained slot 1 in 0.3s",
+                "LINE 5350000 ==> stopped slot 1",
+                "MARK end 5400000",
+                "HISTORY 2025-01-01T00:00:00+00:00\tlive\tabc\t2\tok\t0.0\t1.5\t1.4\t0.3\t0.6",
             ].join("\n");
             const parsed = parseBenchOutput(out);
             assert.strictEqual(parsed.startUs, 1000000);
-            assert.strictEqual(parsed.endUs, 4800000);
-            assert.deepStrictEqual(phasesOf(parsed), { build: 0, boot: 1.5, gate: 1.4, switch: 0.12, drain: 0.3, stop: 0.25 });
+            assert.strictEqual(parsed.endUs, 5400000);
+            // The switch counts from the end of the warm-up, not from the health check.
+            assert.deepStrictEqual(phasesOf(parsed), { build: 0, boot: 1.5, gate: 1.4, switch: 0.12, drain: 0.3, stop: 0.25, warmup: 0.6 });
         });
 
         it("takes the other methods' phases from PHASE lines (µs)", () => {
             const parsed = parseBenchOutput("MARK start 5\nPHASE boot 1234567\nPHASE gate 2000000\nPHASE stop 10000\nMARK end 9\n");
-            assert.deepStrictEqual(phasesOf(parsed), { build: 0, boot: 1.23, gate: 2, switch: 0, drain: 0, stop: 0.01 });
+            assert.deepStrictEqual(phasesOf(parsed), { build: 0, boot: 1.23, gate: 2, switch: 0, drain: 0, stop: 0.01, warmup: 0 });
         });
     });
 });
