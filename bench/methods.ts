@@ -27,7 +27,7 @@ export const METHODS: Record<MethodName, MethodSpec> = {
     rotation: {
         name: "rotation",
         host: DOMAIN,
-        description: "this project's rotation: deploy --revision <sha> as the deploy user (gate on /health, NAT switch, drain, stop)",
+        description: "this project's rotation: deploy --revision <sha> as the deploy user (boot at idle CPU priority, gate on /health, 500 warm-up GETs, NAT switch, drain, stop)",
     },
     "rotation-normal-boot": {
         name: "rotation-normal-boot",
