@@ -327,7 +327,7 @@ export function parseSections(raw: string): Record<string, string[]> {
     return sections;
 }
 
-export const HISTORY_COLUMNS = ["TIME", "ENV", "REVISION", "SLOT", "OUTCOME", "BUILD_S", "BOOT_S", "GATE_S", "DRAIN_S"];
+export const HISTORY_COLUMNS = ["TIME", "ENV", "REVISION", "SLOT", "OUTCOME", "BUILD_S", "BOOT_S", "GATE_S", "DRAIN_S", "WARMUP_S"];
 
 function table(rows: string[][]): string[] {
     const widths = rows[0].map((_, i) => Math.max(...rows.map(r => (r[i] ?? "").length)));

@@ -126,8 +126,9 @@ describe("ops: status report", () => {
         "@@slot-1", `/srv/shop/live/releases/${A}`,
         "@@slot-2", `/srv/shop/live/releases/${B}`,
         "@@history",
+        // A line from before the warm-up column, then one with it.
         `2026-11-26T08:00:00+00:00\tlive\t${A}\t1\tok\t9.1\t1.2\t1.6\t0.0`,
-        `2026-11-26T08:01:00+00:00\tlive\t${B}\t2\tok\t8.7\t1.1\t1.5\t0.4`,
+        `2026-11-26T08:01:00+00:00\tlive\t${B}\t2\tok\t8.7\t1.1\t1.5\t0.4\t0.3`,
         "@@disk-total", "61M",
         "@@disk", `30M\t/srv/shop/live/releases/${A}`, `31M\t/srv/shop/live/releases/${B}`,
         "",
@@ -151,8 +152,9 @@ describe("ops: status report", () => {
         assert.ok(lines.includes("1         shop-live-1  STOPPED  -        aaaaaaaaaaaa"), text);
         assert.ok(lines.includes("2 (live)  shop-live-2  RUNNING  1:02:03  bbbbbbbbbbbb"), text);
         assert.ok(lines.includes("last 2 deploy attempts (/srv/shop/live/state/history):"));
-        assert.ok(lines.includes("  TIME                       ENV   REVISION      SLOT  OUTCOME  BUILD_S  BOOT_S  GATE_S  DRAIN_S"), text);
-        assert.ok(lines.includes("  2026-11-26T08:01:00+00:00  live  bbbbbbbbbbbb  2     ok       8.7      1.1     1.5     0.4"), text);
+        assert.ok(lines.includes("  TIME                       ENV   REVISION      SLOT  OUTCOME  BUILD_S  BOOT_S  GATE_S  DRAIN_S  WARMUP_S"), text);
+        assert.ok(lines.includes("  2026-11-26T08:00:00+00:00  live  aaaaaaaaaaaa  1     ok       9.1      1.2     1.6     0.0"), text);
+        assert.ok(lines.includes("  2026-11-26T08:01:00+00:00  live  bbbbbbbbbbbb  2     ok       8.7      1.1     1.5     0.4      0.3"), text);
         assert.ok(lines.includes("releases: 61M in /srv/shop/live/releases"));
         assert.ok(lines.includes(`  30M  ${A}  previous`), text);
         assert.ok(lines.includes(`  31M  ${B}  live`), text);
