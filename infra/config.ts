@@ -79,6 +79,7 @@ export const SECRET_KEYS = ["sshPrivateKey", "tlsKey"] as const;
 export const DECLARED_SECRET_KEYS = ["sshPrivateKey"] as const;
 export const BUILD_MODES = ["server", "local"] as const;
 export const BOOT_PRIORITIES = ["idle", "normal"] as const;
+export const WARMUP_REQUESTS_MAX = 10000;
 export const TLS_MODES = ["off", "letsencrypt", "custom"] as const;
 export const STRUCTURED_KEYS = ["appEnv"] as const;
 
@@ -330,7 +331,7 @@ export function parseSettings(raw: RawConfig, stack: string): Settings {
     const deployBranch = text("deployBranch");
     if (!/^[A-Za-z0-9._/-]+$/.test(deployBranch) || deployBranch.includes("..")) bad("deployBranch", deployBranch, "a git branch name, e.g. main");
 
-    const warmupRequests = integer("warmupRequests", 0, 10000, "a whole number from 0 (no warm-up) to 10000");
+    const warmupRequests = integer("warmupRequests", 0, WARMUP_REQUESTS_MAX, `a whole number from 0 (no warm-up) to ${WARMUP_REQUESTS_MAX}`);
     const warmupPath = text("warmupPath") || healthPath;
     if (!URL_PATH.test(warmupPath)) bad("warmupPath", warmupPath, `${URL_PATH_RULE}, for GET requests without side effects (empty: the health path)`);
     const bootPriority = text("bootPriority") as Settings["bootPriority"];

@@ -5,7 +5,7 @@
 // from the layout (names.ts); the templates never spell one themselves.
 
 import { createHash } from "crypto";
-import { URL_PATH } from "./config";
+import { BOOT_PRIORITIES, Settings, URL_PATH, WARMUP_REQUESTS_MAX } from "./config";
 import { EnvironmentLayout, RELEASE_JAR, SUPERVISOR_SOCKET } from "./names";
 import { render } from "./render";
 
@@ -25,7 +25,7 @@ export interface RotationSettings {
     /** The slots' JVM options (validated in config); the memory check reads -Xmx from them. */
     javaOpts: string;
     /** `idle`: the new slot boots at idle CPU priority until the switch; `normal`: at normal priority. */
-    bootPriority: "idle" | "normal";
+    bootPriority: Settings["bootPriority"];
     /** GETs of warmupPath sent to the new slot after its gate, before the switch. */
     warmupRequests: number;
     warmupPath: string;
@@ -101,10 +101,10 @@ export function validateRotationInput(layout: EnvironmentLayout, settings: Rotat
     check(SAFE_DOMAIN.test(settings.domain), `domain ${JSON.stringify(settings.domain)}`);
     check(URL_PATH.test(settings.healthPath), `healthPath ${JSON.stringify(settings.healthPath)}`);
     check(URL_PATH.test(settings.warmupPath), `warmupPath ${JSON.stringify(settings.warmupPath)}`);
-    check(Number.isInteger(settings.warmupRequests) && settings.warmupRequests >= 0 && settings.warmupRequests <= 10000,
-        `warmupRequests ${settings.warmupRequests} (integer 0..10000)`);
+    check(Number.isInteger(settings.warmupRequests) && settings.warmupRequests >= 0 && settings.warmupRequests <= WARMUP_REQUESTS_MAX,
+        `warmupRequests ${settings.warmupRequests} (integer 0..${WARMUP_REQUESTS_MAX})`);
     check(/^[A-Za-z0-9 ._:=+,\/%-]*$/.test(settings.javaOpts), `javaOpts ${JSON.stringify(settings.javaOpts)}`);
-    check(settings.bootPriority === "idle" || settings.bootPriority === "normal", `bootPriority ${JSON.stringify(settings.bootPriority)} (idle or normal)`);
+    check((BOOT_PRIORITIES as readonly string[]).includes(settings.bootPriority), `bootPriority ${JSON.stringify(settings.bootPriority)} (one of ${BOOT_PRIORITIES.join(", ")})`);
     checkSeconds(settings.startTimeoutSeconds, "startTimeoutSeconds", 1);
     checkSeconds(settings.drainTimeoutSeconds, "drainTimeoutSeconds", 0);
     checkSeconds(settings.lockTimeoutSeconds, "lockTimeoutSeconds", 0);
