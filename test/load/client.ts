@@ -81,8 +81,12 @@ const MAX_FAILURE_SAMPLES = 50;
 const NO_STATUS = 0;
 const NO_VERSION = -1;
 
-/** Wall clock with sub-ms resolution (timeOrigin + monotonic offset). */
-const now = (): number => performance.timeOrigin + performance.now();
+/**
+ * Wall clock with sub-ms resolution (timeOrigin + monotonic offset): the clock of every
+ * record's start and end. It can drift from Date.now() by a millisecond or more, so a
+ * time compared with records should come from here.
+ */
+export const now = (): number => performance.timeOrigin + performance.now();
 
 /**
  * Struct-of-arrays log: long runs make hundreds of thousands of requests,

@@ -3,7 +3,7 @@
 import * as assert from "assert";
 import * as http from "http";
 import { AddressInfo } from "net";
-import { LoadReport, runLoad, startLoad } from "../load/client";
+import { LoadReport, now, runLoad, startLoad } from "../load/client";
 
 interface Misbehaviour {
   /** Every Nth GET / answers 502. */
@@ -141,7 +141,8 @@ describe("load client", function () {
     await server.start();
     const load = startLoad({ url: server.url, concurrency: 4, slowMs: 20 });
     await sleep(400);
-    const switchedAt = Date.now();
+    // The client's clock, not Date.now(): the two can differ by a millisecond.
+    const switchedAt = now();
     server.version = "B";
     await sleep(400);
     const report = await load.stop();
