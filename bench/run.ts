@@ -10,7 +10,7 @@ import * as path from "path";
 import { commitAppVersion, makeAppRepo } from "../test/host/app-variants";
 import { log, Server, startServer, step } from "../test/host/fixture";
 import { startLoad } from "../test/load/client";
-import { APP, BENCH_SCRIPT, benchScript, DEFAULT_METHODS, DOMAIN, ENV, LAYOUT, METHODS, parseBenchOutput, phasesOf } from "./methods";
+import { APP, BENCH_SCRIPT, benchScript, DEFAULT_METHODS, DOMAIN, ENV, LAYOUT, METHODS, parseBenchOutput, phasesOf, WARMUP_PATH } from "./methods";
 import {
     BenchResult, BuildTime, DeployRun, markdownReport, METHOD_NAMES, MethodName, MethodResult, renderSvg, round1, summarizeMethod,
 } from "./report";
@@ -215,7 +215,7 @@ export async function runBenchmark(opts: BenchOptions): Promise<BenchOutput> {
         const rev1 = makeAppRepo(appPath, { version: "1" });
         const rev2 = commitAppVersion(appPath, { version: "2" });
         const rv: Revisions = { revs: [rev1, rev2], versions: ["1", "2"] };
-        server = await startServer({ name: opts.hostName, index: opts.hostIndex, appPath, config: { domain: DOMAIN, environment: ENV, appName: APP } });
+        server = await startServer({ name: opts.hostName, index: opts.hostIndex, appPath, config: { domain: DOMAIN, environment: ENV, appName: APP, warmupPath: WARMUP_PATH } });
         const s = server;
         const builds: BuildTime[] = [];
         await step("pulumi up through the harness: setup and first deploy (builds version 1)", () => s.up({ appRevision: rev1 }));
@@ -242,6 +242,7 @@ export async function runBenchmark(opts: BenchOptions): Promise<BenchOutput> {
                 warmupSeconds: opts.warmupSeconds,
                 steadySeconds: opts.steadySeconds,
                 gapSeconds: opts.gapSeconds,
+                appWarmupPath: WARMUP_PATH,
             },
             builds,
             methods,
