@@ -186,6 +186,19 @@ describe("gated rotation on a test host, under load", function () {
         log(`rollback took ${result.seconds.toFixed(1)}s (boot ${line[6]}s, gate ${line[7]}s, drain ${line[8]}s)`);
     });
 
+    it("deploy --status shows where traffic goes, each slot's state, revision, port and uptime, and the releases' disk use and free space", async () => {
+        const { output } = await deployScript("--status");
+        log(`deploy --status:\n${output.replace(/^/gm, "        | ")}`);
+        const live = (await server.sh(`tail -n 1 ${HISTORY}`)).split("\t")[3];
+        const idle = live === "1" ? "2" : "1";
+        const liveRevision = (await server.sh(`basename "$(readlink /srv/sample-app/${ENV}/slots/${live})"`)).trim();
+        assert.match(output, new RegExp(`^traffic goes to: +slot ${live}$`, "m"));
+        assert.match(output, new RegExp(`^slot ${live}: +RUNNING on ${liveRevision} \\(port \\d+, up (\\d+ days?, )?\\d+:\\d\\d:\\d\\d\\)$`, "m"), "the live slot with its uptime");
+        assert.match(output, new RegExp(`^slot ${idle}: +STOPPED on [0-9a-f]{40} \\(port \\d+\\)$`, "m"), "the stopped slot, without an uptime");
+        const used = (await server.sh(`du -sh /srv/sample-app/${ENV}/releases | cut -f 1`)).trim();
+        assert.match(output, new RegExp(`^releases on disk: +${used.replace(".", "\\.")} in /srv/sample-app/${ENV}/releases, \\d+(\\.\\d+)?[KMGTP] free$`, "m"));
+    });
+
     // The scheduling policy of every thread of each JVM on the server: "<pid> <idle threads> <threads>" lines.
     const JVM_POLICIES = `for p in /proc/[0-9]*; do
         [ "$(cat "$p/comm" 2>/dev/null)" = java ] || continue
