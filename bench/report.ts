@@ -3,7 +3,7 @@
 // that JSON into a Markdown table and an SVG picture (plain SVG, no library).
 // Nothing here touches the network, the clock or the file system.
 
-export const METHOD_NAMES = ["rotation", "seed", "seed-max-fails-0", "nginx-reload", "restart", "rotation-normal-boot", "rotation-cold"] as const;
+export const METHOD_NAMES = ["rotation", "seed", "seed-max-fails-0", "nginx-reload", "restart", "rotation-no-ramp", "rotation-normal-boot", "rotation-cold"] as const;
 export type MethodName = (typeof METHOD_NAMES)[number];
 
 export type FailureKind = "status" | "transport" | "echo";
@@ -22,8 +22,10 @@ export interface Phases {
     build: number;
     boot: number;
     gate: number;
-    /** The rotation's warm-up requests to the new slot, between the gate and the switch. */
+    /** The rotation's warm-up requests to the new slot, between the gate and the ramp. */
     warmup: number;
+    /** The rotation's traffic ramp (shares of new requests to the new slot), between the warm-up and the switch. */
+    ramp: number;
     switch: number;
     drain: number;
     /** Stopping the old process (after the drain), where the method has one. */
@@ -117,7 +119,7 @@ export interface MethodResult {
     fastGet: LatencySummary;
     /** Mean over the deploys; build is 0 here because releases are built once (see the top-level builds). */
     phasesSeconds: Phases;
-    /** Mean of build + boot + gate + switch: deploy start to "the new version gets all new requests". */
+    /** Mean of build + boot + gate + warm-up + ramp + switch: deploy start to "the new version gets all new requests". */
     toServingSeconds: number;
     /** Mean wall time of a deploy, drain and stop included. */
     deploySeconds: number;
@@ -175,10 +177,10 @@ function mean(xs: number[]): number {
     return xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : 0;
 }
 
-const PHASE_KEYS: (keyof Phases)[] = ["build", "boot", "gate", "switch", "drain", "stop", "warmup"];
+const PHASE_KEYS: (keyof Phases)[] = ["build", "boot", "gate", "switch", "drain", "stop", "warmup", "ramp"];
 
 export function zeroPhases(): Phases {
-    return { build: 0, boot: 0, gate: 0, switch: 0, drain: 0, stop: 0, warmup: 0 };
+    return { build: 0, boot: 0, gate: 0, switch: 0, drain: 0, stop: 0, warmup: 0, ramp: 0 };
 }
 
 function meanPhases(runs: DeployRun[]): Phases {
@@ -228,10 +230,10 @@ export function fastGetLatency(records: LoadRecord[], steady: [number, number], 
     };
 }
 
-/** When a deploy's switch ended (epoch ms): its start plus build, boot, gate, warm-up and switch. */
+/** When a deploy's switch ended (epoch ms): its start plus build, boot, gate, warm-up, ramp and switch. */
 export function switchedAtMs(run: DeployRun): number {
     const p = run.phases;
-    return run.startMs + (p.build + p.boot + p.gate + p.warmup + p.switch) * 1000;
+    return run.startMs + (p.build + p.boot + p.gate + p.warmup + p.ramp + p.switch) * 1000;
 }
 
 /** Everything the JSON says about one method, from its raw load records and timed deploys. */
@@ -309,7 +311,7 @@ export function summarizeMethod(input: MethodInput): MethodResult {
         failedDeploys: runs.filter(r => !r.ok).length,
         fastGet: fastGetLatency(records, input.steady, deployWindows, input.deploys.map(switchedAtMs)),
         phasesSeconds: phases,
-        toServingSeconds: round2(phases.build + phases.boot + phases.gate + phases.switch),
+        toServingSeconds: round2(phases.build + phases.boot + phases.gate + phases.warmup + phases.ramp + phases.switch),
         deploySeconds: round2(mean(input.deploys.map(d => (d.endMs - d.startMs) / 1000))),
         rollbackSeconds: input.rollback ? round2((input.rollback.endMs - input.rollback.startMs) / 1000) : null,
         runs: summaries,
@@ -334,7 +336,7 @@ export function markdownTable(result: BenchResult): string {
     const head = [
         "Method", "Deploys", "Requests", "Failed", "Failed / deploy", "Failing s / deploy", "status / transport / echo",
         "Fast GET p50 steady → deploy (ms)", "Fast GET p99 steady → deploy (ms)", "p99 ratio", "p99 before / after switch (ms)", "Max (ms)",
-        "Boot (s)", "Gate (s)", "Warm-up (s)", "Switch (s)", "Drain (s)", "Stop (s)", "To serving (s)", "Rollback (s)",
+        "Boot (s)", "Gate (s)", "Warm-up (s)", "Ramp (s)", "Switch (s)", "Drain (s)", "Stop (s)", "To serving (s)", "Rollback (s)",
     ];
     const rows = result.methods.map(m => [
         `\`${m.name}\``,
@@ -352,6 +354,7 @@ export function markdownTable(result: BenchResult): string {
         fmt(m.phasesSeconds.boot, 2),
         fmt(m.phasesSeconds.gate, 2),
         fmt(m.phasesSeconds.warmup, 2),
+        fmt(m.phasesSeconds.ramp ?? 0, 2),
         fmt(m.phasesSeconds.switch, 2),
         fmt(m.phasesSeconds.drain, 2),
         fmt(m.phasesSeconds.stop, 2),

@@ -58,6 +58,7 @@ export const DEFAULTS = {
     bootPriority: "idle",
     warmupRequests: 500,
     warmupPath: "",
+    rampSeconds: 3,
     appPath: "sample-app",
     appRevision: "HEAD",
     deployBranch: "main",
@@ -80,6 +81,12 @@ export const DECLARED_SECRET_KEYS = ["sshPrivateKey"] as const;
 export const BUILD_MODES = ["server", "local"] as const;
 export const BOOT_PRIORITIES = ["idle", "normal"] as const;
 export const WARMUP_REQUESTS_MAX = 10000;
+export const RAMP_SECONDS_MAX = 60;
+/**
+ * A deploy's traffic ramp: the shares (percent of new requests) the new slot gets,
+ * each for rampSeconds / RAMP_STEPS_PERCENT.length, before it gets all of them.
+ */
+export const RAMP_STEPS_PERCENT = [10, 30, 60] as const;
 export const TLS_MODES = ["off", "letsencrypt", "custom"] as const;
 export const STRUCTURED_KEYS = ["appEnv"] as const;
 
@@ -114,6 +121,8 @@ export interface Settings {
     warmupRequests: number;
     /** The warm-up requests' path (the health path when the config leaves it empty). */
     warmupPath: string;
+    /** Seconds over which a deploy moves new requests to the new slot in RAMP_STEPS_PERCENT steps (0: all at once). */
+    rampSeconds: number;
     /** Names of the app's environment variables (their values are always treated as secret). */
     appEnvNames: string[];
     appPath: string;
@@ -334,6 +343,7 @@ export function parseSettings(raw: RawConfig, stack: string): Settings {
     const warmupRequests = integer("warmupRequests", 0, WARMUP_REQUESTS_MAX, `a whole number from 0 (no warm-up) to ${WARMUP_REQUESTS_MAX}`);
     const warmupPath = text("warmupPath") || healthPath;
     if (!URL_PATH.test(warmupPath)) bad("warmupPath", warmupPath, `${URL_PATH_RULE}, for GET requests without side effects (empty: the health path)`);
+    const rampSeconds = integer("rampSeconds", 0, RAMP_SECONDS_MAX, `a whole number of seconds from 0 (move all traffic at once) to ${RAMP_SECONDS_MAX}`);
     const bootPriority = text("bootPriority") as Settings["bootPriority"];
     if (!(BOOT_PRIORITIES as readonly string[]).includes(bootPriority)) bad("bootPriority", bootPriority, `one of ${BOOT_PRIORITIES.join(", ")}`);
 
@@ -389,6 +399,7 @@ export function parseSettings(raw: RawConfig, stack: string): Settings {
         bootPriority,
         warmupRequests,
         warmupPath,
+        rampSeconds,
         appEnvNames,
         appPath,
         appRevision,

@@ -211,6 +211,7 @@ export function rotationSettings(settings: Settings): RotationSettings {
         bootPriority: settings.bootPriority,
         warmupRequests: settings.warmupRequests,
         warmupPath: settings.warmupPath,
+        rampSeconds: settings.rampSeconds,
     };
 }
 

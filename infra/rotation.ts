@@ -5,7 +5,7 @@
 // from the layout (names.ts); the templates never spell one themselves.
 
 import { createHash } from "crypto";
-import { BOOT_PRIORITIES, Settings, URL_PATH, WARMUP_REQUESTS_MAX } from "./config";
+import { BOOT_PRIORITIES, RAMP_SECONDS_MAX, RAMP_STEPS_PERCENT, Settings, URL_PATH, WARMUP_REQUESTS_MAX } from "./config";
 import { EnvironmentLayout, RELEASE_JAR, SUPERVISOR_SOCKET } from "./names";
 import { render } from "./render";
 
@@ -29,6 +29,8 @@ export interface RotationSettings {
     /** GETs of warmupPath sent to the new slot after its gate, before the switch. */
     warmupRequests: number;
     warmupPath: string;
+    /** Seconds over which new requests move to the new slot in RAMP_STEPS_PERCENT steps (0: at once). */
+    rampSeconds: number;
 }
 
 /** iptables refuses chain names longer than 28 characters. */
@@ -103,6 +105,8 @@ export function validateRotationInput(layout: EnvironmentLayout, settings: Rotat
     check(URL_PATH.test(settings.warmupPath), `warmupPath ${JSON.stringify(settings.warmupPath)}`);
     check(Number.isInteger(settings.warmupRequests) && settings.warmupRequests >= 0 && settings.warmupRequests <= WARMUP_REQUESTS_MAX,
         `warmupRequests ${settings.warmupRequests} (integer 0..${WARMUP_REQUESTS_MAX})`);
+    check(Number.isInteger(settings.rampSeconds) && settings.rampSeconds >= 0 && settings.rampSeconds <= RAMP_SECONDS_MAX,
+        `rampSeconds ${settings.rampSeconds} (integer 0..${RAMP_SECONDS_MAX})`);
     check(/^[A-Za-z0-9 ._:=+,\/%-]*$/.test(settings.javaOpts), `javaOpts ${JSON.stringify(settings.javaOpts)}`);
     check((BOOT_PRIORITIES as readonly string[]).includes(settings.bootPriority), `bootPriority ${JSON.stringify(settings.bootPriority)} (one of ${BOOT_PRIORITIES.join(", ")})`);
     checkSeconds(settings.startTimeoutSeconds, "startTimeoutSeconds", 1);
@@ -161,6 +165,11 @@ export function rotationView(layout: EnvironmentLayout, settings: RotationSettin
         bootPriority: settings.bootPriority,
         warmupRequests: settings.warmupRequests,
         warmupPath: settings.warmupPath,
+        rampSeconds: settings.rampSeconds,
+        rampSecondsMax: RAMP_SECONDS_MAX,
+        /** The ramp's shares, for the deploy script's loop and the sudoers forms (one per slot and share). */
+        rampSteps: RAMP_STEPS_PERCENT.join(" "),
+        rampForms: ([1, 2] as const).flatMap(slot => RAMP_STEPS_PERCENT.map(percent => ({ slot, percent }))),
         /** Supervisor wait (60 s) + start + gate + margin, for the boot unit. */
         bootTimeoutSeconds: settings.startTimeoutSeconds + 120,
     };
@@ -176,6 +185,7 @@ export function renderSwitchHelper(layout: EnvironmentLayout): string {
     return render("switch-traffic.sh", {
         switchHelper: layout.switchHelper,
         environments: [switchEnvironmentView(layout)],
+        rampSteps: RAMP_STEPS_PERCENT.join(" "),
     });
 }
 

@@ -327,7 +327,7 @@ export function parseSections(raw: string): Record<string, string[]> {
     return sections;
 }
 
-export const HISTORY_COLUMNS = ["TIME", "ENV", "REVISION", "SLOT", "OUTCOME", "BUILD_S", "BOOT_S", "GATE_S", "DRAIN_S", "WARMUP_S"];
+export const HISTORY_COLUMNS = ["TIME", "ENV", "REVISION", "SLOT", "OUTCOME", "BUILD_S", "BOOT_S", "GATE_S", "DRAIN_S", "WARMUP_S", "RAMP_S"];
 
 function table(rows: string[][]): string[] {
     const widths = rows[0].map((_, i) => Math.max(...rows.map(r => (r[i] ?? "").length)));
@@ -460,7 +460,8 @@ async function logs(target: Target, keyPath: string, opts: Options): Promise<num
 }
 
 export function rollbackCommand(env: EnvironmentLayout, revision?: string): string {
-    return `${shq(env.deployScript)} ${revision ? `--revision ${shq(revision)}` : "--rollback"}`;
+    // A rollback moves all traffic at once, also to a named release (deploy --rollback does by itself).
+    return `${shq(env.deployScript)} ${revision ? `--revision ${shq(revision)} --ramp-seconds 0` : "--rollback"}`;
 }
 
 async function rollback(target: Target, keyPath: string, opts: Options): Promise<number> {

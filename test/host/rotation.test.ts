@@ -85,11 +85,12 @@ describe("gated rotation on a test host, under load", function () {
         assert.ok(report.totals.requests > 1000, `${report.totals.requests} requests`);
     });
 
-    it("a request that lasts 10 s, in flight when traffic switches, completes on the old version", async () => {
+    // 15 s: it must outlast the deploy's boot, gate, warm-up and 3 s ramp, and still be in flight at the switch.
+    it("a request that lasts 15 s, in flight when traffic switches, completes on the old version", async () => {
         const before = await liveVersion();
         const next = before === "1" ? "2" : "1";
         let slowEnded = 0;
-        const slow = get(server.host.address, "/slow?ms=10000").then(res => ((slowEnded = Date.now()), res));
+        const slow = get(server.host.address, "/slow?ms=15000").then(res => ((slowEnded = Date.now()), res));
         await new Promise(r => setTimeout(r, 1000));
         const r = await server.up({ appRevision: commits[`v${next}`] });
         const deployEnded = Date.now();
@@ -100,7 +101,7 @@ describe("gated rotation on a test host, under load", function () {
         assert.ok(slowEnded > 0 && slowEnded <= deployEnded, "the old slot was stopped only after the request had ended");
         const drained = /drained slot \d in ([0-9.]+)s/.exec(rotate.stdout);
         assert.ok(drained && Number(drained[1]) >= 3, `the drain waited for the request: ${rotate.stdout}`);
-        log(`10 s request completed; the drain took ${drained![1]}s`);
+        log(`15 s request completed; the drain took ${drained![1]}s`);
         assert.strictEqual(await liveVersion(), next);
     });
 
@@ -241,6 +242,102 @@ describe("gated rotation on a test host, under load", function () {
         });
         assert.doesNotMatch(second.result.deploy.output, /idle CPU priority|warmed up/);
         assert.strictEqual(second.result.boot.idle, 0, `no thread of the booting JVM is SCHED_IDLE: ${JSON.stringify(second.result.boot)}`);
+    });
+
+    /** Runs the deploy script with each output line time-stamped by the server's clock (epoch ms; the load client shares it). */
+    async function timedDeploy(args: string, opts: { allowFail?: boolean } = {}) {
+        const r = await server.host.ssh(`${DEPLOY} ${args} 2>&1 | while IFS= read -r l; do echo "$EPOCHREALTIME $l"; done; exit "\${PIPESTATUS[0]}"`,
+            { user: "deploy", allowFail: true, timeoutMs: 300_000 });
+        if (!opts.allowFail && r.code !== 0) throw new Error(`deploy ${args} failed (${r.code}):\n${r.stdout}${r.stderr}`);
+        const lines = r.stdout.split("\n").filter(Boolean).map(l => ({ ms: Number(l.slice(0, l.indexOf(" "))) * 1000, text: l.slice(l.indexOf(" ") + 1) }));
+        const at = (re: RegExp) => lines.find(l => re.test(l.text))?.ms;
+        return { code: r.code, output: lines.map(l => l.text).join("\n"), at };
+    }
+
+    const SWITCH = `/usr/local/sbin/czd-switch-${ID}`;
+    /** Waits (as root) until the switch shows a ramp of at least `percent` %, i.e. a deploy is in its ramp. */
+    const waitForRamp = (percent: number) => server.sh(`for _ in $(seq 600); do
+        ${SWITCH} show ${ID} | awk '$1 == "ramp" && $3 >= ${percent} { found = 1 } END { exit !found }' && exit 0; sleep 0.05
+    done; echo "no ramp of ${percent} % seen" >&2; exit 1`, "root");
+
+    it("ramps 10, 30, 60 % of new requests to the new slot before the switch: both versions answer during it, 0 failed requests; --ramp-seconds 0 moves all at once", async () => {
+        const before = await liveVersion();
+        const next = before === "1" ? "2" : "1";
+        const { result: deploy, report } = await underLoad("deploy with a 6 s ramp", () => timedDeploy(`--revision ${commits[`v${next}`]} --ramp-seconds 6`));
+        const rampFrom = deploy.at(/^==> ramping traffic to slot \d: 10 30 60 % of new requests, 2000 ms each, then all$/);
+        const rampTo = deploy.at(/^==> ramped slot \d up through 10 30 60 % of new requests in [0-9.]+s$/);
+        const switched = deploy.at(/^==> traffic switched to slot \d$/);
+        assert.ok(rampFrom && rampTo && switched && rampFrom < rampTo && rampTo <= switched, deploy.output);
+        assert.match(deploy.output, /30 % of new connections go to slot \d \(port \d+\), the rest to port \d+/);
+        // The share of the new version in each step, from the helper's line for the step to the next
+        // one (a request's start decides its slot; 0.1 s margins for the steps' edges).
+        const stepAt = [10, 30, 60].map(p => deploy.at(new RegExp(`: ${p} % of new connections go to slot`))!);
+        const gets = report.records().filter(r => r.kind === "get" && r.ok);
+        const share = (from: number, to: number) => {
+            const inStep = gets.filter(r => r.start >= from && r.start < to);
+            return { n: inStep.length, share: inStep.filter(r => r.version === next).length / inStep.length };
+        };
+        const steps = [0, 1, 2].map(i => share(stepAt[i] + 100, (stepAt[i + 1] ?? rampTo!) - 100));
+        log(`ramp shares of v${next}: ${steps.map(s => `${(s.share * 100).toFixed(1)} % of ${s.n}`).join(", ")}`);
+        const expected = [[0.03, 0.17], [0.18, 0.4], [0.42, 0.72]];
+        steps.forEach((s, i) => assert.ok(s.n > 100 && s.share >= expected[i][0] && s.share <= expected[i][1],
+            `step ${i + 1}: ${(s.share * 100).toFixed(1)} % of ${s.n} fast GETs went to v${next}, expected ${expected[i].map(x => x * 100).join("..")} %`));
+        assert.deepStrictEqual(share(switched! + 100, Infinity).share, 1, "after the switch only the new version answers");
+        const history = (await server.sh(`tail -n 1 ${HISTORY}`)).trim().split("\t");
+        assert.strictEqual(history.length, 11, history.join(" | "));
+        assert.ok(Number(history[10]) >= 6 && Number(history[10]) < 7, `ramp_s ${history[10]}`);
+        assert.strictEqual(await liveVersion(), next);
+
+        const { result: atOnce } = await underLoad("deploy with --ramp-seconds 0", () => timedDeploy(`--revision ${commits[`v${before}`]} --ramp-seconds 0`));
+        assert.doesNotMatch(atOnce.output, /ramp/);
+        assert.strictEqual((await server.sh(`tail -n 1 ${HISTORY}`)).trim().split("\t")[10], "0.0");
+        assert.strictEqual(await liveVersion(), before);
+    });
+
+    it("a deploy stopped (SIGTERM) during its ramp moves all traffic back, lets the new slot finish its requests and stops it: 0 failed requests", async () => {
+        const live = await liveVersion();
+        const target = live === "1" ? commits.v2 : commits.v1;
+        const { result } = await underLoad("SIGTERM during the ramp", async () => {
+            const stopped = timedDeploy(`--revision ${target} --ramp-seconds 30`, { allowFail: true });
+            await waitForRamp(30).catch(async e => {
+                const early = await Promise.race([stopped, new Promise(r => setTimeout(() => r(undefined), 5000))]) as { output: string } | undefined;
+                throw new Error(`${e.message}\ndeploy output: ${early?.output ?? "(still running)"}`);
+            });
+            // -o: the deploy script itself (its subshells have the same command line).
+            await server.sh(`pkill -o -TERM -f '^/bin/bash ${DEPLOY} --revision' && echo stopped`, "root");
+            return stopped;
+        });
+        assert.notStrictEqual(result.code, 0, result.output);
+        assert.match(result.output, /moving all traffic back to slot \d/);
+        assert.match(result.output, /stopping slot \d \(it got part of the traffic during the ramp; its requests have finished\)/);
+        assert.match(result.output, /all traffic back on slot \d, which still serves [0-9a-f]{40}/);
+        assert.match(result.output, /failed: interrupted \(SIGTERM\)/);
+        assert.strictEqual((await server.sh(`${SWITCH} show ${ID}`, "root")).trim().split("\n").length, 1, "no ramp rule is left");
+        const states = await server.sh(`supervisorctl status '${ID}:*' || true`, "root");
+        assert.strictEqual((states.match(/RUNNING/g) ?? []).length, 1, states);
+        assert.strictEqual(await liveVersion(), live);
+    });
+
+    it("a deploy killed (SIGKILL) during its ramp leaves a ramp that status shows; the next deploy moves the traffic back first, then deploys: 0 failed requests", async () => {
+        const live = await liveVersion();
+        const target = live === "1" ? commits.v2 : commits.v1;
+        const targetVersion = live === "1" ? "2" : "1";
+        const { result } = await underLoad("SIGKILL during the ramp, status and the next deploy", async () => {
+            const killed = timedDeploy(`--revision ${target} --ramp-seconds 30`, { allowFail: true });
+            await waitForRamp(10).catch(async e => {
+                const early = await Promise.race([killed, new Promise(r => setTimeout(() => r(undefined), 5000))]) as { output: string } | undefined;
+                throw new Error(`${e.message}\ndeploy output: ${early?.output ?? "(still running)"}`);
+            });
+            await server.sh(`pkill -o -KILL -f '^/bin/bash ${DEPLOY} --revision' && echo killed`, "root");
+            assert.notStrictEqual((await killed).code, 0);
+            const status = await deployScript("--status");
+            const next = await timedDeploy(`--revision ${target}`);
+            return { status, next };
+        });
+        assert.match(result.status.output, /^traffic ramp: +10 % of new requests go to port \d+ \(a deploy is ramping, or stopped during its ramp: the next deploy moves them back\)$/m);
+        assert.match(result.next.output, /warning: an earlier deploy stopped during its traffic ramp \(ramp \d+ 10\); moving all traffic back to slot \d/);
+        assert.match(result.next.output, /==> deployed/);
+        assert.strictEqual(await liveVersion(), targetVersion);
     });
 
     it("after a reboot (services stopped, NAT rules gone), the boot path serves the live revision again", async () => {

@@ -110,7 +110,7 @@ describe("bench report", () => {
         });
 
         it("averages the phases and adds up the time to serving", () => {
-            assert.deepStrictEqual(result.phasesSeconds, { build: 0, boot: 1, gate: 2, switch: 0.1, drain: 0.3, stop: 0.2, warmup: 0 });
+            assert.deepStrictEqual(result.phasesSeconds, { build: 0, boot: 1, gate: 2, switch: 0.1, drain: 0.3, stop: 0.2, warmup: 0, ramp: 0 });
             assert.strictEqual(result.toServingSeconds, 3.1);
             assert.strictEqual(result.deploySeconds, 2);
         });
@@ -236,12 +236,28 @@ describe("bench report", () => {
             assert.strictEqual(parsed.startUs, 1000000);
             assert.strictEqual(parsed.endUs, 5400000);
             // The switch counts from the end of the warm-up, not from the health check.
-            assert.deepStrictEqual(phasesOf(parsed), { build: 0, boot: 1.5, gate: 1.4, switch: 0.12, drain: 0.3, stop: 0.25, warmup: 0.6 });
+            assert.deepStrictEqual(phasesOf(parsed), { build: 0, boot: 1.5, gate: 1.4, switch: 0.12, drain: 0.3, stop: 0.25, warmup: 0.6, ramp: 0 });
+        });
+
+        it("counts a ramp as its own phase (history column 11), and the switch from the end of the ramp", () => {
+            const out = [
+                "MARK start 1000000",
+                "LINE 4000000 ==> slot 2 healthy after 2.9s",
+                "LINE 4600000 ==> warmed up slot 2: 500 of 500 requests to / answered 2xx in 0.6s",
+                "LINE 4610000 ==> ramping traffic to slot 2: 10 30 60 % of new requests, 1000 ms each, then all",
+                "LINE 7650000 ==> ramped slot 2 up through 10 30 60 % of new requests in 3.04s",
+                "LINE 7740000 ==> traffic switched to slot 2",
+                "LINE 8000000 ==> drained slot 1 in 0.26s",
+                "LINE 8100000 ==> stopped slot 1",
+                "MARK end 8200000",
+                "HISTORY 2025-01-01T00:00:00+00:00\tlive\tabc\t2\tok\t0.0\t1.5\t1.4\t0.26\t0.6\t3.04",
+            ].join("\n");
+            assert.deepStrictEqual(phasesOf(parseBenchOutput(out)), { build: 0, boot: 1.5, gate: 1.4, switch: 0.09, drain: 0.26, stop: 0.1, warmup: 0.6, ramp: 3.04 });
         });
 
         it("takes the other methods' phases from PHASE lines (µs)", () => {
             const parsed = parseBenchOutput("MARK start 5\nPHASE boot 1234567\nPHASE gate 2000000\nPHASE stop 10000\nMARK end 9\n");
-            assert.deepStrictEqual(phasesOf(parsed), { build: 0, boot: 1.23, gate: 2, switch: 0, drain: 0, stop: 0.01, warmup: 0 });
+            assert.deepStrictEqual(phasesOf(parsed), { build: 0, boot: 1.23, gate: 2, switch: 0, drain: 0, stop: 0.01, warmup: 0, ramp: 0 });
         });
     });
 });

@@ -131,6 +131,15 @@ describe("config validation", () => {
         assertProblem(valid({ warmupRequests: "lots" }), "warmupRequests");
     });
 
+    it("ramps traffic over 3 s by default; 0 (all at once) to 60 whole seconds allowed", () => {
+        assert.strictEqual(parseSettings(valid(), "live").rampSeconds, 3);
+        assert.strictEqual(parseSettings(valid({ rampSeconds: "0" }), "live").rampSeconds, 0);
+        assert.strictEqual(parseSettings(valid({ rampSeconds: "60" }), "live").rampSeconds, 60);
+        assertProblem(valid({ rampSeconds: "61" }), "rampSeconds", '"61"', "from 0 (move all traffic at once) to 60");
+        assertProblem(valid({ rampSeconds: "1.5" }), "rampSeconds", '"1.5"', "a whole number of seconds");
+        assertProblem(valid({ rampSeconds: "-1" }), "rampSeconds");
+    });
+
     it("boots new slots at idle CPU priority by default; accepts idle or normal only", () => {
         assert.strictEqual(parseSettings(valid(), "live").bootPriority, "idle");
         assert.strictEqual(parseSettings(valid({ bootPriority: "normal" }), "live").bootPriority, "normal");

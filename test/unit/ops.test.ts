@@ -85,9 +85,9 @@ describe("ops: commands for the server", () => {
         assert.deepStrictEqual(argv.slice(-3), ["deploy@203.0.113.7", "--", "true"]);
     });
 
-    it("rollback runs the rotation's --rollback, or --revision for a kept release", () => {
+    it("rollback runs the rotation's --rollback, or --revision for a kept release, without a ramp", () => {
         assert.strictEqual(rollbackCommand(target.layout), "'/srv/shop/live/bin/deploy' --rollback");
-        assert.strictEqual(rollbackCommand(target.layout, A), `'/srv/shop/live/bin/deploy' --revision '${A}'`);
+        assert.strictEqual(rollbackCommand(target.layout, A), `'/srv/shop/live/bin/deploy' --revision '${A}' --ramp-seconds 0`);
     });
 
     it("logs tails the live slot's log, or the chosen one; following stops tail when ssh goes away", () => {
@@ -128,7 +128,7 @@ describe("ops: status report", () => {
         "@@history",
         // A line from before the warm-up column, then one with it.
         `2026-11-26T08:00:00+00:00\tlive\t${A}\t1\tok\t9.1\t1.2\t1.6\t0.0`,
-        `2026-11-26T08:01:00+00:00\tlive\t${B}\t2\tok\t8.7\t1.1\t1.5\t0.4\t0.3`,
+        `2026-11-26T08:01:00+00:00\tlive\t${B}\t2\tok\t8.7\t1.1\t1.5\t0.4\t0.3\t3.1`,
         "@@disk-total", "61M",
         "@@disk", `30M\t/srv/shop/live/releases/${A}`, `31M\t/srv/shop/live/releases/${B}`,
         "",
@@ -152,9 +152,9 @@ describe("ops: status report", () => {
         assert.ok(lines.includes("1         shop-live-1  STOPPED  -        aaaaaaaaaaaa"), text);
         assert.ok(lines.includes("2 (live)  shop-live-2  RUNNING  1:02:03  bbbbbbbbbbbb"), text);
         assert.ok(lines.includes("last 2 deploy attempts (/srv/shop/live/state/history):"));
-        assert.ok(lines.includes("  TIME                       ENV   REVISION      SLOT  OUTCOME  BUILD_S  BOOT_S  GATE_S  DRAIN_S  WARMUP_S"), text);
+        assert.ok(lines.includes("  TIME                       ENV   REVISION      SLOT  OUTCOME  BUILD_S  BOOT_S  GATE_S  DRAIN_S  WARMUP_S  RAMP_S"), text);
         assert.ok(lines.includes("  2026-11-26T08:00:00+00:00  live  aaaaaaaaaaaa  1     ok       9.1      1.2     1.6     0.0"), text);
-        assert.ok(lines.includes("  2026-11-26T08:01:00+00:00  live  bbbbbbbbbbbb  2     ok       8.7      1.1     1.5     0.4      0.3"), text);
+        assert.ok(lines.includes("  2026-11-26T08:01:00+00:00  live  bbbbbbbbbbbb  2     ok       8.7      1.1     1.5     0.4      0.3       3.1"), text);
         assert.ok(lines.includes("releases: 61M in /srv/shop/live/releases"));
         assert.ok(lines.includes(`  30M  ${A}  previous`), text);
         assert.ok(lines.includes(`  31M  ${B}  live`), text);
@@ -252,7 +252,7 @@ describe("ops.sh with stub pulumi and ssh", () => {
     it("rollback passes the rotation's exit code through", () => {
         const r = run(["rollback", "--revision", A], OUTPUTS, 1);
         assert.strictEqual(r.status, 1);
-        assert.match(fs.readFileSync(path.join(dir, "ssh-argv"), "utf8"), new RegExp(`--revision '${A}'\\n$`));
+        assert.match(fs.readFileSync(path.join(dir, "ssh-argv"), "utf8"), new RegExp(`--revision '${A}' --ramp-seconds 0\\n$`));
     });
 
     it("an SSH failure names the address, user and port and points at sshAllowedCidrs", () => {

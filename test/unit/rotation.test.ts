@@ -3,6 +3,7 @@ import { execFileSync, spawn, spawnSync } from "child_process";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
+import { RAMP_STEPS_PERCENT } from "../../infra/config";
 import { layout, SUPERVISOR_SOCKET } from "../../infra/names";
 import {
     renderRotationFiles,
@@ -27,6 +28,7 @@ const settings: RotationSettings = {
     bootPriority: "idle",
     warmupRequests: 500,
     warmupPath: "/health",
+    rampSeconds: 3,
 };
 const files = renderRotationFiles(env, settings);
 
@@ -160,6 +162,11 @@ describe("rotation: deploy script", () => {
             }
             const r = run("bash", [f, "--revision", "abc", "--boot-priority", "low"]);
             assert.match(r.out, /--boot-priority needs idle or normal, not 'low'/);
+            for (const bad of ["61", "-1", "1.5", "x", ""]) {
+                const rs = run("bash", [f, "--revision", "abc", "--ramp-seconds", bad]);
+                assert.strictEqual(rs.status, 2, `--ramp-seconds ${bad}: ${rs.out}`);
+                assert.match(rs.out, new RegExp(`--ramp-seconds needs a whole number from 0 to 60, not '${bad.replace(".", "\\.")}'`));
+            }
         });
     });
 });
@@ -204,6 +211,106 @@ describe("rotation: switch helper", () => {
                 assert.strictEqual(r.status, 2, `${args.join(" ")}: ${r.out}`);
             }
         });
+    });
+});
+
+describe("rotation: switch helper moves real connections (iptables in a network namespace, as root)", function () {
+    this.timeout(60_000);
+    const ns = `czd-ut-ramp-${process.pid}`;
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-ramp-"));
+    const helper = path.join(dir, "switch");
+    let listeners: ReturnType<typeof spawn> | undefined;
+    const inNs = (cmd: string[]) => spawnSync("ip", ["netns", "exec", ns, ...cmd], { encoding: "utf8" });
+    const helperRun = (...args: string[]) => inNs(["bash", helper, ...args]);
+    const show = () => {
+        const r = helperRun("show", "shop-production");
+        assert.strictEqual(r.status, 0, r.stderr);
+        return r.stdout.trim();
+    };
+    /** Opens n connections to the proxy port; how many each slot port took. */
+    const spread = (n: number): Record<string, number> => {
+        const r = inNs(["python3", "-c", `
+import socket, collections
+seen = collections.Counter()
+for _ in range(${n}):
+    s = socket.create_connection(("127.0.0.1", 8000), timeout=2)
+    seen[s.recv(16).decode()] += 1
+    s.close()
+print(" ".join(f"{k}={v}" for k, v in sorted(seen.items())))`]);
+        assert.strictEqual(r.status, 0, r.stderr);
+        return Object.fromEntries(r.stdout.trim().split(" ").filter(Boolean).map(kv => [kv.split("=")[0], Number(kv.split("=")[1])]));
+    };
+
+    before(async () => {
+        fs.writeFileSync(helper, files.switchHelper);
+        assert.strictEqual(spawnSync("ip", ["netns", "add", ns]).status, 0, "ip netns add");
+        inNs(["ip", "link", "set", "lo", "up"]);
+        // Both slots: each answers a connection with its own port and closes it.
+        listeners = spawn("ip", ["netns", "exec", ns, "python3", "-c", `
+import socket, threading, sys
+def serve(port):
+    srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", port)); srv.listen(64)
+    while True:
+        c, _ = srv.accept(); c.sendall(str(port).encode()); c.close()
+for p in (8001, 8002): threading.Thread(target=serve, args=(p,), daemon=True).start()
+print("ready", flush=True); sys.stdin.read()`], { stdio: ["pipe", "pipe", "inherit"] });
+        await new Promise<void>((resolve, reject) => {
+            listeners!.stdout!.once("data", () => resolve());
+            listeners!.once("exit", code => reject(new Error(`the listeners exited (${code})`)));
+        });
+    });
+
+    after(() => {
+        if (listeners?.pid) listeners.kill("SIGKILL");
+        spawnSync("ip", ["netns", "del", ns]);
+        fs.rmSync(dir, { recursive: true, force: true });
+    });
+
+    it("ramps a share of new connections to the new slot, shows it, and ends the ramp with one switch either way", () => {
+        assert.strictEqual(show(), "", "no rule yet");
+        const early = helperRun("ramp", "shop-production", "2", "10");
+        assert.strictEqual(early.status, 2);
+        assert.match(early.stderr, /cannot ramp shop-production to slot 2: traffic must go to the other slot first \(live port now: 'none'\)/);
+
+        assert.strictEqual(helperRun("switch", "shop-production", "1").status, 0);
+        assert.strictEqual(show(), "8001");
+        assert.deepStrictEqual(spread(100), { 8001: 100 });
+
+        const same = helperRun("ramp", "shop-production", "1", "10");
+        assert.strictEqual(same.status, 2);
+        assert.match(same.stderr, /traffic must go to the other slot first \(live port now: '8001'\)/);
+        const odd = helperRun("ramp", "shop-production", "2", "50");
+        assert.strictEqual(odd.status, 2);
+        assert.match(odd.stderr, /the ramp's share must be one of 10 30 60 \(percent\), not '50'/);
+        assert.strictEqual(show(), "8001", "refused ramps change nothing");
+
+        const r30 = helperRun("ramp", "shop-production", "2", "30");
+        assert.strictEqual(r30.status, 0, r30.stderr);
+        assert.match(r30.stdout, /30 % of new connections go to slot 2 \(port 8002\), the rest to port 8001/);
+        assert.strictEqual(show(), "8001\nramp 8002 30");
+        const mixed = spread(400);
+        assert.strictEqual(mixed[8001] + mixed[8002], 400);
+        // Binomial(400, 0.3): mean 120, sd 9.2; 70..170 is more than 5 sd either way.
+        assert.ok(mixed[8002] >= 70 && mixed[8002] <= 170, `about 30 % to slot 2: ${JSON.stringify(mixed)}`);
+
+        assert.strictEqual(helperRun("ramp", "shop-production", "2", "60").status, 0);
+        assert.strictEqual(show(), "8001\nramp 8002 60");
+        const rules = inNs(["iptables", "-t", "nat", "-S", "CZD-shop-production"]).stdout.split("\n").filter(l => l.startsWith("-A"));
+        assert.strictEqual(rules.length, 2, rules.join("\n"));
+
+        // Taking a ramp back: all traffic to the live slot again, one rule.
+        assert.strictEqual(helperRun("switch", "shop-production", "1").status, 0);
+        assert.strictEqual(show(), "8001");
+        assert.deepStrictEqual(spread(100), { 8001: 100 });
+
+        // Completing one: all traffic to the new slot, one rule.
+        assert.strictEqual(helperRun("ramp", "shop-production", "2", "10").status, 0);
+        assert.strictEqual(helperRun("switch", "shop-production", "2").status, 0);
+        assert.strictEqual(show(), "8002");
+        assert.deepStrictEqual(spread(100), { 8002: 100 });
+        assert.strictEqual(helperRun("clear", "shop-production").status, 0);
+        assert.strictEqual(show(), "");
     });
 });
 
@@ -261,11 +368,14 @@ describe("rotation: chain names", () => {
 });
 
 describe("rotation: sudoers", () => {
-    it("allows exactly the helper's switch/show forms for this environment, NOPASSWD", () => {
+    it("allows exactly the helper's switch/ramp/show forms for this environment, NOPASSWD", () => {
         const alias = sudoersAlias(env.id);
         assert.strictEqual(alias, "CZD_SWITCH_SHOP_PRODUCTION");
+        const h = env.switchHelper;
+        const ramps = [1, 2].flatMap(slot => RAMP_STEPS_PERCENT.map(p => `${h} ramp shop-production ${slot} ${p}`));
+        assert.strictEqual(ramps.length, 6);
         assert.ok(lines(files.sudoers).includes(
-            `Cmnd_Alias ${alias} = ${env.switchHelper} switch shop-production 1, ${env.switchHelper} switch shop-production 2, ${env.switchHelper} show shop-production`));
+            `Cmnd_Alias ${alias} = ${h} switch shop-production 1, ${h} switch shop-production 2, ${ramps.join(", ")}, ${h} show shop-production`));
         assert.ok(lines(files.sudoers).includes(`deploy ALL=(root) NOPASSWD: ${alias}`));
         assert.ok(!/clear/.test(files.sudoers.split("\n").filter(l => !l.startsWith("#")).join("\n")));
         assert.ok(!/ALL\s*$/m.test(files.sudoers), "no open-ended command list");
