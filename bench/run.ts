@@ -154,7 +154,7 @@ async function runMethod(server: Server, method: MethodName, opts: BenchOptions,
             const run = await timedCall(server, "deploy", method, next, versionOf(next), "deploy");
             deploys.push(run);
             log(`${method}: deploy ${i + 1}/${opts.deploys} to version ${versionOf(next)}: ${run.ok ? "ok" : `FAILED (${run.error})`} in ${((run.endMs - run.startMs) / 1000).toFixed(1)}s ` +
-                `(boot ${run.phases.boot} gate ${run.phases.gate} warm-up ${run.phases.warmup} switch ${run.phases.switch} drain ${run.phases.drain} stop ${run.phases.stop}), ${load.completed()} requests so far`);
+                `(boot ${run.phases.boot} gate ${run.phases.gate} warm-up ${run.phases.warmup} ramp ${run.phases.ramp} switch ${run.phases.switch} drain ${run.phases.drain} stop ${run.phases.stop}), ${load.completed()} requests so far`);
             if (run.ok) current = next;
             await sleep(opts.gapSeconds * 1000);
         }
