@@ -165,6 +165,7 @@ export function rotationView(layout: EnvironmentLayout, settings: RotationSettin
         bootPriority: settings.bootPriority,
         warmupRequests: settings.warmupRequests,
         warmupPath: settings.warmupPath,
+        warmupRequestsMax: WARMUP_REQUESTS_MAX,
         rampSeconds: settings.rampSeconds,
         rampSecondsMax: RAMP_SECONDS_MAX,
         /** The ramp's shares, for the deploy script's loop and the sudoers forms (one per slot and share). */

@@ -5,7 +5,7 @@ import { execFileSync } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
 
-export type AppFault = "health-500" | "exit-at-boot" | "no-port" | "compile-error" | "exit-when-warmed";
+export type AppFault = "health-500" | "exit-at-boot" | "no-port" | "compile-error" | "exit-when-warmed" | "exit-under-traffic";
 
 export interface AppVariantOptions {
   /** Written to resources/VERSION; the app reports it as X-App-Version. */
@@ -92,6 +92,12 @@ function applyFault(dir: string, fault: AppFault): void {
         '(GET "/health" [] (when (> (swap! health-hits inc) 4) (System/exit 3)) (text 200',
       );
       patchOnce(core, "(defroutes routes", "(def health-hits (atom 0))\n\n(defroutes routes");
+      break;
+    case "exit-under-traffic":
+      // Healthy through the gate and a warm-up of /health, then the JVM exits on its 21st
+      // request of / : the first real traffic, i.e. during the deploy's ramp.
+      patchOnce(core, '(GET "/" [] (text 200', '(GET "/" [] (when (> (swap! root-hits inc) 20) (System/exit 3)) (text 200');
+      patchOnce(core, "(defroutes routes", "(def root-hits (atom 0))\n\n(defroutes routes");
       break;
     case "compile-error":
       // Unbalanced paren: the reader fails while AOT-compiling, so `lein uberjar` fails.

@@ -103,7 +103,7 @@ describe("day-2 operations on a test host", function () {
         assert.match(r.stdout, new RegExp(`^url: +http://${DOMAIN}/$`, "m"));
         assert.match(r.stdout, new RegExp(`^${liveSlot} \\(live\\) +sample-app-${ENV}-${liveSlot} +RUNNING +\\d+:\\d\\d:\\d\\d +${commits.v2.slice(0, 12)}$`, "m"),
             "the live slot runs, with its uptime and revision");
-        assert.match(r.stdout, /^ +TIME +ENV +REVISION +SLOT +OUTCOME +BUILD_S +BOOT_S +GATE_S +DRAIN_S +WARMUP_S$/m);
+        assert.match(r.stdout, /^ +TIME +ENV +REVISION +SLOT +OUTCOME +BUILD_S +BOOT_S +GATE_S +DRAIN_S +WARMUP_S +RAMP_S$/m);
         const history = r.stdout.split("\n").filter(l => /^ +\d{4}-\d\d-\d\dT/.test(l));
         assert.strictEqual(history.length, 2, "one line per deploy so far");
         assert.match(history[0], new RegExp(` ${ENV} +${commits.v1.slice(0, 12)} +1 +ok `));

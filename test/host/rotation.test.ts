@@ -2,12 +2,13 @@
 // through nginx for every deploy, with strict accounting (any non-200, any
 // transport error, any wrong echo is a failure; no retries).
 import * as assert from "assert";
-import { spawn } from "child_process";
+import { execFileSync, spawn } from "child_process";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import { AppFault, commitAppVersion, makeAppRepo } from "./app-variants";
 import { httpGet, log, Server, startServer, step, underLoad as underLoadOn } from "./fixture";
+import { startLoad } from "../load/client";
 
 const DOMAIN = "shop.test";
 const ENV = "live";
@@ -292,6 +293,40 @@ describe("gated rotation on a test host, under load", function () {
         assert.doesNotMatch(atOnce.output, /ramp/);
         assert.strictEqual((await server.sh(`tail -n 1 ${HISTORY}`)).trim().split("\t")[10], "0.0");
         assert.strictEqual(await liveVersion(), before);
+    });
+
+    it("a version that crashes under its first real requests, during the ramp: all traffic goes back to the old slot; only the crashed slot's share fails", async () => {
+        const live = await liveVersion();
+        const sha = commitAppVersion(app, { version: "broken-exit-under-traffic", fault: "exit-under-traffic" });
+        // Onto the server's repository, on a branch that does not deploy; the deploy below builds it from there.
+        const repo = `/srv/sample-app/${ENV}/repo.git`;
+        execFileSync("git", ["push", "-q", `ssh://deploy@${server.host.address}${repo}`, `${sha}:refs/heads/broken`], {
+            cwd: app,
+            env: { ...process.env, GIT_SSH_COMMAND: `ssh -i ${server.host.privateKeyPath} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR` },
+        });
+        const load = startLoad({ url: `http://${server.host.address}`, hostHeader: DOMAIN, concurrency: 32 });
+        const deploy = await (async () => {
+            await new Promise(r => setTimeout(r, 1000));
+            const d = await timedDeploy(`--git ${repo} --revision ${sha} --ramp-seconds 6`, { allowFail: true });
+            await new Promise(r => setTimeout(r, 1000));
+            return d;
+        })().catch(async e => {
+            await load.stop();
+            throw e;
+        });
+        const report = await load.stop();
+        assert.notStrictEqual(deploy.code, 0, deploy.output);
+        assert.match(deploy.output, /failed: slot \d stopped answering its health check while it had 10 % of new requests/);
+        assert.match(deploy.output, /moving all traffic back to slot \d/);
+        assert.match(deploy.output, /all traffic back on slot \d, which still serves/);
+        const requests = report.totals.requests;
+        const failed = report.records().filter(r => !r.ok);
+        log(`crash during the ramp: ${failed.length} of ${requests} requests failed (${JSON.stringify(report.statusCodes)})`);
+        // Only what the crashed slot had taken or was given before the health poll saw it gone.
+        assert.ok(failed.length < requests * 0.02, `${failed.length} of ${requests} failed`);
+        assert.ok(failed.every(r => r.failure === "status" || r.failure === "transport"), JSON.stringify(report.failureSamples.slice(0, 3)));
+        assert.strictEqual(await liveVersion(), live);
+        assert.strictEqual((await server.sh(`${SWITCH} show ${ID}`, "root")).trim().split("\n").length, 1, "no ramp rule is left");
     });
 
     it("a deploy stopped (SIGTERM) during its ramp moves all traffic back, lets the new slot finish its requests and stops it: 0 failed requests", async () => {

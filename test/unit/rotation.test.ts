@@ -162,6 +162,11 @@ describe("rotation: deploy script", () => {
             }
             const r = run("bash", [f, "--revision", "abc", "--boot-priority", "low"]);
             assert.match(r.out, /--boot-priority needs idle or normal, not 'low'/);
+            for (const bad of ["10001", "99999", "-1", "x"]) {
+                const rw = run("bash", [f, "--revision", "abc", "--warmup-requests", bad]);
+                assert.strictEqual(rw.status, 2, `--warmup-requests ${bad}: ${rw.out}`);
+                assert.match(rw.out, new RegExp(`--warmup-requests needs a whole number from 0 to 10000, not '${bad}'`));
+            }
             for (const bad of ["61", "-1", "1.5", "x", ""]) {
                 const rs = run("bash", [f, "--revision", "abc", "--ramp-seconds", bad]);
                 assert.strictEqual(rs.status, 2, `--ramp-seconds ${bad}: ${rs.out}`);
