@@ -9,6 +9,7 @@ import * as path from "path";
 import { AppFault, commitAppVersion, makeAppRepo } from "./app-variants";
 import { httpGet, log, Server, startServer, step, underLoad as underLoadOn } from "./fixture";
 import { startLoad } from "../load/client";
+import { SSH_OPTIONS } from "./testhost";
 
 const DOMAIN = "shop.test";
 const ENV = "live";
@@ -347,6 +348,29 @@ describe("gated rotation on a test host, under load", function () {
         assert.match(result.output, /stopping slot \d \(it got part of the traffic during the ramp; its requests have finished\)/);
         assert.match(result.output, /all traffic back on slot \d, which still serves [0-9a-f]{40}/);
         assert.match(result.output, /failed: interrupted \(SIGTERM\)/);
+        assert.strictEqual((await server.sh(`${SWITCH} show ${ID}`, "root")).trim().split("\n").length, 1, "no ramp rule is left");
+        const states = await server.sh(`supervisorctl status '${ID}:*' || true`, "root");
+        assert.strictEqual((states.match(/RUNNING/g) ?? []).length, 1, states);
+        assert.strictEqual(await liveVersion(), live);
+    });
+
+    it("the SSH session that runs a deploy ends during its ramp: the deploy stops at its next line of output, moves all traffic back and stops the new slot: 0 failed requests", async () => {
+        const live = await liveVersion();
+        const target = live === "1" ? commits.v2 : commits.v1;
+        await underLoad("SSH session lost during the ramp", async () => {
+            // No pty, like Pulumi's remote command: when the client goes, sshd closes the deploy's pipes.
+            const client = spawn("ssh", ["-i", server.host.privateKeyPath, ...SSH_OPTIONS, `deploy@${server.host.address}`, "--",
+                `${DEPLOY} --revision ${target} --ramp-seconds 30`], { stdio: "ignore" });
+            try {
+                await waitForRamp(10);
+            } finally {
+                client.kill("SIGKILL");
+            }
+            // The next step's line (10 s after the first) cannot be written: the deploy ends the safe way.
+            await server.sh(`for _ in $(seq 400); do pgrep -f '^/bin/bash ${DEPLOY} --revision' >/dev/null || exit 0; sleep 0.1; done; echo "the deploy still runs" >&2; exit 1`, "root");
+        });
+        const history = (await server.sh(`tail -n 1 ${HISTORY}`)).trim().split("\t");
+        assert.strictEqual(history[4], "failed:its output was closed (the SSH session or pipe that ran it ended)");
         assert.strictEqual((await server.sh(`${SWITCH} show ${ID}`, "root")).trim().split("\n").length, 1, "no ramp rule is left");
         const states = await server.sh(`supervisorctl status '${ID}:*' || true`, "root");
         assert.strictEqual((states.match(/RUNNING/g) ?? []).length, 1, states);
