@@ -9,6 +9,9 @@ import { BOOT_PRIORITIES, RAMP_SECONDS_MAX, RAMP_STEPS_PERCENT, Settings, URL_PA
 import { EnvironmentLayout, RELEASE_JAR, SUPERVISOR_SOCKET } from "./names";
 import { render } from "./render";
 
+/** The ramp's shares as the scripts list them: the deploy script's loop, the helper's check. */
+const RAMP_STEPS = RAMP_STEPS_PERCENT.join(" ");
+
 export interface RotationSettings {
     /** Host header sent by the health check (nginx server_name of the environment). */
     domain: string;
@@ -168,8 +171,8 @@ export function rotationView(layout: EnvironmentLayout, settings: RotationSettin
         warmupRequestsMax: WARMUP_REQUESTS_MAX,
         rampSeconds: settings.rampSeconds,
         rampSecondsMax: RAMP_SECONDS_MAX,
-        /** The ramp's shares, for the deploy script's loop and the sudoers forms (one per slot and share). */
-        rampSteps: RAMP_STEPS_PERCENT.join(" "),
+        /** The sudoers forms of the ramp: one per slot and share. */
+        rampSteps: RAMP_STEPS,
         rampForms: ([1, 2] as const).flatMap(slot => RAMP_STEPS_PERCENT.map(percent => ({ slot, percent }))),
         /** Supervisor wait (60 s) + start + gate + margin, for the boot unit. */
         bootTimeoutSeconds: settings.startTimeoutSeconds + 120,
@@ -186,7 +189,7 @@ export function renderSwitchHelper(layout: EnvironmentLayout): string {
     return render("switch-traffic.sh", {
         switchHelper: layout.switchHelper,
         environments: [switchEnvironmentView(layout)],
-        rampSteps: RAMP_STEPS_PERCENT.join(" "),
+        rampSteps: RAMP_STEPS,
     });
 }
 

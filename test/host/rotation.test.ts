@@ -257,10 +257,24 @@ describe("gated rotation on a test host, under load", function () {
     }
 
     const SWITCH = `/usr/local/sbin/czd-switch-${ID}`;
-    /** Waits (as root) until the switch shows a ramp of at least `percent` %, i.e. a deploy is in its ramp. */
-    const waitForRamp = (percent: number) => server.sh(`for _ in $(seq 600); do
+    /**
+     * Waits (as root) until the switch shows a ramp of at least `percent` %, i.e. a deploy is in
+     * its ramp; when none shows up, fails with that deploy's output if it has already ended.
+     */
+    const waitForRamp = (percent: number, deploy?: Promise<{ output: string }>) => server.sh(`for _ in $(seq 600); do
         ${SWITCH} show ${ID} | awk '$1 == "ramp" && $3 >= ${percent} { found = 1 } END { exit !found }' && exit 0; sleep 0.05
-    done; echo "no ramp of ${percent} % seen" >&2; exit 1`, "root");
+    done; echo "no ramp of ${percent} % seen" >&2; exit 1`, "root").catch(async e => {
+        const ended = deploy && await Promise.race([deploy, new Promise<undefined>(r => setTimeout(() => r(undefined), 5000))]);
+        throw new Error(`${e.message}\ndeploy output: ${ended?.output ?? "(still running)"}`);
+    });
+
+    /** After an aborted deploy: no ramp rule left, only one slot running, and it serves `live`. */
+    async function assertBackOn(live: string) {
+        assert.strictEqual((await server.sh(`${SWITCH} show ${ID}`, "root")).trim().split("\n").length, 1, "no ramp rule is left");
+        const states = await server.sh(`supervisorctl status '${ID}:*' || true`, "root");
+        assert.strictEqual((states.match(/RUNNING/g) ?? []).length, 1, states);
+        assert.strictEqual(await liveVersion(), live);
+    }
 
     it("ramps 10, 30, 60 % of new requests to the new slot before the switch: both versions answer during it, 0 failed requests; --ramp-seconds 0 moves all at once", async () => {
         const before = await liveVersion();
@@ -335,10 +349,7 @@ describe("gated rotation on a test host, under load", function () {
         const target = live === "1" ? commits.v2 : commits.v1;
         const { result } = await underLoad("SIGTERM during the ramp", async () => {
             const stopped = timedDeploy(`--revision ${target} --ramp-seconds 30`, { allowFail: true });
-            await waitForRamp(30).catch(async e => {
-                const early = await Promise.race([stopped, new Promise(r => setTimeout(() => r(undefined), 5000))]) as { output: string } | undefined;
-                throw new Error(`${e.message}\ndeploy output: ${early?.output ?? "(still running)"}`);
-            });
+            await waitForRamp(30, stopped);
             // -o: the deploy script itself (its subshells have the same command line).
             await server.sh(`pkill -o -TERM -f '^/bin/bash ${DEPLOY} --revision' && echo stopped`, "root");
             return stopped;
@@ -348,10 +359,7 @@ describe("gated rotation on a test host, under load", function () {
         assert.match(result.output, /stopping slot \d \(it got part of the traffic during the ramp; its requests have finished\)/);
         assert.match(result.output, /all traffic back on slot \d, which still serves [0-9a-f]{40}/);
         assert.match(result.output, /failed: interrupted \(SIGTERM\)/);
-        assert.strictEqual((await server.sh(`${SWITCH} show ${ID}`, "root")).trim().split("\n").length, 1, "no ramp rule is left");
-        const states = await server.sh(`supervisorctl status '${ID}:*' || true`, "root");
-        assert.strictEqual((states.match(/RUNNING/g) ?? []).length, 1, states);
-        assert.strictEqual(await liveVersion(), live);
+        await assertBackOn(live);
     });
 
     it("the SSH session that runs a deploy ends during its ramp: the deploy stops at its next line of output, moves all traffic back and stops the new slot: 0 failed requests", async () => {
@@ -371,10 +379,7 @@ describe("gated rotation on a test host, under load", function () {
         });
         const history = (await server.sh(`tail -n 1 ${HISTORY}`)).trim().split("\t");
         assert.strictEqual(history[4], "failed:its output was closed (the SSH session or pipe that ran it ended)");
-        assert.strictEqual((await server.sh(`${SWITCH} show ${ID}`, "root")).trim().split("\n").length, 1, "no ramp rule is left");
-        const states = await server.sh(`supervisorctl status '${ID}:*' || true`, "root");
-        assert.strictEqual((states.match(/RUNNING/g) ?? []).length, 1, states);
-        assert.strictEqual(await liveVersion(), live);
+        await assertBackOn(live);
     });
 
     it("a deploy killed (SIGKILL) during its ramp leaves a ramp that status shows; the next deploy moves the traffic back first, then deploys: 0 failed requests", async () => {
@@ -383,10 +388,7 @@ describe("gated rotation on a test host, under load", function () {
         const targetVersion = live === "1" ? "2" : "1";
         const { result } = await underLoad("SIGKILL during the ramp, status and the next deploy", async () => {
             const killed = timedDeploy(`--revision ${target} --ramp-seconds 30`, { allowFail: true });
-            await waitForRamp(10).catch(async e => {
-                const early = await Promise.race([killed, new Promise(r => setTimeout(() => r(undefined), 5000))]) as { output: string } | undefined;
-                throw new Error(`${e.message}\ndeploy output: ${early?.output ?? "(still running)"}`);
-            });
+            await waitForRamp(10, killed);
             await server.sh(`pkill -o -KILL -f '^/bin/bash ${DEPLOY} --revision' && echo killed`, "root");
             assert.notStrictEqual((await killed).code, 0);
             const status = await deployScript("--status");
