@@ -12,6 +12,7 @@ import {
     FIREWALL_SCRIPT,
     FIREWALL_UNIT,
     RELEASE_JAR,
+    SCHEDULER_SYSCTL,
     SSHD_DROPIN,
     SUPERVISOR_SOCKET,
     SUPERVISORD_PIDFILE,
@@ -58,6 +59,13 @@ export const SSL_CIPHERS = [
 /** Two years, as hstspreload.org asks; sent only with `hsts: true`. */
 export const HSTS_MAX_AGE_SECONDS = 63072000;
 
+/** The kernel's switch for autogroup scheduling, which the scheduler step turns off. */
+export const AUTOGROUP_SETTING = "/proc/sys/kernel/sched_autogroup_enabled";
+export const SCHEDULER_SYSCTL_CONTENT = [
+    "# clj-zero-downtime: CPU priorities count across sessions (a deploy boots its new slot at idle priority)",
+    "kernel.sched_autogroup_enabled = 0",
+].join("\n");
+
 export interface SetupStep {
     /** Resource name suffix and log tag. */
     name: string;
@@ -100,12 +108,17 @@ export function renderFirewall(settings: Settings): string {
     });
 }
 
-/** Host-wide steps, in order: first boot, packages, users and access, firewall. */
+/** Host-wide steps, in order: first boot, packages, kernel scheduling, users and access, firewall. */
 export function hostSteps(settings: Settings): SetupStep[] {
     const firewallScriptContent = renderFirewall(settings);
     return [
         step("wait-for-host", "wait-for-host.sh", { firstBootTimeout: FIRST_BOOT_TIMEOUT_SECONDS }),
         step("packages", "packages.sh", { packages: PACKAGES.join(" "), aptLockWait: APT_LOCK_WAIT_SECONDS }),
+        step("scheduler", "scheduler.sh", {
+            schedulerSysctl: SCHEDULER_SYSCTL,
+            schedulerSysctlContent: SCHEDULER_SYSCTL_CONTENT,
+            autogroupSetting: AUTOGROUP_SETTING,
+        }),
         step("host-access", "host-access.sh", {
             deployUser: DEPLOY_USER,
             // Validated as one OpenSSH key line: no quote can end the shell string early.

@@ -22,6 +22,8 @@ export const SUPERVISORD_PIDFILE = "/var/run/supervisord.pid";
  * the first value it sees, so 01- wins over cloud images' 50-cloud-init.conf.
  */
 export const SSHD_DROPIN = "/etc/ssh/sshd_config.d/01-clj-zero-downtime.conf";
+/** Turns autogroup scheduling off at boot (the scheduler step says why). */
+export const SCHEDULER_SYSCTL = "/etc/sysctl.d/60-clj-zero-downtime.conf";
 
 /**
  * certbot's deploy hooks run after every successful renewal: ours tests and reloads nginx

@@ -17,7 +17,7 @@ const DOMAIN = "app.test";
 /** Everything the setup manages, checksummed with modes and owners. */
 const MANAGED = [
     "/etc/nginx/sites-enabled", "/etc/nginx/sites-available", "/etc/supervisor", "/etc/ssh/sshd_config.d",
-    "/etc/sudoers.d", "/etc/systemd/system", "/usr/local/sbin", "/usr/local/lib/clj-zero-downtime",
+    "/etc/sudoers.d", "/etc/sysctl.d", "/etc/systemd/system", "/usr/local/sbin", "/usr/local/lib/clj-zero-downtime",
     `/srv/${APP}/${ENV}/bin`, `/srv/${APP}/${ENV}/repo.git/hooks`, `/srv/${APP}/${ENV}/app.env`, "/home/deploy/.ssh",
 ];
 const FINGERPRINT = [
@@ -161,6 +161,22 @@ describe("host setup on a fresh Debian 12 server", function () {
         assert.notStrictEqual(attempt.status, 0);
         assert.match(attempt.stderr, /Permission denied \(publickey\)/, "the server offers public keys only");
         assert.match(await server.sh("sshd -T | grep -i '^passwordauthentication'"), /passwordauthentication no/);
+    });
+
+    it("turns autogroup scheduling off now and at boot, so the idle priority of a booting slot counts against nginx", async () => {
+        const autogroup = "/proc/sys/kernel/sched_autogroup_enabled";
+        assert.strictEqual(await server.sh(`cat ${autogroup}`), "0\n", "the setup turned it off");
+        assert.match(await server.sh("cat /etc/sysctl.d/60-clj-zero-downtime.conf"), /^kernel\.sched_autogroup_enabled = 0$/m);
+        // As after a boot with a kernel default of 1 and no sysctl.d applied: the step turns it off again.
+        await server.sh(`echo 1 > ${autogroup}`, "root");
+        const resources = await server.resources();
+        const scheduler = resources.find(r => r.name === "setup-scheduler")!.inputs as { create: string; stdin?: string };
+        const out = await server.sh(scheduler.create, "root", scheduler.stdin ?? "");
+        assert.match(out, /turned autogroup scheduling off/);
+        assert.strictEqual(await server.sh(`cat ${autogroup}`), "0\n");
+        // The file is what a boot applies: sysctl reads it back to the same value.
+        await server.sh(`echo 1 > ${autogroup} && sysctl -q -p /etc/sysctl.d/60-clj-zero-downtime.conf`, "root");
+        assert.strictEqual(await server.sh(`cat ${autogroup}`), "0\n");
     });
 
     it("a second run executes nothing, and re-running every setup step changes nothing", async () => {

@@ -391,10 +391,27 @@ remove_network() {
     fi
 }
 
+# The guest shares this machine's kernel, and the setup's scheduler step turns
+# its autogroup scheduling off: up records the setting, down puts it back.
+readonly AUTOGROUP_SETTING=/proc/sys/kernel/sched_autogroup_enabled
+
+record_kernel_settings() {
+    local dir=$1
+    if [[ -e $AUTOGROUP_SETTING ]]; then cat "$AUTOGROUP_SETTING" >"$dir/autogroup"; fi
+}
+
+restore_kernel_settings() {
+    local dir=$1
+    if [[ -s $dir/autogroup && -e $AUTOGROUP_SETTING ]]; then
+        cat "$dir/autogroup" >"$AUTOGROUP_SETTING" || log "warning: could not restore $AUTOGROUP_SETTING to $(cat "$dir/autogroup")"
+    fi
+}
+
 down() {
     local name=$1 dir
     dir=$(run_dir "$name")
     kill_guest_processes "$name" "$dir"
+    restore_kernel_settings "$dir"
     umount_under "$dir"
     remove_network "$name"
     if [[ -d $dir ]]; then
@@ -432,6 +449,7 @@ up() {
     claim_network "$name" "$index"
     index=$CLAIMED_INDEX
     mkdir -p "$dir"
+    record_kernel_settings "$dir"
     unpack_rootfs "$dir/root"
     configure_rootfs "$dir/root" "$name" "$index" "$pubkey"
     start_guest "$name" "$dir"

@@ -33,7 +33,7 @@ function commandNames(r: MockRun): string[] {
     return r.byType(COMMAND).map(c => c.name).sort();
 }
 
-const SETUP_STEPS = ["setup-wait-for-host", "setup-packages", "setup-host-access", "setup-firewall"];
+const SETUP_STEPS = ["setup-wait-for-host", "setup-packages", "setup-scheduler", "setup-host-access", "setup-firewall"];
 
 function assertSetupChain(r: MockRun, firstDeps: string[]) {
     const urnOf = (name: string) => r.byName(name).urn;

@@ -6,8 +6,8 @@ import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import { parseSettings, Settings } from "../../infra/config";
-import { appEnvFile, environmentStep, environmentView, hostSteps, renderEnvironmentFiles, renderFirewall } from "../../infra/host-files";
-import { DESTROY_GUARD, layout, MANAGED_MARKER } from "../../infra/names";
+import { appEnvFile, AUTOGROUP_SETTING, environmentStep, environmentView, hostSteps, renderEnvironmentFiles, renderFirewall, SCHEDULER_SYSCTL_CONTENT } from "../../infra/host-files";
+import { DESTROY_GUARD, layout, MANAGED_MARKER, SCHEDULER_SYSCTL } from "../../infra/names";
 import { render } from "../../infra/render";
 import { shellcheck, tmpdir } from "../support/shell";
 
@@ -197,6 +197,30 @@ describe("rendered templates", () => {
         assert.match(access, /^pidfile=\/var\/run\/supervisord\.pid$/m);
         assert.match(access, /pid=\$\(cat \/var\/run\/supervisord\.pid /);
         assert.match(access, /^file=\/var\/run\/supervisor\.sock$/m);
+    });
+
+    it("the scheduler step turns autogroup scheduling off and writes the boot setting, and only warns where it cannot", () => {
+        const dir = tmpdir("scheduler");
+        const setting = path.join(dir, "sched_autogroup_enabled");
+        const sysctlFile = path.join(dir, "60-czd.conf");
+        const script = render("scheduler.sh", { schedulerSysctl: sysctlFile, schedulerSysctlContent: SCHEDULER_SYSCTL_CONTENT, autogroupSetting: setting });
+        const runStep = () => {
+            const r = spawnSync("bash", ["-c", script], { encoding: "utf8" });
+            assert.strictEqual(r.status, 0, r.stderr);
+            return r.stdout;
+        };
+        fs.writeFileSync(setting, "1\n");
+        assert.match(runStep(), /turned autogroup scheduling off/);
+        assert.strictEqual(fs.readFileSync(setting, "utf8").trim(), "0");
+        assert.match(fs.readFileSync(sysctlFile, "utf8"), /^kernel\.sched_autogroup_enabled = 0$/m);
+        assert.match(runStep(), /autogroup scheduling is off/);
+        fs.rmSync(setting);
+        assert.match(runStep(), /no autogroup scheduling: nothing to turn off/);
+        fs.mkdirSync(setting); // a write that fails, like a read-only /proc/sys in a container
+        assert.match(runStep(), /warning: could not turn autogroup scheduling off/);
+        const hostStep = hostSteps(settingsFor()).find(st => st.name === "scheduler")!.script;
+        assert.ok(hostStep.includes(`readonly SETTING=${AUTOGROUP_SETTING}`));
+        assert.ok(hostStep.includes(SCHEDULER_SYSCTL));
     });
 
     it("steps embed the files they install, and the hash follows the content", () => {
