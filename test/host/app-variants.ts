@@ -5,7 +5,8 @@ import { execFileSync } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
 
-export type AppFault = "health-500" | "exit-at-boot" | "no-port" | "compile-error" | "exit-when-warmed" | "exit-under-traffic";
+export type AppFault = "health-500" | "exit-at-boot" | "no-port" | "compile-error" | "exit-when-warmed" | "exit-under-traffic"
+  | "health-pause-under-traffic" | "health-hang-under-traffic";
 
 export interface AppVariantOptions {
   /** Written to resources/VERSION; the app reports it as X-App-Version. */
@@ -99,6 +100,21 @@ function applyFault(dir: string, fault: AppFault): void {
       patchOnce(core, '(GET "/" [] (text 200', '(GET "/" [] (when (> (swap! root-hits inc) 20) (System/exit 3)) (text 200');
       patchOnce(core, "(defroutes routes", "(def root-hits (atom 0))\n\n(defroutes routes");
       break;
+    case "health-pause-under-traffic":
+    case "health-hang-under-traffic": {
+      // Healthy through the gate and a warm-up of /health; once real traffic has come (21
+      // requests of /, i.e. during the deploy's ramp), /health takes 2.5 s, longer than the
+      // deploy's health poll waits: once (a pause) or from then on (a hung health check).
+      const once = fault === "health-pause-under-traffic";
+      patchOnce(core, '(GET "/" [] (text 200', '(GET "/" [] (swap! root-hits inc) (text 200');
+      patchOnce(
+        core,
+        '(GET "/health" [] (text 200',
+        `(GET "/health" [] (when (and (> @root-hits 20) ${once ? "(compare-and-set! paused false true)" : "true"}) (Thread/sleep 2500)) (text 200`,
+      );
+      patchOnce(core, "(defroutes routes", "(def root-hits (atom 0))\n(def paused (atom false))\n\n(defroutes routes");
+      break;
+    }
     case "compile-error":
       // Unbalanced paren: the reader fails while AOT-compiling, so `lein uberjar` fails.
       fs.appendFileSync(core, '\n(defn fault-compile-error [] (str "unterminated"\n');

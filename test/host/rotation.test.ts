@@ -257,6 +257,14 @@ describe("gated rotation on a test host, under load", function () {
     }
 
     const SWITCH = `/usr/local/sbin/czd-switch-${ID}`;
+    const REPO = `/srv/sample-app/${ENV}/repo.git`;
+    /** Onto the server's repository, on a branch that does not deploy; a deploy with --git REPO builds it from there. */
+    function pushBroken(sha: string) {
+        execFileSync("git", ["push", "-q", "-f", `ssh://deploy@${server.host.address}${REPO}`, `${sha}:refs/heads/broken`], {
+            cwd: app,
+            env: { ...process.env, GIT_SSH_COMMAND: `ssh -i ${server.host.privateKeyPath} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR` },
+        });
+    }
     /**
      * Waits (as root) until the switch shows a ramp of at least `percent` %, i.e. a deploy is in
      * its ramp; when none shows up, fails with that deploy's output if it has already ended.
@@ -310,15 +318,30 @@ describe("gated rotation on a test host, under load", function () {
         assert.strictEqual(await liveVersion(), before);
     });
 
+    it("during the ramp one slow health check is a miss, not a failure; a health check that stays slow ends the ramp with 0 failed requests", async () => {
+        const live = await liveVersion();
+        const next = live === "1" ? "2" : "1";
+        const pause = commitAppVersion(app, { version: next, fault: "health-pause-under-traffic" });
+        pushBroken(pause);
+        const { result: paused } = await underLoad("one slow health check during the ramp", () => timedDeploy(`--git ${REPO} --revision ${pause} --ramp-seconds 6`));
+        assert.strictEqual(paused.code, 0, paused.output);
+        assert.match(paused.output, /slot \d missed a health check at \d+ %; polling again/);
+        assert.strictEqual(await liveVersion(), next);
+        const hang = commitAppVersion(app, { version: live, fault: "health-hang-under-traffic" });
+        pushBroken(hang);
+        const { result: hung } = await underLoad("health check hung during the ramp", () => timedDeploy(`--git ${REPO} --revision ${hang} --ramp-seconds 6`, { allowFail: true }));
+        assert.notStrictEqual(hung.code, 0, hung.output);
+        assert.match(hung.output, /failed: slot \d stopped answering its health check while it had \d+ % of new requests: 2 polls in a row failed/);
+        assert.match(hung.output, /all traffic back on slot \d, which still serves/);
+        assert.strictEqual(await liveVersion(), next);
+        assert.strictEqual((await server.sh(`${SWITCH} show ${ID}`, "root")).trim().split("\n").length, 1, "no ramp rule is left");
+    });
+
     it("a version that crashes under its first real requests, during the ramp: all traffic goes back to the old slot; only the crashed slot's share fails", async () => {
         const live = await liveVersion();
         const sha = commitAppVersion(app, { version: "broken-exit-under-traffic", fault: "exit-under-traffic" });
-        // Onto the server's repository, on a branch that does not deploy; the deploy below builds it from there.
-        const repo = `/srv/sample-app/${ENV}/repo.git`;
-        execFileSync("git", ["push", "-q", `ssh://deploy@${server.host.address}${repo}`, `${sha}:refs/heads/broken`], {
-            cwd: app,
-            env: { ...process.env, GIT_SSH_COMMAND: `ssh -i ${server.host.privateKeyPath} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR` },
-        });
+        pushBroken(sha);
+        const repo = REPO;
         const load = startLoad({ url: `http://${server.host.address}`, hostHeader: DOMAIN, concurrency: 32 });
         const deploy = await (async () => {
             await new Promise(r => setTimeout(r, 1000));
