@@ -60,10 +60,11 @@ export const SSL_CIPHERS = [
 export const HSTS_MAX_AGE_SECONDS = 63072000;
 
 /** The kernel's switch for autogroup scheduling, which the scheduler step turns off. */
-export const AUTOGROUP_SETTING = "/proc/sys/kernel/sched_autogroup_enabled";
+const AUTOGROUP_SYSCTL = "kernel.sched_autogroup_enabled";
+export const AUTOGROUP_SETTING = `/proc/sys/${AUTOGROUP_SYSCTL.replace(/\./g, "/")}`;
 export const SCHEDULER_SYSCTL_CONTENT = [
     "# clj-zero-downtime: CPU priorities count across sessions (a deploy boots its new slot at idle priority)",
-    "kernel.sched_autogroup_enabled = 0",
+    `${AUTOGROUP_SYSCTL} = 0`,
 ].join("\n");
 
 export interface SetupStep {
