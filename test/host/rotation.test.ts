@@ -258,11 +258,13 @@ describe("gated rotation on a test host, under load", function () {
 
     const SWITCH = `/usr/local/sbin/czd-switch-${ID}`;
     const REPO = `/srv/sample-app/${ENV}/repo.git`;
+    /** git over SSH as the deploy user, with the test host's key. */
+    const gitSshEnv = () => ({ ...process.env, GIT_SSH_COMMAND: ["ssh", "-i", server.host.privateKeyPath, ...SSH_OPTIONS].join(" ") });
     /** Onto the server's repository, on a branch that does not deploy; a deploy with --git REPO builds it from there. */
     function pushBroken(sha: string) {
         execFileSync("git", ["push", "-q", "-f", `ssh://deploy@${server.host.address}${REPO}`, `${sha}:refs/heads/broken`], {
             cwd: app,
-            env: { ...process.env, GIT_SSH_COMMAND: `ssh -i ${server.host.privateKeyPath} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR` },
+            env: gitSshEnv(),
         });
     }
     /**
@@ -341,11 +343,10 @@ describe("gated rotation on a test host, under load", function () {
         const live = await liveVersion();
         const sha = commitAppVersion(app, { version: "broken-exit-under-traffic", fault: "exit-under-traffic" });
         pushBroken(sha);
-        const repo = REPO;
         const load = startLoad({ url: `http://${server.host.address}`, hostHeader: DOMAIN, concurrency: 32 });
         const deploy = await (async () => {
             await new Promise(r => setTimeout(r, 1000));
-            const d = await timedDeploy(`--git ${repo} --revision ${sha} --ramp-seconds 6`, { allowFail: true });
+            const d = await timedDeploy(`--git ${REPO} --revision ${sha} --ramp-seconds 6`, { allowFail: true });
             await new Promise(r => setTimeout(r, 1000));
             return d;
         })().catch(async e => {
@@ -447,12 +448,11 @@ describe("gated rotation on a test host, under load", function () {
 
     it("deploys a git push to the server's repository through the same rotation, streaming its output", async () => {
         const sha = commitAppVersion(app, { version: "3" });
-        const keyFile = server.host.privateKeyPath;
-        const remote = `ssh://deploy@${server.host.address}/srv/sample-app/${ENV}/repo.git`;
+        const remote = `ssh://deploy@${server.host.address}${REPO}`;
         const { result } = await underLoad("git push deploy", () => new Promise<{ code: number; output: string }>((resolve) => {
             const push = spawn("git", ["push", remote, "HEAD:main"], {
                 cwd: app,
-                env: { ...process.env, GIT_SSH_COMMAND: `ssh -i ${keyFile} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR` },
+                env: gitSshEnv(),
             });
             let output = "";
             push.stdout.on("data", d => (output += d));
