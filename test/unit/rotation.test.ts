@@ -317,6 +317,88 @@ print("ready", flush=True); sys.stdin.read()`], { stdio: ["pipe", "pipe", "inher
         assert.strictEqual(helperRun("clear", "shop-production").status, 0);
         assert.strictEqual(show(), "");
     });
+
+    it("a connection a slot reset does not steer a new one from the same source port: switch and ramp set conntrack's CLOSE timeout to 0", () => {
+        // Another environment's helper (ports 9000-9002) in the same namespace. This test's own
+        // slots: 9001 answers its port; 9002 is driven by the script (accept, reset, stop).
+        const staging = layout("shop", "staging", { proxy: 9000, slot1: 9001, slot2: 9002, nrepl1: 9101, nrepl2: 9102 });
+        const stagingHelper = path.join(dir, "switch-staging");
+        fs.writeFileSync(stagingHelper, renderSwitchHelper(staging));
+        const r = inNs(["python3", "-c", `
+import json, socket, struct, subprocess, threading
+TIMEOUT = "/proc/sys/net/netfilter/nf_conntrack_tcp_timeout_close"
+def helper(*args):
+    r = subprocess.run(["bash", ${JSON.stringify(stagingHelper)}, *args], capture_output=True, text=True)
+    return [r.returncode, (r.stdout + r.stderr).strip()]
+def listen(port):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("127.0.0.1", port)); s.listen(8); return s
+def reset(conn):  # an RST and no FIN: what a slot that crashes or aborts a connection sends
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)); conn.close()
+live = listen(9001)
+def answer():
+    while True:
+        c, _ = live.accept(); c.sendall(b"9001"); c.close()
+threading.Thread(target=answer, daemon=True).start()
+old = listen(9002); old.settimeout(0.5)
+def connect(source_port):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("127.0.0.1", source_port)); s.settimeout(2)
+    try:
+        s.connect(("127.0.0.1", 9000)); return s
+    except ConnectionRefusedError:
+        s.close(); return None
+def where(source_port):
+    """Which slot takes a new connection from this source port; slot 2 resets it."""
+    s = connect(source_port)
+    if s is None: return "refused"
+    try:
+        c, _ = old.accept(); reset(c); s.close(); return "9002"
+    except (socket.timeout, OSError):
+        got = s.recv(16).decode(); s.close(); return got
+def tracked(source_port):
+    with open("/proc/net/nf_conntrack") as f:
+        return [l.split()[5] for l in f if f" sport={source_port} dport=9000 " in l]
+def rule_to(port):  # a rule change without the helper
+    subprocess.run(["iptables", "-t", "nat", "-R", "CZD-shop-staging", "1", "-p", "tcp", "-d", "127.0.0.1", "--dport", "9000", "-j", "REDIRECT", "--to-ports", str(port)], check=True)
+out = {}
+out["switch2"] = helper("switch", "shop-staging", "2")
+# The kernel's default first: slot 2 resets a connection, the rule moves to slot 1, slot 2 stops.
+with open(TIMEOUT, "w") as f: f.write("10")
+out["first"] = where(41000)
+out["kept"] = tracked(41000)
+rule_to(9001)
+old.close()
+out["default_timeout"] = where(41000)
+# The helper's switch sets the timeout to 0; slot 2 runs again, resets a connection, stops.
+old = listen(9002); old.settimeout(0.5)
+rule_to(9002)
+out["switch1"] = helper("switch", "shop-staging", "1")
+out["timeout"] = open(TIMEOUT).read().strip()
+rule_to(9002)
+out["second"] = where(41002)
+out["gone"] = tracked(41002)
+rule_to(9001)
+old.close()
+out["after_helper"] = where(41002)
+# A ramp step sets it too.
+with open(TIMEOUT, "w") as f: f.write("10")
+out["ramp"] = helper("ramp", "shop-staging", "2", "10")
+out["ramp_timeout"] = open(TIMEOUT).read().strip()
+helper("clear", "shop-staging")
+print(json.dumps(out))`]);
+        assert.strictEqual(r.status, 0, r.stderr);
+        const out = JSON.parse(r.stdout);
+        assert.deepStrictEqual(out.switch2[0], 0, out.switch2[1]);
+        assert.strictEqual(out.first, "9002");
+        assert.deepStrictEqual(out.kept, ["CLOSE"], "with the default timeout conntrack keeps the reset connection");
+        assert.strictEqual(out.default_timeout, "refused", "and a new connection from its source port goes to the stopped slot although the rule says slot 1");
+        assert.deepStrictEqual(out.switch1[0], 0, out.switch1[1]);
+        assert.strictEqual(out.timeout, "0");
+        assert.strictEqual(out.second, "9002");
+        assert.deepStrictEqual(out.gone, [], "with the helper's timeout the reset connection's entry ends with it");
+        assert.strictEqual(out.after_helper, "9001", "the next connection from that port follows the rule");
+        assert.deepStrictEqual(out.ramp[0], 0, out.ramp[1]);
+        assert.strictEqual(out.ramp_timeout, "0");
+    });
 });
 
 describe("rotation: switch helper raises the new slot's priority (as root)", () => {
