@@ -132,6 +132,16 @@ export function httpGet(address: string, host: string, urlPath = "/"): Promise<H
 }
 
 /**
+ * What the server logged about failed requests, for a failed test's message: the end of
+ * nginx's error logs (why it answered 502: refused, reset, timed out) and of Supervisor's log
+ * (which slot started, stopped or exited when).
+ */
+export async function serverLogs(server: Server): Promise<string> {
+    return server.sh(`set +e; for f in /var/log/nginx/*error.log /var/log/supervisor/supervisord.log; do
+        echo "---- last lines of $f ----"; tail -n 25 "$f"; done`, "root").catch(e => `(server logs not readable: ${e.message})`);
+}
+
+/**
  * Runs `fn` while 32 keep-alive clients load the site (a second of load before and after),
  * and fails on any failed request: any non-200, any transport error, any wrong echo.
  */
@@ -148,8 +158,11 @@ export async function underLoad<T>(server: Server, host: string, what: string, f
     }
     const report = await load.stop();
     assert.ok(report.totals.requests > 100, `${what}: the load ran (${report.totals.requests} requests)`);
-    const detail = JSON.stringify({ failures: report.failures, statusCodes: report.statusCodes, transportErrors: report.transportErrors, samples: report.failureSamples.slice(0, 5) });
-    assert.strictEqual(report.totals.failed, 0, `${what}: ${report.totals.failed} of ${report.totals.requests} requests failed: ${detail}`);
+    if (report.totals.failed > 0) {
+        const detail = JSON.stringify({ failures: report.failures, statusCodes: report.statusCodes, transportErrors: report.transportErrors, samples: report.failureSamples.slice(0, 5) });
+        const first = new Date(Math.min(...report.failureSamples.map(f => f.at))).toISOString();
+        assert.fail(`${what}: ${report.totals.failed} of ${report.totals.requests} requests failed (the first at ${first}): ${detail}\n${await serverLogs(server)}`);
+    }
     log(`${what}: ${report.totals.requests} requests, 0 failed, fast GET p99 ${report.latency.get.p99} ms`);
     return { result, report };
 }
