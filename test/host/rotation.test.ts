@@ -355,6 +355,33 @@ describe("gated rotation on a test host, under load", function () {
         assert.strictEqual((await server.sh(`${SWITCH} show ${ID}`, "root")).trim().split("\n").length, 1, "no ramp rule is left");
     });
 
+    it("nginx retries a request once when its connection is refused: with every other new connection sent where nothing listens, 20 GETs and 20 POSTs in a row all answer", async () => {
+        // An extra rule in front of the switch's: every second new connection of the proxy port goes
+        // to the proxy port itself, where nothing listens (a slot that has just stopped). Requests in
+        // a row: each one's first connection is refused, its retry is the next connection.
+        const chainAndPort = `eval "$(grep -E '^ +(CHAIN="[^"]+"|PROXY_PORT=[0-9]+)$' ${SWITCH})"`;
+        const rule = `-p tcp -d 127.0.0.1 --dport "$PROXY_PORT" -m statistic --mode nth --every 2 --packet 0 -j REDIRECT --to-ports "$PROXY_PORT"`;
+        const log = `/var/log/nginx/${ID}.error.log`;
+        const refusedBefore = Number(await server.sh(`grep -c 'Connection refused' ${log} || true`, "root"));
+        await server.sh(`${chainAndPort}; iptables -w 5 -t nat -I "$CHAIN" 1 ${rule}`, "root");
+        let answers: string;
+        try {
+            answers = await server.sh(`for i in $(seq 20); do
+                get=$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: ${DOMAIN}' http://127.0.0.1/)
+                post=$(curl -s -w ' %{http_code}' -H 'Host: ${DOMAIN}' -H 'Content-Type: application/octet-stream' --data-binary "retry-$i" http://127.0.0.1/echo)
+                echo "$get $post"
+            done`, "root");
+        } finally {
+            await server.sh(`${chainAndPort}; iptables -w 5 -t nat -D "$CHAIN" ${rule}`, "root");
+        }
+        const lines = answers.trim().split("\n");
+        assert.strictEqual(lines.length, 20);
+        lines.forEach((l, i) => assert.strictEqual(l, `200 retry-${i + 1} 200`, `request ${i + 1}: ${l}`));
+        const refused = Number(await server.sh(`grep -c 'Connection refused' ${log} || true`, "root")) - refusedBefore;
+        assert.strictEqual(refused, 40, "nginx was refused once per request, and retried");
+        assert.strictEqual((await server.sh(`${SWITCH} show ${ID}`, "root")).trim().split("\n").length, 1, "the extra rule is gone");
+    });
+
     it("a version that crashes under its first real requests, during the ramp: all traffic goes back to the old slot; only the crashed slot's share fails", async () => {
         const live = await liveVersion();
         const sha = commitAppVersion(app, { version: "broken-exit-under-traffic", fault: "exit-under-traffic" });

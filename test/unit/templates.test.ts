@@ -28,7 +28,9 @@ describe("rendered templates", () => {
     it("nginx site: proxies the domain to the stable switch port, no upstream keepalive, proxy headers, body size", () => {
         const site = files.nginxSite;
         assert.match(site, /server_name app\.example\.com;/);
-        assert.match(site, /server 127\.0\.0\.1:3000 max_fails=0;/);
+        assert.match(site, /server 127\.0\.0\.1:3000 max_fails=0;\n(\s*#.*\n)*\s*server 127\.0\.0\.1:3000 max_fails=0 backup;/,
+            "the same port as a backup: a failed connection is retried once on a new one");
+        assert.match(site, /proxy_next_upstream error;\n\s*proxy_next_upstream_tries 2;/, "retried after errors only, never after a timeout");
         assert.doesNotMatch(site, /^\s*keepalive\s/m, "upstream connections must not be pooled, or the old slot never drains");
         for (const h of ["Host $host", "X-Real-IP $remote_addr", "X-Forwarded-For $proxy_add_x_forwarded_for", "X-Forwarded-Proto $scheme"]) {
             assert.ok(site.includes(`proxy_set_header ${h};`), h);
