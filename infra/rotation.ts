@@ -36,6 +36,12 @@ export interface RotationSettings {
     rampSeconds: number;
 }
 
+/**
+ * The kernel's timeout (per network namespace) for conntrack entries of reset connections; the
+ * switch helper sets it to 0 (see the helper's header for why).
+ */
+export const CONNTRACK_CLOSE_TIMEOUT = "/proc/sys/net/netfilter/nf_conntrack_tcp_timeout_close";
+
 /** iptables refuses chain names longer than 28 characters. */
 export const IPTABLES_CHAIN_MAX = 28;
 
@@ -190,6 +196,7 @@ export function renderSwitchHelper(layout: EnvironmentLayout): string {
         switchHelper: layout.switchHelper,
         environments: [switchEnvironmentView(layout)],
         rampSteps: RAMP_STEPS,
+        conntrackCloseTimeout: CONNTRACK_CLOSE_TIMEOUT,
     });
 }
 

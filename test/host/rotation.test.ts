@@ -8,6 +8,7 @@ import * as os from "os";
 import * as path from "path";
 import { AppFault, commitAppVersion, makeAppRepo } from "./app-variants";
 import { httpGet, log, Server, startServer, step, underLoad as underLoadOn } from "./fixture";
+import { CONNTRACK_CLOSE_TIMEOUT } from "../../infra/rotation";
 import { startLoad } from "../load/client";
 import { SSH_OPTIONS } from "./testhost";
 
@@ -85,7 +86,7 @@ describe("gated rotation on a test host, under load", function () {
             assert.deepStrictEqual([...seen], [w.version], `after the deploy of v${w.version}, only v${w.version} answers`);
         }
         assert.ok(report.totals.requests > 1000, `${report.totals.requests} requests`);
-        assert.strictEqual((await server.sh("cat /proc/sys/net/netfilter/nf_conntrack_tcp_timeout_close", "root")).trim(), "0",
+        assert.strictEqual((await server.sh(`cat ${CONNTRACK_CLOSE_TIMEOUT}`, "root")).trim(), "0",
             "the switch has set conntrack's timeout for reset connections to 0");
     });
 

@@ -7,6 +7,7 @@ import { RAMP_STEPS_PERCENT } from "../../infra/config";
 import { layout, SUPERVISOR_SOCKET } from "../../infra/names";
 import {
     renderRotationFiles,
+    CONNTRACK_CLOSE_TIMEOUT,
     renderSwitchHelper,
     rotationView,
     RotationSettings,
@@ -326,7 +327,7 @@ print("ready", flush=True); sys.stdin.read()`], { stdio: ["pipe", "pipe", "inher
         fs.writeFileSync(stagingHelper, renderSwitchHelper(staging));
         const r = inNs(["python3", "-c", `
 import json, socket, struct, subprocess, threading
-TIMEOUT = "/proc/sys/net/netfilter/nf_conntrack_tcp_timeout_close"
+TIMEOUT = ${JSON.stringify(CONNTRACK_CLOSE_TIMEOUT)}
 def helper(*args):
     r = subprocess.run(["bash", ${JSON.stringify(stagingHelper)}, *args], capture_output=True, text=True)
     return [r.returncode, (r.stdout + r.stderr).strip()]
