@@ -10,7 +10,7 @@ import { AppFault, commitAppVersion, makeAppRepo } from "./app-variants";
 import { httpGet, log, Server, startServer, step, underLoad as underLoadOn } from "./fixture";
 import { CONNTRACK_CLOSE_TIMEOUT } from "../../infra/rotation";
 import { startLoad } from "../load/client";
-import { SSH_OPTIONS } from "./testhost";
+import { gitSshEnv, SSH_OPTIONS } from "./testhost";
 
 const DOMAIN = "shop.test";
 const ENV = "live";
@@ -262,13 +262,11 @@ describe("gated rotation on a test host, under load", function () {
 
     const SWITCH = `/usr/local/sbin/czd-switch-${ID}`;
     const REPO = `/srv/sample-app/${ENV}/repo.git`;
-    /** git over SSH as the deploy user, with the test host's key. */
-    const gitSshEnv = () => ({ ...process.env, GIT_SSH_COMMAND: ["ssh", "-i", server.host.privateKeyPath, ...SSH_OPTIONS].join(" ") });
     /** Onto the server's repository, on a branch that does not deploy; a deploy with --git REPO builds it from there. */
     function pushBroken(sha: string) {
         execFileSync("git", ["push", "-q", "-f", `ssh://deploy@${server.host.address}${REPO}`, `${sha}:refs/heads/broken`], {
             cwd: app,
-            env: gitSshEnv(),
+            env: gitSshEnv(server.host),
         });
     }
     /**
@@ -499,7 +497,7 @@ describe("gated rotation on a test host, under load", function () {
         const { result } = await underLoad("git push deploy", () => new Promise<{ code: number; output: string }>((resolve) => {
             const push = spawn("git", ["push", remote, "HEAD:main"], {
                 cwd: app,
-                env: gitSshEnv(),
+                env: gitSshEnv(server.host),
             });
             let output = "";
             push.stdout.on("data", d => (output += d));

@@ -67,6 +67,11 @@ export const SSH_OPTIONS = [
     "-o", "LogLevel=ERROR",
 ];
 
+/** The environment for git over SSH to a test host: its key and SSH_OPTIONS. */
+export function gitSshEnv(host: Pick<TestHost, "privateKeyPath">): NodeJS.ProcessEnv {
+    return { ...process.env, GIT_SSH_COMMAND: ["ssh", "-i", host.privateKeyPath, ...SSH_OPTIONS].join(" ") };
+}
+
 /** Runs argv, collecting output; rejects only if it cannot be spawned. */
 export function run(
     argv: string[],

@@ -14,7 +14,7 @@ import * as path from "path";
 import { commitAppVersion, makeAppRepo } from "../app-variants";
 import { httpGet, log, Server, serverLogs, startServer, step } from "../fixture";
 import { startLoad } from "../../load/client";
-import { SSH_OPTIONS } from "../testhost";
+import { gitSshEnv } from "../testhost";
 
 const DOMAIN = "shop.test";
 const ENV = "live";
@@ -69,7 +69,7 @@ describe("stress: a crash during the ramp, then a deploy stopped during its ramp
         const crashing = commitAppVersion(app, { version: "crashes", fault: "exit-under-traffic" });
         execFileSync("git", ["push", "-q", "-f", `ssh://deploy@${server.host.address}${REPO}`, `${crashing}:refs/heads/broken`], {
             cwd: app,
-            env: { ...process.env, GIT_SSH_COMMAND: ["ssh", "-i", server.host.privateKeyPath, ...SSH_OPTIONS].join(" ") },
+            env: gitSshEnv(server.host),
         });
         const lost: number[] = [];
         for (let round = 1; round <= ROUNDS; round++) {
