@@ -262,6 +262,8 @@ describe("gated rotation on a test host, under load", function () {
 
     const SWITCH = `/usr/local/sbin/czd-switch-${ID}`;
     const REPO = `/srv/sample-app/${ENV}/repo.git`;
+    /** Shell: the helper's CHAIN, PROXY_PORT, SLOT1_PORT and SLOT2_PORT for this environment, as the helper has them. */
+    const SWITCH_VARS = `eval "$(grep -E '^ +(CHAIN="[^"]+"|(PROXY|SLOT[12])_PORT=[0-9]+)$' ${SWITCH})"`;
     /** Onto the server's repository, on a branch that does not deploy; a deploy with --git REPO builds it from there. */
     function pushBroken(sha: string) {
         execFileSync("git", ["push", "-q", "-f", `ssh://deploy@${server.host.address}${REPO}`, `${sha}:refs/heads/broken`], {
@@ -287,7 +289,7 @@ describe("gated rotation on a test host, under load", function () {
      * port to that slot.
      */
     async function resetEntriesToIdleSlot(): Promise<string> {
-        return server.sh(`eval "$(grep -E '^ +(PROXY|SLOT[12])_PORT=[0-9]+$' ${SWITCH})"
+        return server.sh(`${SWITCH_VARS}
             live=$(${SWITCH} show ${ID} | head -n 1)
             if [ "$live" = "$SLOT1_PORT" ]; then idle=$SLOT2_PORT; else idle=$SLOT1_PORT; fi
             grep -E " CLOSE .* dport=$PROXY_PORT .* sport=$idle " /proc/net/nf_conntrack || true`, "root");
@@ -358,11 +360,10 @@ describe("gated rotation on a test host, under load", function () {
         // An extra rule in front of the switch's: every second new connection of the proxy port goes
         // to the proxy port itself, where nothing listens (a slot that has just stopped). Requests in
         // a row: each one's first connection is refused, its retry is the next connection.
-        const chainAndPort = `eval "$(grep -E '^ +(CHAIN="[^"]+"|PROXY_PORT=[0-9]+)$' ${SWITCH})"`;
         const rule = `-p tcp -d 127.0.0.1 --dport "$PROXY_PORT" -m statistic --mode nth --every 2 --packet 0 -j REDIRECT --to-ports "$PROXY_PORT"`;
         const log = `/var/log/nginx/${ID}.error.log`;
         const refusedBefore = Number(await server.sh(`grep -c 'Connection refused' ${log} || true`, "root"));
-        await server.sh(`${chainAndPort}; iptables -w 5 -t nat -I "$CHAIN" 1 ${rule}`, "root");
+        await server.sh(`${SWITCH_VARS}; iptables -w 5 -t nat -I "$CHAIN" 1 ${rule}`, "root");
         let answers: string;
         try {
             answers = await server.sh(`for i in $(seq 20); do
@@ -371,7 +372,7 @@ describe("gated rotation on a test host, under load", function () {
                 echo "$get $post"
             done`, "root");
         } finally {
-            await server.sh(`${chainAndPort}; iptables -w 5 -t nat -D "$CHAIN" ${rule}`, "root");
+            await server.sh(`${SWITCH_VARS}; iptables -w 5 -t nat -D "$CHAIN" ${rule}`, "root");
         }
         const lines = answers.trim().split("\n");
         assert.strictEqual(lines.length, 20);
