@@ -115,7 +115,7 @@ export interface Settings {
     lockTimeout: number;
     keepReleases: number;
     javaOpts: string;
-    /** `idle`: a deploy's new slot boots at idle CPU priority (SCHED_IDLE) until it is live; `normal`: at the live slot's. */
+    /** `idle`: a deploy's new slot boots at idle CPU priority (SCHED_IDLE) until it is live, then its JIT at nice 10; `normal`: at the live slot's. */
     bootPriority: (typeof BOOT_PRIORITIES)[number];
     /** GETs of warmupPath sent to a deploy's new slot after its health check, before the switch (0: none). */
     warmupRequests: number;

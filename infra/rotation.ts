@@ -42,6 +42,12 @@ export interface RotationSettings {
  */
 export const CONNTRACK_CLOSE_TIMEOUT = "/proc/sys/net/netfilter/nf_conntrack_tcp_timeout_close";
 
+/**
+ * The nice value of a live JVM's JIT compiler threads when it booted at idle CPU priority: the
+ * switch helper raises the rest of the JVM to normal and these only this far (docs/benchmarks.md).
+ */
+export const JIT_NICE = 10;
+
 /** iptables refuses chain names longer than 28 characters. */
 export const IPTABLES_CHAIN_MAX = 28;
 
@@ -197,6 +203,7 @@ export function renderSwitchHelper(layout: EnvironmentLayout): string {
         environments: [switchEnvironmentView(layout)],
         rampSteps: RAMP_STEPS,
         conntrackCloseTimeout: CONNTRACK_CLOSE_TIMEOUT,
+        jitNice: JIT_NICE,
     });
 }
 

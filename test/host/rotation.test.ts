@@ -8,7 +8,7 @@ import * as os from "os";
 import * as path from "path";
 import { AppFault, commitAppVersion, makeAppRepo } from "./app-variants";
 import { httpGet, log, Server, startServer, step, underLoad as underLoadOn } from "./fixture";
-import { CONNTRACK_CLOSE_TIMEOUT } from "../../infra/rotation";
+import { CONNTRACK_CLOSE_TIMEOUT, JIT_NICE } from "../../infra/rotation";
 import { startLoad } from "../load/client";
 import { gitSshEnv, SSH_OPTIONS } from "./testhost";
 
@@ -206,10 +206,16 @@ describe("gated rotation on a test host, under load", function () {
         assert.match(output, new RegExp(`^releases on disk: +${used.replace(".", "\\.")} in /srv/sample-app/${ENV}/releases, \\d+(\\.\\d+)?[KMGTP] free$`, "m"));
     });
 
-    // The scheduling policy of every thread of each JVM on the server: "<pid> <idle threads> <threads>" lines.
+    // The scheduling of every thread of each JVM on the server, one line per JVM: "<pid> <idle
+    // threads> <threads> <nice values of its JIT compiler threads> <nice values of the others>"
+    // (stat field 19 is the nice value, 41 the policy; 5 is SCHED_IDLE).
     const JVM_POLICIES = `for p in /proc/[0-9]*; do
         [ "$(cat "$p/comm" 2>/dev/null)" = java ] || continue
-        { cat "$p"/task/*/stat 2>/dev/null || true; } | awk -v pid="\${p#/proc/}" '{ sub(/.*\\) /, ""); n++; if ($39 == 5) idle++ } END { print pid, idle + 0, n }'
+        { cat "$p"/task/*/stat 2>/dev/null || true; } | awk -v pid="\${p#/proc/}" '{
+            jit = $0 ~ /^[0-9]+ \\((C1|C2) CompilerThre\\) /; sub(/.*\\) /, ""); n++; if ($39 == 5) idle++
+            if (jit) jn[$17] = 1; else on[$17] = 1 }
+            END { j = ""; for (v in jn) j = j (j == "" ? "" : ",") v; o = ""; for (v in on) o = o (o == "" ? "" : ",") v
+                print pid, idle + 0, n, (j == "" ? "-" : j), o }'
     done`;
 
     /** Deploys with `args` and samples the new JVM's threads as soon as it exists. */
@@ -226,7 +232,7 @@ describe("gated rotation on a test host, under load", function () {
         return { deploy, boot: { pid, idle: Number(idle), threads: Number(threads) }, after };
     }
 
-    it("boots the new slot at idle CPU priority, warms it up, then switches and raises all its threads to normal; the options turn both off", async () => {
+    it("boots the new slot at idle CPU priority, warms it up, then switches and raises its threads to normal, its JIT compiler threads to nice 10; the options turn both off", async () => {
         const first = await underLoad("deploy with the default boot priority (idle)", async () => {
             const live = await liveVersion();
             return deployWatchingBoot(`--revision ${live === "1" ? commits.v2 : commits.v1}`);
@@ -239,6 +245,8 @@ describe("gated rotation on a test host, under load", function () {
         assert.ok(warmed > 0 && warmed < deploy.output.indexOf("==> traffic switched"), "the warm-up comes before the switch");
         assert.match(deploy.output, new RegExp(`raised slot \\d's JVM \\(pid ${boot.pid}\\) to normal CPU priority`));
         assert.deepStrictEqual(after.map(([pid, idle]) => [pid, idle]), [[boot.pid, "0"]], "only the new JVM runs, with no idle thread left");
+        assert.match(deploy.output, new RegExp(`its JIT compiler threads \\(\\d+\\) to nice ${JIT_NICE}`));
+        assert.deepStrictEqual(after[0].slice(3), [String(JIT_NICE), "0"], `its JIT compiler threads at nice ${JIT_NICE}, the others at 0: ${after[0].join(" ")}`);
         const flags = await server.sh(`ls /srv/sample-app/${ENV}/slots/`);
         assert.doesNotMatch(flags, /booting/, "no boot flag is left behind");
 
@@ -248,6 +256,7 @@ describe("gated rotation on a test host, under load", function () {
         });
         assert.doesNotMatch(second.result.deploy.output, /idle CPU priority|warmed up/);
         assert.strictEqual(second.result.boot.idle, 0, `no thread of the booting JVM is SCHED_IDLE: ${JSON.stringify(second.result.boot)}`);
+        assert.deepStrictEqual(second.result.after.map(l => l.slice(3)), [["0", "0"]], "a JVM booted at normal priority keeps its JIT at nice 0");
     });
 
     /** Runs the deploy script with each output line time-stamped by the server's clock (epoch ms; the load client shares it). */

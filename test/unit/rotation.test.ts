@@ -8,6 +8,7 @@ import { layout, SUPERVISOR_SOCKET } from "../../infra/names";
 import {
     renderRotationFiles,
     CONNTRACK_CLOSE_TIMEOUT,
+    JIT_NICE,
     renderSwitchHelper,
     rotationView,
     RotationSettings,
@@ -411,14 +412,27 @@ describe("rotation: switch helper raises the new slot's priority (as root)", () 
         return `${idle}/${stats.length}`;
     };
 
-    it("finds the process listening on the slot's port and moves every thread of it from idle to normal", async () => {
+    /** Policy (0 normal, 5 idle) and nice value of one thread: fields 41 and 19 of its stat. */
+    const threadPriority = (pid: number, tid: string) => {
+        const fields = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, "utf8").split(") ")[1].split(" ");
+        return { policy: Number(fields[38]), nice: Number(fields[16]) };
+    };
+
+    it("finds the process listening on the slot's port and moves every thread of it from idle to normal, its JIT compiler threads to nice " + JIT_NICE, async () => {
         // A multi-threaded stand-in for the JVM (node: libuv and V8 threads), started at SCHED_IDLE.
-        const child = spawn("chrt", ["--idle", "0", process.execPath, "-e",
-            "const s = require('net').createServer().listen(0, '127.0.0.1', () => console.log(s.address().port)); setTimeout(() => {}, 60000);"],
+        // Two of its threads take the names the kernel shows for HotSpot's JIT compiler threads
+        // (the first 15 characters of "C1 CompilerThread0"); only the process itself may rename them.
+        const child = spawn("chrt", ["--idle", "0", process.execPath, "-e", `
+            const fs = require("fs");
+            const [c1, c2] = fs.readdirSync("/proc/self/task").filter(t => t !== String(process.pid));
+            fs.writeFileSync("/proc/self/task/" + c1 + "/comm", "C1 CompilerThre");
+            fs.writeFileSync("/proc/self/task/" + c2 + "/comm", "C2 CompilerThre");
+            const s = require("net").createServer().listen(0, "127.0.0.1", () => console.log(s.address().port, c1, c2));
+            setTimeout(() => {}, 60000);`],
             { stdio: ["ignore", "pipe", "inherit"] });
         try {
-            const port = await new Promise<number>((resolve, reject) => {
-                child.stdout!.once("data", d => resolve(Number(String(d).trim())));
+            const [port, c1, c2] = await new Promise<string[]>((resolve, reject) => {
+                child.stdout!.once("data", d => resolve(String(d).trim().split(" ")));
                 child.once("exit", code => reject(new Error(`the listener exited (${code})`)));
             });
             const before = idleThreads(child.pid!);
@@ -427,8 +441,13 @@ describe("rotation: switch helper raises the new slot's priority (as root)", () 
             const functions = files.switchHelper.replace(/\nmain "\$@"\n$/, "\n");
             const r = spawnSync("bash", ["-c", `${functions}\nraise_priority 2 ${port}`], { encoding: "utf8" });
             assert.strictEqual(r.status, 0, r.stderr);
-            assert.match(r.stdout, new RegExp(`raised slot 2's JVM \\(pid ${child.pid}\\) to normal CPU priority`));
+            assert.match(r.stdout, new RegExp(`raised slot 2's JVM \\(pid ${child.pid}\\) to normal CPU priority, its JIT compiler threads \\(2\\) to nice ${JIT_NICE}`));
             assert.match(idleThreads(child.pid!), /^0\/\d+$/);
+            const priorities = Object.fromEntries(fs.readdirSync(`/proc/${child.pid}/task`).map(t => [t, threadPriority(child.pid!, t)]));
+            for (const [tid, p] of Object.entries(priorities)) {
+                const jit = tid === c1 || tid === c2;
+                assert.deepStrictEqual(p, { policy: 0, nice: jit ? JIT_NICE : 0 }, `thread ${tid}${jit ? " (JIT)" : ""}`);
+            }
             // Nothing idle left: a second call changes nothing and says nothing.
             const again = spawnSync("bash", ["-c", `${functions}\nraise_priority 2 ${port}`], { encoding: "utf8" });
             assert.strictEqual(again.stdout, "");
