@@ -191,8 +191,9 @@ describe("rotation: switch helper", () => {
     });
 
     it("replaces one REDIRECT rule in place", () => {
-        assert.match(h, /local rule=\(-p tcp -d 127\.0\.0\.1 --dport "\$PROXY_PORT" -j REDIRECT --to-ports "\$port"\)/);
-        assert.match(h, /ipt -R "\$CHAIN" 1 "\$\{rule\[@\]\}"/);
+        assert.match(h, /RULE=\(-p tcp -d 127\.0\.0\.1 --dport "\$PROXY_PORT"\)/);
+        assert.match(h, /RULE\+=\(-j REDIRECT --to-ports "\$1"\)/);
+        assert.match(h, /ipt -R "\$CHAIN" 1 "\$\{RULE\[@\]\}"/);
         assert.match(h, /iptables -w 5 -t nat "\$@"/);
     });
 
