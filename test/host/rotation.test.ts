@@ -232,7 +232,7 @@ describe("gated rotation on a test host, under load", function () {
         return { deploy, boot: { pid, idle: Number(idle), threads: Number(threads) }, after };
     }
 
-    it("boots the new slot at idle CPU priority, warms it up, then switches and raises its threads to normal, its JIT compiler threads to nice 10; the options turn both off", async () => {
+    it(`boots the new slot at idle CPU priority, warms it up, then switches and raises its threads to normal, its JIT compiler threads to nice ${JIT_NICE}; the options turn both off`, async () => {
         const first = await underLoad("deploy with the default boot priority (idle)", async () => {
             const live = await liveVersion();
             return deployWatchingBoot(`--revision ${live === "1" ? commits.v2 : commits.v1}`);
