@@ -42,6 +42,8 @@ export interface DeployRun {
     startMs: number;
     endMs: number;
     phases: Phases;
+    /** The rotation's warm-up requests, from its output (the other methods have none). */
+    warmupRequests?: number;
     ok: boolean;
     error?: string;
 }
@@ -87,6 +89,8 @@ export interface DeploySummary {
     atSeconds: number;
     seconds: number;
     phases: Phases;
+    /** The rotation's warm-up requests (absent for the other methods). */
+    warmupRequests?: number;
     /** Failed requests that started from this deploy's start until the next deploy (or the end of the load). */
     failed: number;
     /** From the first failed request's start to the last one's end among those (0 when none failed): how long clients saw errors. */
@@ -290,6 +294,7 @@ export function summarizeMethod(input: MethodInput): MethodResult {
         atSeconds: rel(run.startMs),
         seconds: round2((run.endMs - run.startMs) / 1000),
         phases: run.phases,
+        ...(run.warmupRequests !== undefined ? { warmupRequests: run.warmupRequests } : {}),
         failed: perRun.get(run) ?? 0,
         failingSeconds: round2(failingSpanSeconds(failingSpan.get(run))),
         newVersionOnlyAfterSeconds: round2(((lastOther.get(run) ?? run.startMs) - run.startMs) / 1000),

@@ -10,7 +10,7 @@ import * as path from "path";
 import { commitAppVersion, makeAppRepo } from "../test/host/app-variants";
 import { log, Server, startServer, step } from "../test/host/fixture";
 import { startLoad } from "../test/load/client";
-import { APP, BENCH_SCRIPT, benchScript, DEFAULT_METHODS, DOMAIN, ENV, LAYOUT, METHODS, parseBenchOutput, phasesOf, WARMUP_PATH } from "./methods";
+import { APP, BENCH_SCRIPT, benchScript, DEFAULT_METHODS, DOMAIN, ENV, LAYOUT, METHODS, parseBenchOutput, phasesOf, WARMUP_PATH, WARMUP_REQUESTS, warmupRequestsOf } from "./methods";
 import {
     BenchResult, BuildTime, DeployRun, markdownReport, METHOD_NAMES, MethodName, MethodResult, renderSvg, round1, summarizeMethod,
 } from "./report";
@@ -128,6 +128,8 @@ async function timedCall(server: Server, sub: "deploy" | "rollback", method: Met
         phases: phasesOf(parsed),
         ok: r.code === 0,
     };
+    const warmup = warmupRequestsOf(parsed);
+    if (warmup !== undefined) run.warmupRequests = warmup;
     if (r.code !== 0) run.error = `exit ${r.code}: ${(r.stderr.trim() || r.stdout.trim()).split("\n").slice(-3).join(" | ")}`;
     return run;
 }
@@ -215,7 +217,7 @@ export async function runBenchmark(opts: BenchOptions): Promise<BenchOutput> {
         const rev1 = makeAppRepo(appPath, { version: "1" });
         const rev2 = commitAppVersion(appPath, { version: "2" });
         const rv: Revisions = { revs: [rev1, rev2], versions: ["1", "2"] };
-        server = await startServer({ name: opts.hostName, index: opts.hostIndex, appPath, config: { domain: DOMAIN, environment: ENV, appName: APP, warmupPath: WARMUP_PATH } });
+        server = await startServer({ name: opts.hostName, index: opts.hostIndex, appPath, config: { domain: DOMAIN, environment: ENV, appName: APP, warmupPath: WARMUP_PATH, warmupRequests: String(WARMUP_REQUESTS) } });
         const s = server;
         const builds: BuildTime[] = [];
         await step("pulumi up through the harness: setup and first deploy (builds version 1)", () => s.up({ appRevision: rev1 }));
@@ -243,6 +245,7 @@ export async function runBenchmark(opts: BenchOptions): Promise<BenchOutput> {
                 steadySeconds: opts.steadySeconds,
                 gapSeconds: opts.gapSeconds,
                 appWarmupPath: WARMUP_PATH,
+                appWarmupRequests: WARMUP_REQUESTS,
             },
             builds,
             methods,

@@ -48,6 +48,13 @@ export const CONNTRACK_CLOSE_TIMEOUT = "/proc/sys/net/netfilter/nf_conntrack_tcp
  */
 export const JIT_NICE = 10;
 
+/**
+ * The most warm-up requests a rollback sends (unless its --warmup-requests asks for more): it is
+ * the way out of a bad release, so it should serve within about a second of its health check
+ * even when warmupRequests is set high for deploys (docs/benchmarks.md).
+ */
+export const ROLLBACK_WARMUP_REQUESTS = 500;
+
 /** iptables refuses chain names longer than 28 characters. */
 export const IPTABLES_CHAIN_MAX = 28;
 
@@ -181,6 +188,7 @@ export function rotationView(layout: EnvironmentLayout, settings: RotationSettin
         warmupRequests: settings.warmupRequests,
         warmupPath: settings.warmupPath,
         warmupRequestsMax: WARMUP_REQUESTS_MAX,
+        rollbackWarmupRequests: ROLLBACK_WARMUP_REQUESTS,
         rampSeconds: settings.rampSeconds,
         rampSecondsMax: RAMP_SECONDS_MAX,
         /** The sudoers forms of the ramp: one per slot and share. */

@@ -7,7 +7,9 @@ import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import { DEFAULT_OPTIONS, runBenchmark } from "../../bench/run";
+import { WARMUP_REQUESTS } from "../../bench/methods";
 import { BenchResult, METHOD_NAMES } from "../../bench/report";
+import { ROLLBACK_WARMUP_REQUESTS } from "../../infra/rotation";
 
 describe("benchmark smoke mode (--deploys 1, rotation only)", function () {
     // Host start, setup, two builds and about 30 s of load.
@@ -81,6 +83,9 @@ describe("benchmark smoke mode (--deploys 1, rotation only)", function () {
         assert.ok(m.rollbackSeconds !== null && m.rollbackSeconds > 0 && m.rollbackSeconds < 300, `rollbackSeconds = ${m.rollbackSeconds}`);
         assert.strictEqual(m.failedDeploys, 0, JSON.stringify(m.runs));
         assert.deepStrictEqual(m.runs.map(r => [r.kind, r.version]), [["deploy", "2"], ["rollback", "1"]]);
+        // The sample app's config asks for more warm-up than a rollback sends.
+        assert.ok(WARMUP_REQUESTS > ROLLBACK_WARMUP_REQUESTS);
+        assert.deepStrictEqual(m.runs.map(r => r.warmupRequests), [WARMUP_REQUESTS, ROLLBACK_WARMUP_REQUESTS]);
         assert.ok(m.timeline.requests.length > 5);
         assert.strictEqual(m.timeline.deployWindows.length, 1);
     });

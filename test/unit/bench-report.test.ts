@@ -1,7 +1,7 @@
 // The benchmark's pure part, with hand-made records and deploys: the figures,
 // the Markdown table and the SVG.
 import * as assert from "assert";
-import { parseBenchOutput, phasesOf } from "../../bench/methods";
+import { parseBenchOutput, phasesOf, warmupRequestsOf } from "../../bench/methods";
 import {
     BenchResult, DeployRun, escapeXml, fastGetLatency, LoadRecord, markdownReport, markdownTable, niceMax, percentile,
     renderSvg, summarizeMethod, zeroPhases,
@@ -253,6 +253,12 @@ describe("bench report", () => {
                 "HISTORY 2025-01-01T00:00:00+00:00\tlive\tabc\t2\tok\t0.0\t1.5\t1.4\t0.26\t0.6\t3.04",
             ].join("\n");
             assert.deepStrictEqual(phasesOf(parseBenchOutput(out)), { build: 0, boot: 1.5, gate: 1.4, switch: 0.09, drain: 0.26, stop: 0.1, warmup: 0.6, ramp: 3.04 });
+        });
+
+        it("reads how many warm-up requests the rotation sent (none without a warm-up line)", () => {
+            const warmed = "LINE 4600000 ==> warmed up slot 1: 9998 of 10000 requests to / answered 2xx in 2.1s";
+            assert.strictEqual(warmupRequestsOf(parseBenchOutput(`MARK start 1\n${warmed}\nMARK end 2`)), 10000);
+            assert.strictEqual(warmupRequestsOf(parseBenchOutput("MARK start 1\nLINE 2 ==> slot 1 healthy after 1s\nMARK end 2")), undefined);
         });
 
         it("takes the other methods' phases from PHASE lines (µs)", () => {

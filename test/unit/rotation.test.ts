@@ -10,6 +10,7 @@ import {
     CONNTRACK_CLOSE_TIMEOUT,
     JIT_NICE,
     renderSwitchHelper,
+    ROLLBACK_WARMUP_REQUESTS,
     rotationView,
     RotationSettings,
     sudoersAlias,
@@ -134,6 +135,22 @@ describe("rotation: deploy script", () => {
         // After a reboot the live slot starts at normal priority: it serves at once.
         const boot = s.split("\nboot_restore() {")[1].split("\n}\n")[0];
         assert.match(boot, /start_slot "\$slot" normal/);
+    });
+
+    it("a rollback moves all traffic at once after at most ROLLBACK_WARMUP_REQUESTS warm-up requests, unless its options say otherwise", () => {
+        /** The script's parse_args on these arguments and a config's warmupRequests: "<ramp seconds> <warm-up requests>". */
+        const defaults = (warmupRequests: number, ...args: string[]) => {
+            const script = renderRotationFiles(env, { ...settings, warmupRequests }).deployScript;
+            const body = script.slice(0, script.lastIndexOf('\nmain "$@"'));
+            return execFileSync("bash", ["-c", `${body}\nparse_args "$@"; echo "$RAMP_SECONDS $WARMUP_REQUESTS"`, "deploy", ...args],
+                { encoding: "utf8" }).trim();
+        };
+        const high = ROLLBACK_WARMUP_REQUESTS * 20;
+        assert.strictEqual(defaults(high, "--revision", "abc"), `3 ${high}`);
+        assert.strictEqual(defaults(high, "--rollback"), `0 ${ROLLBACK_WARMUP_REQUESTS}`);
+        assert.strictEqual(defaults(ROLLBACK_WARMUP_REQUESTS - 1, "--rollback"), `0 ${ROLLBACK_WARMUP_REQUESTS - 1}`);
+        assert.strictEqual(defaults(high, "--rollback", "--warmup-requests", String(high), "--ramp-seconds", "2"), `2 ${high}`);
+        assert.strictEqual(defaults(high, "--rollback", "--warmup-requests", "0"), "0 0");
     });
 
     it("documents the history columns", () => {
