@@ -460,12 +460,12 @@ async function logs(target: Target, keyPath: string, opts: Options): Promise<num
 }
 
 export function rollbackCommand(env: EnvironmentLayout, revision?: string): string {
-    // A rollback moves all traffic at once, also to a named release (deploy --rollback does by itself).
-    return `${shq(env.deployScript)} ${revision ? `--revision ${shq(revision)} --ramp-seconds 0` : "--rollback"}`;
+    // deploy --rollback moves all traffic at once after a short warm-up, to the previous or a named release.
+    return `${shq(env.deployScript)} --rollback${revision ? ` --revision ${shq(revision)}` : ""}`;
 }
 
 async function rollback(target: Target, keyPath: string, opts: Options): Promise<number> {
-    process.stderr.write(`==> ${opts.revision ? `deploying kept release ${opts.revision}` : "rolling back"} on ${target.layout.id} (${target.user}@${target.address})\n`);
+    process.stderr.write(`==> ${opts.revision ? `rolling back to kept release ${opts.revision}` : "rolling back"} on ${target.layout.id} (${target.user}@${target.address})\n`);
     const { child, done } = sshStreaming(sshArgv(target, keyPath, rollbackCommand(target.layout, opts.revision)), "ignore");
     let interrupted = false;
     interruptHandler = () => {

@@ -87,7 +87,7 @@ describe("ops: commands for the server", () => {
 
     it("rollback runs the rotation's --rollback, or --revision for a kept release, without a ramp", () => {
         assert.strictEqual(rollbackCommand(target.layout), "'/srv/shop/live/bin/deploy' --rollback");
-        assert.strictEqual(rollbackCommand(target.layout, A), `'/srv/shop/live/bin/deploy' --revision '${A}' --ramp-seconds 0`);
+        assert.strictEqual(rollbackCommand(target.layout, A), `'/srv/shop/live/bin/deploy' --rollback --revision '${A}'`);
     });
 
     it("logs tails the live slot's log, or the chosen one; following stops tail when ssh goes away", () => {
@@ -252,7 +252,7 @@ describe("ops.sh with stub pulumi and ssh", () => {
     it("rollback passes the rotation's exit code through", () => {
         const r = run(["rollback", "--revision", A], OUTPUTS, 1);
         assert.strictEqual(r.status, 1);
-        assert.match(fs.readFileSync(path.join(dir, "ssh-argv"), "utf8"), new RegExp(`--revision '${A}' --ramp-seconds 0\\n$`));
+        assert.match(fs.readFileSync(path.join(dir, "ssh-argv"), "utf8"), new RegExp(`--rollback --revision '${A}'\\n$`));
     });
 
     it("an SSH failure names the address, user and port and points at sshAllowedCidrs", () => {

@@ -151,6 +151,8 @@ describe("rotation: deploy script", () => {
         assert.strictEqual(defaults(ROLLBACK_WARMUP_REQUESTS - 1, "--rollback"), `0 ${ROLLBACK_WARMUP_REQUESTS - 1}`);
         assert.strictEqual(defaults(high, "--rollback", "--warmup-requests", String(high), "--ramp-seconds", "2"), `2 ${high}`);
         assert.strictEqual(defaults(high, "--rollback", "--warmup-requests", "0"), "0 0");
+        // A rollback to a named kept release is a rollback too.
+        assert.strictEqual(defaults(high, "--rollback", "--revision", "abc"), `0 ${ROLLBACK_WARMUP_REQUESTS}`);
     });
 
     it("documents the history columns", () => {
@@ -174,6 +176,7 @@ describe("rotation: deploy script", () => {
     it("rejects bad arguments with a usage error before touching anything", () => {
         withTempFile("deploy", s, f => {
             for (const args of [[], ["--revision", "a;b"], ["--archive", "x.tgz"], ["--rollback", "--boot"], ["--bogus"],
+                ["--status", "--revision", "abc"], ["--rollback", "--revision", "a;b"],
                 ["--revision", "abc", "--boot-priority", "low"], ["--revision", "abc", "--boot-priority"]]) {
                 const r = run("bash", [f, ...args]);
                 assert.strictEqual(r.status, 2, `${args.join(" ")}: ${r.out}`);
