@@ -117,7 +117,7 @@ export interface Settings {
     javaOpts: string;
     /** `idle`: a deploy's new slot boots at idle CPU priority (SCHED_IDLE) until it is live, then its JIT at nice 10; `normal`: at the live slot's. */
     bootPriority: (typeof BOOT_PRIORITIES)[number];
-    /** GETs of warmupPath sent to a deploy's new slot after its health check, before the switch (0: none). */
+    /** GETs of warmupPath sent to a deploy's new slot after its health check, before the switch (0: none; a rollback: at most ROLLBACK_WARMUP_REQUESTS). */
     warmupRequests: number;
     /** The warm-up requests' path (the health path when the config leaves it empty). */
     warmupPath: string;
