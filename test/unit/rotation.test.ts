@@ -1,6 +1,7 @@
 import * as assert from "assert";
 import { execFileSync, spawn, spawnSync } from "child_process";
 import * as fs from "fs";
+import * as http from "http";
 import * as os from "os";
 import * as path from "path";
 import { RAMP_STEPS_PERCENT } from "../../infra/config";
@@ -153,6 +154,53 @@ describe("rotation: deploy script", () => {
         assert.strictEqual(defaults(high, "--rollback", "--warmup-requests", "0"), "0 0");
         // A rollback to a named kept release is a rollback too.
         assert.strictEqual(defaults(high, "--rollback", "--revision", "abc"), `0 ${ROLLBACK_WARMUP_REQUESTS}`);
+    });
+
+    it("warm-up: counts 2xx answers, tells wrong answers from a warm-up cut off by its time limit (curl against a local server)", async function () {
+        this.timeout(20_000);
+        const server = http.createServer((req, res) => {
+            if (req.url === "/slow") setTimeout(() => res.end("ok"), 300);
+            else if (req.url === "/missing") { res.statusCode = 404; res.end(); }
+            else res.end("ok");
+        });
+        await new Promise<void>(resolve => server.listen(0, "127.0.0.1", resolve));
+        const port = (server.address() as { port: number }).port;
+        const fn = (name: string) => `${name}() {${s.split(`\n${name}() {`)[1].split("\n}\n")[0]}\n}`;
+        const nowUs = s.match(/^now_us\(\) \{.*\}$/m)![0];
+        /** warm_up 1 with these many requests of this path and this time limit; its output. */
+        const warmUp = (p: string, requests: number, timeoutS: number) => new Promise<string>((resolve, reject) => {
+            const script = [nowUs, fn("secs_since"), fn("warm_up"),
+                'say() { echo "==> $*"; }', 'warn() { echo "warning: $*"; }', 'fail() { echo "failed: $1"; exit 1; }',
+                "still_healthy() { return 0; }", "slot_state() { echo RUNNING; }",
+                `SLOT_PORT=([1]=${port}) WARMUP_PATH=${p} WARMUP_REQUESTS=${requests} WARMUP_CONCURRENCY=2`,
+                `WARMUP_TIMEOUT=${timeoutS} HEALTH_REQUEST_TIMEOUT=2 DOMAIN=shop.example.com`, "warm_up 1"].join("\n");
+            const child = spawn("bash", ["-c", script]);
+            let out = "";
+            child.stdout.on("data", d => (out += d));
+            child.stderr.on("data", d => (out += d));
+            child.on("error", reject);
+            child.on("close", code => (code === 0 ? resolve(out) : reject(new Error(`exit ${code}: ${out}`))));
+        });
+        try {
+            const fine = await warmUp("/", 20, 5);
+            assert.match(fine, /==> warmed up slot 1: 20 of 20 requests to \/ answered 2xx/);
+            assert.doesNotMatch(fine, /warning/);
+
+            const missing = await warmUp("/missing", 10, 5);
+            assert.match(missing, /0 of 10 requests to \/missing answered 2xx/);
+            assert.match(missing, /warning: 10 warm-up requests to \/missing did not answer 2xx; check warmupPath/);
+            assert.doesNotMatch(missing, /limit/);
+
+            // 300 ms each, two at a time, for at most 1 s: a few finish, all with 200.
+            const cut = await warmUp("/slow", 20, 1);
+            const m = /warning: the warm-up reached its 1s limit after (\d+) of 20 requests/.exec(cut);
+            assert.ok(m, cut);
+            assert.ok(Number(m[1]) >= 1 && Number(m[1]) < 20, cut);
+            assert.match(cut, new RegExp(`==> warmed up slot 1: ${m[1]} of 20 requests`));
+            assert.doesNotMatch(cut, /did not answer 2xx/);
+        } finally {
+            server.close();
+        }
     });
 
     it("documents the history columns", () => {
