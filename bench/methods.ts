@@ -26,7 +26,8 @@ export const WARMUP_PATH = "/";
 /**
  * The sample app's `warmupRequests`: the most the config allows, as the README recommends for a
  * cheap main route. Against 500, the deploy window's fast-GET p99 fell by about a sixth in three
- * runs (docs/benchmarks.md), for about 1.8 s more per deploy; rollbacks still send 500.
+ * runs (docs/benchmarks.md), for about 2 s more per deploy; rollbacks send at most
+ * ROLLBACK_WARMUP_REQUESTS.
  */
 export const WARMUP_REQUESTS = WARMUP_REQUESTS_MAX;
 export const BENCH_SCRIPT = "/usr/local/sbin/czd-bench";

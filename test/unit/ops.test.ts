@@ -85,7 +85,7 @@ describe("ops: commands for the server", () => {
         assert.deepStrictEqual(argv.slice(-3), ["deploy@203.0.113.7", "--", "true"]);
     });
 
-    it("rollback runs the rotation's --rollback, or --revision for a kept release, without a ramp", () => {
+    it("rollback runs the rotation's --rollback, with --revision for a kept release", () => {
         assert.strictEqual(rollbackCommand(target.layout), "'/srv/shop/live/bin/deploy' --rollback");
         assert.strictEqual(rollbackCommand(target.layout, A), `'/srv/shop/live/bin/deploy' --rollback --revision '${A}'`);
     });

@@ -56,6 +56,16 @@ function lines(text: string): string[] {
     return text.split("\n");
 }
 
+/** The body of a multi-line shell function of a script (between its `name() {` and the first `}` line). */
+function functionBody(script: string, name: string): string {
+    return script.split(`\n${name}() {`)[1].split("\n}\n")[0];
+}
+
+/** That function's whole definition, to run it on its own in `bash -c`. */
+function functionSource(script: string, name: string): string {
+    return `${name}() {${functionBody(script, name)}\n}`;
+}
+
 describe("rotation: deploy script", () => {
     const s = files.deployScript;
 
@@ -128,13 +138,13 @@ describe("rotation: deploy script", () => {
     });
 
     it("rotates in order: start at the boot priority, gate, warm up, switch, then drain", () => {
-        const rotate = s.split("\nrotate() {")[1].split("\n}\n")[0];
+        const rotate = functionBody(s, "rotate");
         const order = ['start_slot "$NEW_SLOT" "$BOOT_PRIORITY"', 'wait_healthy "$NEW_SLOT"', 'warm_up "$NEW_SLOT"', 'switch_traffic "$NEW_SLOT"', 'drain_and_stop "$OLD_SLOT"'];
         const at = order.map(x => rotate.indexOf(x));
         assert.ok(at.every(i => i >= 0), `rotate() calls ${order.join(", ")}`);
         assert.deepStrictEqual([...at].sort((a, b) => a - b), at);
         // After a reboot the live slot starts at normal priority: it serves at once.
-        const boot = s.split("\nboot_restore() {")[1].split("\n}\n")[0];
+        const boot = functionBody(s, "boot_restore");
         assert.match(boot, /start_slot "\$slot" normal/);
     });
 
@@ -165,11 +175,10 @@ describe("rotation: deploy script", () => {
         });
         await new Promise<void>(resolve => server.listen(0, "127.0.0.1", resolve));
         const port = (server.address() as { port: number }).port;
-        const fn = (name: string) => `${name}() {${s.split(`\n${name}() {`)[1].split("\n}\n")[0]}\n}`;
         const nowUs = s.match(/^now_us\(\) \{.*\}$/m)![0];
         /** warm_up 1 with these many requests of this path and this time limit; its output. */
         const warmUp = (p: string, requests: number, timeoutS: number) => new Promise<string>((resolve, reject) => {
-            const script = [nowUs, fn("secs_since"), fn("warm_up"),
+            const script = [nowUs, functionSource(s, "secs_since"), functionSource(s, "warm_up"),
                 'say() { echo "==> $*"; }', 'warn() { echo "warning: $*"; }', 'fail() { echo "failed: $1"; exit 1; }',
                 "still_healthy() { return 0; }", "slot_state() { echo RUNNING; }",
                 `SLOT_PORT=([1]=${port}) WARMUP_PATH=${p} WARMUP_REQUESTS=${requests} WARMUP_CONCURRENCY=2`,
@@ -598,8 +607,7 @@ describe("deploy script: memory check", () => {
     const script = files.deployScript;
     /** Runs one of the script's functions in isolation. */
     function call(fn: string, ...args: string[]): string {
-        const body = script.split(`\n${fn}() {`)[1].split("\n}\n")[0];
-        return execFileSync("bash", ["-c", `${fn}() {${body}\n}\n${fn} "$@"`, "x", ...args], { encoding: "utf8" }).trim();
+        return execFileSync("bash", ["-c", `${functionSource(script, fn)}\n${fn} "$@"`, "x", ...args], { encoding: "utf8" }).trim();
     }
 
     it("reads the heap from -Xmx in every unit, and assumes 512 MB without one", () => {
@@ -618,7 +626,7 @@ describe("deploy script: memory check", () => {
     });
 
     it("accepts a prebuilt jar (build: local) without running Leiningen", () => {
-        const install = script.split("\ninstall_prebuilt_jar() {")[1].split("\n}\n")[0];
+        const install = functionBody(script, "install_prebuilt_jar");
         assert.doesNotMatch(install, /lein/);
         assert.match(script, /--jar\) JAR=\$2 ;;/);
     });
