@@ -18,6 +18,7 @@ import {
     switchChain,
     IPTABLES_CHAIN_MAX,
 } from "../../infra/rotation";
+import { startSupervisord, Supervisord } from "../support/supervisord";
 
 const ports = { proxy: 8000, slot1: 8001, slot2: 8002, nrepl1: 7001, nrepl2: 7002 };
 const env = layout("shop", "production", ports);
@@ -629,5 +630,89 @@ describe("deploy script: memory check", () => {
         const install = functionBody(script, "install_prebuilt_jar");
         assert.doesNotMatch(install, /lein/);
         assert.match(script, /--jar\) JAR=\$2 ;;/);
+    });
+});
+
+describe("deploy script: Supervisor through its XML-RPC socket, against a real supervisord", function () {
+    this.timeout(20_000);
+    const script = files.deployScript;
+    const GROUP = "czd-unit-rpc";
+    const programs = [
+        `[group:${GROUP}]`, `programs=serves,exits,crashes`, "",
+        "[program:serves]", "command=sleep 300", "autostart=false", "startsecs=1", "stopwaitsecs=5", "",
+        // exits at once: Supervisor gives up after its start retries
+        "[program:exits]", "command=/bin/false", "autostart=false", "startsecs=1", "startretries=0", "",
+        // runs a moment, then exits before startsecs have passed
+        "[program:crashes]", "command=sh -c 'sleep 0.3; exit 3'", "autostart=false", "startsecs=1", "startretries=0", "",
+    ].join("\n");
+    let supervisord: Supervisord;
+    before(async () => { supervisord = await startSupervisord("rpc", programs); });
+    after(async () => { await supervisord?.stop(); });
+
+    /** Runs the script's Supervisor functions with slot 1 = `serves`, slot 2 = `program`, on `socket`. */
+    function call(socket: string, program: string, ...command: string[]) {
+        const functions = ["supervisor_call", "rpc_value", "rpc_fault", "supervisor_process", "slot_status_line", "slot_pid"]
+            .map(fn => functionSource(script, fn)).join("\n");
+        const prelude = `set -euo pipefail\nSUPERVISOR_SOCKET=${socket}\nSLOT_PROGRAM=("" "${GROUP}:serves" "${GROUP}:${program}")`;
+        const r = spawnSync("bash", ["-c", `${prelude}\n${functions}\n"$@"`, "x", ...command], { encoding: "utf8" });
+        return { status: r.status, out: r.stdout.trim(), err: r.stderr };
+    }
+
+    it("starts and stops a program, and reads its state and pid as supervisorctl shows them", () => {
+        const sock = supervisord.socket;
+        assert.deepStrictEqual(call(sock, "exits", "supervisor_process", "start", `${GROUP}:serves`), { status: 0, out: "", err: "" });
+        const line = call(sock, "exits", "slot_status_line", "1").out;
+        assert.match(line, new RegExp(`^${GROUP}:serves RUNNING pid (\\d+), uptime 0:00:0\\d$`));
+        const pid = call(sock, "exits", "slot_pid", "1").out;
+        assert.strictEqual(line.match(/pid (\d+)/)![1], pid);
+        assert.match(supervisord.ctl("status", `${GROUP}:serves`), new RegExp(`RUNNING +pid ${pid},`));
+        assert.ok(fs.existsSync(`/proc/${pid}`));
+        assert.deepStrictEqual(call(sock, "exits", "supervisor_process", "stop", `${GROUP}:serves`), { status: 0, out: "", err: "" });
+        assert.match(call(sock, "exits", "slot_status_line", "1").out, new RegExp(`^${GROUP}:serves STOPPED `));
+        assert.match(call(sock, "exits", "slot_pid", "1").out, /^0?$/, "no pid once stopped");
+        assert.match(supervisord.ctl("status", `${GROUP}:serves`), /STOPPED/);
+        // stopped already: what a stop is for has happened
+        assert.strictEqual(call(sock, "exits", "supervisor_process", "stop", `${GROUP}:serves`).status, 0);
+    });
+
+    it("says in words why a start failed: an app that exits at once or within startsecs, a start cut short by a stop", () => {
+        for (const program of ["exits", "crashes"]) {
+            const r = call(supervisord.socket, program, "supervisor_process", "start", `${GROUP}:${program}`);
+            assert.deepStrictEqual([r.status, r.out], [1, "spawn error"], program);
+            // Supervisor answers the start before it moves the program on to FATAL
+            const fatal = call(supervisord.socket, program, "eval",
+                `for _ in $(seq 40); do line=$(slot_status_line 2); [[ $line != *" FATAL "* ]] || break; sleep 0.05; done; echo "$line"`).out;
+            assert.match(fatal, new RegExp(`^${GROUP}:${program} FATAL `));
+        }
+        // stopped by someone else while it waited for startsecs
+        const cut = call(supervisord.socket, "exits", "eval",
+            `supervisor_process start ${GROUP}:serves & sleep 0.4; supervisorctl -c ${supervisord.conf} stop ${GROUP}:serves >/dev/null; wait $!`);
+        assert.deepStrictEqual([cut.status, cut.out], [1, "abnormal termination"]);
+        assert.strictEqual(call(supervisord.socket, "exits", "supervisor_process", "start", `${GROUP}:serves`).status, 0);
+        const twice = call(supervisord.socket, "exits", "supervisor_process", "start", `${GROUP}:serves`);
+        assert.deepStrictEqual([twice.status, twice.out], [1, "already started"]);
+        assert.strictEqual(call(supervisord.socket, "exits", "supervisor_process", "stop", `${GROUP}:serves`).status, 0);
+    });
+
+    it("names an unknown program and a supervisord that does not answer, and the deploy's waits see that", () => {
+        const unknown = call(supervisord.socket, "nosuch", "slot_status_line", "2").out;
+        assert.strictEqual(unknown, `${GROUP}:nosuch ERROR (bad name)`);
+        const gone = `${supervisord.dir}/gone.sock`;
+        assert.match(call(gone, "exits", "slot_status_line", "1").out,
+            new RegExp(`^${GROUP}:serves UNKNOWN \\(supervisord did not answer on ${gone}: curl: \\(7\\) .+\\)$`));
+        const start = call(gone, "exits", "supervisor_process", "start", `${GROUP}:serves`);
+        assert.strictEqual(start.status, 1);
+        assert.match(start.out, new RegExp(`^supervisord did not answer on ${gone}: curl: \\(7\\)`));
+        // wait_for_supervisor's test: supervisord's own pid
+        const pid = call(supervisord.socket, "exits", "eval", "supervisor_call supervisor.getPID | rpc_value").out;
+        assert.strictEqual(pid, String(supervisord.pid));
+        assert.match(functionBody(script, "wait_for_supervisor"), /until \[\[ \$\(supervisor_call supervisor\.getPID \| rpc_value\) =~ \^\[1-9\]\[0-9\]\*\$ \]\]; do/);
+    });
+
+    it("undoes XML's escapes in a value", () => {
+        const r = spawnSync("bash", ["-c", `${functionSource(script, "rpc_value")}\nrpc_value description`], {
+            input: "<member>\n<name>description</name>\n<value><string>a &lt;b&gt; &amp;amp; c</string></value>\n</member>\n", encoding: "utf8",
+        });
+        assert.strictEqual(r.stdout, "a <b> &amp; c\n");
     });
 });

@@ -1,15 +1,15 @@
 // Rendered templates: assertions on the lines that matter, then the real tools
 // (nginx -t, bash -n, shellcheck, supervisord) on what was rendered.
 import * as assert from "assert";
-import { ChildProcess, execFileSync, spawn, spawnSync } from "child_process";
+import { execFileSync, spawnSync } from "child_process";
 import * as fs from "fs";
-import * as os from "os";
 import * as path from "path";
 import { parseSettings, Settings } from "../../infra/config";
 import { appEnvFile, AUTOGROUP_SETTING, environmentStep, environmentView, hostSteps, renderEnvironmentFiles, renderFirewall, SCHEDULER_SYSCTL_CONTENT } from "../../infra/host-files";
 import { DESTROY_GUARD, layout, MANAGED_MARKER, SCHEDULER_SYSCTL } from "../../infra/names";
 import { render } from "../../infra/render";
 import { shellcheck, tmpdir } from "../support/shell";
+import { startSupervisord, Supervisord } from "../support/supervisord";
 
 const PUB = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGxhbWJkYWxhbWJkYWxhbWJkYWxhbWJkYWxhbWJkYQ unit@test";
 const PRIV = "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n";
@@ -72,8 +72,7 @@ describe("rendered templates", () => {
     });
 
     describe("with a real supervisord", function () {
-        let dir: string;
-        let supervisord: ChildProcess | undefined;
+        let supervisord: Supervisord | undefined;
         let createdUser = false;
 
         let createdLogDir = false;
@@ -88,38 +87,15 @@ describe("rendered templates", () => {
                 createdLogDir = true;
             }
         });
-        after(() => {
-            if (supervisord?.pid) {
-                try { process.kill(supervisord.pid, "SIGTERM"); } catch { /* already gone */ }
-            }
+        after(async () => {
+            await supervisord?.stop();
             if (createdUser) spawnSync("userdel", [APP]);
             if (createdLogDir) fs.rmSync(env.logDir, { recursive: true, force: true });
-            if (dir) fs.rmSync(dir, { recursive: true, force: true });
         });
 
         it("loads the rendered group and lists both programs", async () => {
-            dir = tmpdir("supervisor");
-            fs.writeFileSync(path.join(dir, "group.conf"), files.supervisorGroup);
-            const sock = path.join(dir, "supervisor.sock");
-            const main = [
-                "[unix_http_server]", `file=${sock}`, "chmod=0700", "",
-                "[supervisord]", `logfile=${dir}/supervisord.log`, `pidfile=${dir}/supervisord.pid`, `childlogdir=${dir}`, "nodaemon=true", "",
-                "[rpcinterface:supervisor]", "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface", "",
-                "[supervisorctl]", `serverurl=unix://${sock}`, "",
-                "[include]", `files = ${dir}/group.conf`, "",
-            ].join("\n");
-            fs.writeFileSync(path.join(dir, "supervisord.conf"), main);
-            supervisord = spawn("supervisord", ["-c", path.join(dir, "supervisord.conf")], { stdio: ["ignore", "ignore", "pipe"] });
-            let stderr = "";
-            supervisord.stderr!.on("data", d => (stderr += d));
-            let status = "";
-            for (let i = 0; i < 50; i++) {
-                assert.strictEqual(supervisord.exitCode, null, `supervisord exited: ${stderr}`);
-                const r = spawnSync("supervisorctl", ["-c", path.join(dir, "supervisord.conf"), "status"], { encoding: "utf8" });
-                status = r.stdout;
-                if (status.includes(`${APP}-live:${APP}-live-1`)) break;
-                await new Promise(res => setTimeout(res, 100));
-            }
+            supervisord = await startSupervisord("supervisor", files.supervisorGroup);
+            const status = supervisord.ctl("status");
             assert.match(status, new RegExp(`${APP}-live:${APP}-live-1\\s+STOPPED`));
             assert.match(status, new RegExp(`${APP}-live:${APP}-live-2\\s+STOPPED`));
         });
