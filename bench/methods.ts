@@ -6,7 +6,7 @@
 // The benchmark never changes the project's templates or files, except that it
 // starts and stops the environment's Supervisor programs and points their slot
 // links at releases, the way the rotation does.
-import { WARMUP_REQUESTS_MAX } from "../infra/config";
+import { DEFAULTS, RAMP_STEPS_PERCENT, WARMUP_REQUESTS_MAX } from "../infra/config";
 import { layout, RELEASE_JAR, SUPERVISOR_SOCKET } from "../infra/names";
 import { ROLLBACK_WARMUP_REQUESTS } from "../infra/rotation";
 import { MethodName, Phases, zeroPhases } from "./report";
@@ -43,7 +43,7 @@ export const METHODS: Record<MethodName, MethodSpec> = {
     rotation: {
         name: "rotation",
         host: DOMAIN,
-        description: `this project's rotation: deploy --revision <sha> as the deploy user (boot at idle CPU priority, gate on /health, ${WARMUP_REQUESTS} warm-up GETs of ${WARMUP_PATH} (a rollback: ${ROLLBACK_WARMUP_REQUESTS}), a 3 s ramp of 10/30/60 % of new requests, NAT switch of all, drain, stop)`,
+        description: `this project's rotation: deploy --revision <sha> as the deploy user (boot at idle CPU priority, gate on /health, ${WARMUP_REQUESTS} warm-up GETs of ${WARMUP_PATH} (a rollback: ${ROLLBACK_WARMUP_REQUESTS}), a ${DEFAULTS.rampSeconds} s ramp of ${RAMP_STEPS_PERCENT.join("/")} % of new requests, NAT switch of all, drain, stop)`,
     },
     "rotation-no-ramp": {
         name: "rotation-no-ramp",
