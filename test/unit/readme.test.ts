@@ -1,0 +1,67 @@
+// The README's config reference is the users' manual for `pulumi config set`: it must list every
+// key the program reads, with the default the code applies, and the limits the code enforces.
+import * as assert from "assert";
+import * as fs from "fs";
+import * as path from "path";
+import {
+    CLOUD_DEFAULTS, DEFAULTS, RAMP_SECONDS_MAX, RAMP_STEPS_PERCENT, SCALAR_KEYS, SECRET_KEYS, STRUCTURED_KEYS, WARMUP_REQUESTS_MAX,
+} from "../../infra/config";
+import { JIT_NICE, ROLLBACK_WARMUP_REQUESTS } from "../../infra/rotation";
+
+const README = fs.readFileSync(path.join(__dirname, "..", "..", "README.md"), "utf8");
+
+/** The config reference's rows: key -> [default column, description column]. */
+function configReference(): Map<string, [string, string]> {
+    const section = README.split("\n## Configuration reference\n")[1]?.split("\n## ")[0];
+    assert.ok(section, "the README has a '## Configuration reference' section");
+    const rows = new Map<string, [string, string]>();
+    for (const line of section.split("\n")) {
+        const cells = line.split("|").map(c => c.trim());
+        if (cells.length < 5 || !cells[1].startsWith("`")) continue;
+        // A row may name several keys ("`slot1Port`, `slot2Port`"), with their defaults in order.
+        const keys = [...cells[1].matchAll(/`([A-Za-z0-9]+)`/g)].map(m => m[1]);
+        const defaults = keys.length > 1 ? cells[2].split(", ") : [cells[2]];
+        keys.forEach((key, i) => rows.set(key, [defaults[i] ?? "", cells[3]]));
+    }
+    return rows;
+}
+
+/** How the README shows a default the code applies (empty: no default). */
+function shown(value: unknown): string {
+    if (value === "") return "";
+    if (Array.isArray(value)) return `\`${JSON.stringify(value).replace(/","/g, "\", \"")}\``;
+    return `\`${value}\``;
+}
+
+describe("README: configuration reference", () => {
+    const rows = configReference();
+
+    it("lists every key the program reads", () => {
+        const keys = [...SCALAR_KEYS, ...SECRET_KEYS, ...STRUCTURED_KEYS];
+        const missing = keys.filter(k => !rows.has(k));
+        assert.deepStrictEqual(missing, [], `keys missing from the README's config reference: ${missing.join(", ")}`);
+    });
+
+    it("gives each key the default the code applies", () => {
+        // Defaults the code computes, shown in words.
+        const inWords: Record<string, string> = {
+            region: `\`${CLOUD_DEFAULTS.digitalocean.region}\` / \`${CLOUD_DEFAULTS.hetzner.region}\``,
+            size: `\`${CLOUD_DEFAULTS.digitalocean.size}\` / \`${CLOUD_DEFAULTS.hetzner.size}\``,
+            sshPublicKey: "(required)",
+            environment: "stack name",
+            warmupPath: "health path",
+            acmeServer: "Let's Encrypt production",
+        };
+        const wrong = SCALAR_KEYS.filter(k => rows.get(k)?.[0] !== (inWords[k] ?? shown(DEFAULTS[k])))
+            .map(k => `${k}: README ${JSON.stringify(rows.get(k)?.[0])}, code ${JSON.stringify(inWords[k] ?? shown(DEFAULTS[k]))}`);
+        assert.deepStrictEqual(wrong, []);
+    });
+
+    it("states the limits and steps the code uses for the warm-up, the ramp and the JIT", () => {
+        assert.ok(rows.get("warmupRequests")![1].includes(`(0 to ${WARMUP_REQUESTS_MAX};`), rows.get("warmupRequests")![1]);
+        const ramp = rows.get("rampSeconds")![1];
+        assert.ok(ramp.includes(`${RAMP_STEPS_PERCENT.map(p => `${p} %`).join(", ")}, then all (0 to ${RAMP_SECONDS_MAX};`), ramp);
+        assert.ok(rows.get("bootPriority")![1].includes(`nice ${JIT_NICE}`), rows.get("bootPriority")![1]);
+        assert.ok(README.includes(`A rollback sends at most ${ROLLBACK_WARMUP_REQUESTS}.`));
+    });
+});
