@@ -7,7 +7,9 @@ import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import { makeAppRepo } from "./app-variants";
-import { httpGet, Server, startServer, step, underLoad as underLoadOn } from "./fixture";
+import { httpGet, sampleAppLayout, Server, startServer, step, underLoad as underLoadOn } from "./fixture";
+
+const LAYOUT = sampleAppLayout("live");
 
 const DOMAIN = "config.test";
 const ID = "sample-app-live";
@@ -30,7 +32,7 @@ describe("app secrets, JVM options and local builds on a test host", function ()
 
     /** The live slot's JVM environment, read as root from /proc. */
     async function liveEnvironment(): Promise<string> {
-        const slot = (await server.sh(`cat /srv/sample-app/live/state/live-slot`)).trim();
+        const slot = (await server.sh(`cat ${LAYOUT.stateDir}/live-slot`)).trim();
         const pid = (await server.sh(`supervisorctl pid ${ID}:${ID}-${slot}`)).trim();
         return server.sh(`tr '\\0' '\\n' </proc/${pid}/environ`);
     }
@@ -60,22 +62,22 @@ describe("app secrets, JVM options and local builds on a test host", function ()
         const env = await liveEnvironment();
         assert.ok(env.split("\n").includes(`API_TOKEN=${SECRET}`), "the app sees the secret verbatim");
         assert.ok(env.split("\n").includes("MODE=production"));
-        assert.strictEqual((await server.sh("stat -c '%a %U:%G' /srv/sample-app/live/app.env")).trim(), "600 sample-app:sample-app");
+        assert.strictEqual((await server.sh(`stat -c '%a %U:%G' ${LAYOUT.envFile}`)).trim(), "600 sample-app:sample-app");
         // Nowhere else: not under /etc, not in any command line, not in the deploy history, not in Pulumi's (the harness's) logs.
         const needle = "s3cret-Value-7f2c";
-        assert.strictEqual(await server.sh(`grep -rl -- '${needle}' /etc /srv/sample-app/live/state /var/log 2>/dev/null || true`), "");
+        assert.strictEqual(await server.sh(`grep -rl -- '${needle}' /etc ${LAYOUT.stateDir} /var/log 2>/dev/null || true`), "");
         assert.ok(!(await server.sh("ps -eo args")).includes(needle), "no process has the secret on its command line");
         assert.ok(!logLines.join("\n").includes(needle), "no secret in the deploy output");
         assert.ok(!fs.readFileSync(server.statePath, "utf8").includes(needle), "no secret in plain text in the state");
     });
 
     it("changing the secret rotates to a fresh slot with 0 failed requests (no restart of both slots)", async () => {
-        const slotBefore = (await server.sh("cat /srv/sample-app/live/state/live-slot")).trim();
+        const slotBefore = (await server.sh(`cat ${LAYOUT.stateDir}/live-slot`)).trim();
         const result = await underLoad("secret change", () => server.up({ appEnv: JSON.stringify({ API_TOKEN: SECRET2, MODE: "production" }) }));
         const rotate = result.resources.find(r => r.name.endsWith("-deploy-rotate"))!;
         assert.strictEqual(rotate.action, "replace");
         assert.match(rotate.stdout, /already built; not rebuilding/);
-        const slotAfter = (await server.sh("cat /srv/sample-app/live/state/live-slot")).trim();
+        const slotAfter = (await server.sh(`cat ${LAYOUT.stateDir}/live-slot`)).trim();
         assert.notStrictEqual(slotAfter, slotBefore, "the new value came with a rotation");
         assert.ok((await liveEnvironment()).split("\n").includes(`API_TOKEN=${SECRET2}`));
     });

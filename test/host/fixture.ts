@@ -7,6 +7,8 @@ import * as fs from "fs";
 import * as http from "http";
 import * as os from "os";
 import * as path from "path";
+import { DEFAULTS } from "../../infra/config";
+import { EnvironmentLayout, layout } from "../../infra/names";
 import { LoadReport, startLoad } from "../load/client";
 import { apply, ApplyResult, collect, RemoteResource } from "./harness";
 import { startTestHost, TestHost } from "./testhost";
@@ -14,6 +16,13 @@ import { startTestHost, TestHost } from "./testhost";
 /** Debian's Clojure libraries, copied into the test host as a local Maven mirror (a server would use Clojars). */
 const MAVEN_MIRROR = "/var/cache/czd-test-maven-repo";
 const LEIN_PROFILE = path.join(__dirname, "lein-offline-profile.clj");
+
+/** Where the setup puts the sample app's environment on a test host (the paths the suites read). */
+export function sampleAppLayout(environment = "live"): EnvironmentLayout {
+    return layout(DEFAULTS.appName, environment, {
+        proxy: DEFAULTS.proxyPort, slot1: DEFAULTS.slot1Port, slot2: DEFAULTS.slot2Port, nrepl1: DEFAULTS.nrepl1Port, nrepl2: DEFAULTS.nrepl2Port,
+    });
+}
 
 export function log(line: string): void {
     console.log(`      ${line}`);

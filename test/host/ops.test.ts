@@ -8,13 +8,14 @@ import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import { commitAppVersion, makeAppRepo } from "./app-variants";
-import { httpGet, log, Server, startServer, step } from "./fixture";
+import { httpGet, log, sampleAppLayout, Server, startServer, step } from "./fixture";
 
 const ROOT = path.resolve(__dirname, "..", "..");
 const OPS = path.join(ROOT, "scripts", "ops.sh");
 const DOMAIN = "shop.test";
 const ENV = "live";
-const STATE = `/srv/sample-app/${ENV}/state`;
+const LAYOUT = sampleAppLayout(ENV);
+const STATE = LAYOUT.stateDir;
 
 /** A `pulumi` stand-in: outputs from a JSON file, the key from a file, every call logged. */
 const STUB = `#!/usr/bin/env bash
@@ -57,10 +58,10 @@ describe("day-2 operations on a test host", function () {
             serverAddress: address,
             ssh: `ssh deploy@${address}`,
             appUrl: `http://${DOMAIN}/`,
-            gitRemote: `ssh://deploy@${address}/srv/sample-app/${ENV}/repo.git`,
+            gitRemote: `ssh://deploy@${address}${LAYOUT.repoDir}`,
             environment: ENV,
             supervisorGroup: `sample-app-${ENV}`,
-            appDirectory: `/srv/sample-app/${ENV}`,
+            appDirectory: LAYOUT.baseDir,
             liveRevision: commits.v2,
             liveSlot: "2",
             ...overrides,
@@ -108,7 +109,7 @@ describe("day-2 operations on a test host", function () {
         assert.strictEqual(history.length, 2, "one line per deploy so far");
         assert.match(history[0], new RegExp(` ${ENV} +${commits.v1.slice(0, 12)} +1 +ok `));
         assert.match(history[1], new RegExp(` ${ENV} +${commits.v2.slice(0, 12)} +2 +ok `));
-        assert.match(r.stdout, /^releases: \S+ in \/srv\/sample-app\/live\/releases$/m);
+        assert.match(r.stdout, new RegExp(`^releases: \\S+ in ${LAYOUT.releasesDir}$`, "m"));
         assert.match(r.stdout, new RegExp(`^ +\\S+ +${commits.v2} +live$`, "m"));
         assert.match(r.stdout, new RegExp(`^ +\\S+ +${commits.v1} +previous$`, "m"));
         assert.doesNotMatch(r.output, /PRIVATE KEY/);

@@ -7,7 +7,7 @@ import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import { AppFault, commitAppVersion, makeAppRepo } from "./app-variants";
-import { httpGet, log, Server, startServer, step, underLoad as underLoadOn } from "./fixture";
+import { httpGet, log, sampleAppLayout, Server, startServer, step, underLoad as underLoadOn } from "./fixture";
 import { CONNTRACK_CLOSE_TIMEOUT, JIT_NICE } from "../../infra/rotation";
 import { startLoad } from "../load/client";
 import { gitSshEnv, SSH_OPTIONS } from "./testhost";
@@ -15,8 +15,9 @@ import { gitSshEnv, SSH_OPTIONS } from "./testhost";
 const DOMAIN = "shop.test";
 const ENV = "live";
 const ID = `sample-app-${ENV}`;
-const DEPLOY = `/srv/sample-app/${ENV}/bin/deploy`;
-const HISTORY = `/srv/sample-app/${ENV}/state/history`;
+const LAYOUT = sampleAppLayout(ENV);
+const DEPLOY = LAYOUT.deployScript;
+const HISTORY = LAYOUT.historyFile;
 const START_TIMEOUT = 20;
 
 describe("gated rotation on a test host, under load", function () {
@@ -198,12 +199,12 @@ describe("gated rotation on a test host, under load", function () {
         log(`deploy --status:\n${output.replace(/^/gm, "        | ")}`);
         const live = (await server.sh(`tail -n 1 ${HISTORY}`)).split("\t")[3];
         const idle = live === "1" ? "2" : "1";
-        const liveRevision = (await server.sh(`basename "$(readlink /srv/sample-app/${ENV}/slots/${live})"`)).trim();
+        const liveRevision = (await server.sh(`basename "$(readlink ${LAYOUT.slotsDir}/${live})"`)).trim();
         assert.match(output, new RegExp(`^traffic goes to: +slot ${live}$`, "m"));
         assert.match(output, new RegExp(`^slot ${live}: +RUNNING on ${liveRevision} \\(port \\d+, up (\\d+ days?, )?\\d+:\\d\\d:\\d\\d\\)$`, "m"), "the live slot with its uptime");
         assert.match(output, new RegExp(`^slot ${idle}: +STOPPED on [0-9a-f]{40} \\(port \\d+\\)$`, "m"), "the stopped slot, without an uptime");
-        const used = (await server.sh(`du -sh /srv/sample-app/${ENV}/releases | cut -f 1`)).trim();
-        assert.match(output, new RegExp(`^releases on disk: +${used.replace(".", "\\.")} in /srv/sample-app/${ENV}/releases, \\d+(\\.\\d+)?[KMGTP] free$`, "m"));
+        const used = (await server.sh(`du -sh ${LAYOUT.releasesDir} | cut -f 1`)).trim();
+        assert.match(output, new RegExp(`^releases on disk: +${used.replace(".", "\\.")} in ${LAYOUT.releasesDir}, \\d+(\\.\\d+)?[KMGTP] free$`, "m"));
     });
 
     // The scheduling of every thread of each JVM on the server, one line per JVM: "<pid> <idle
@@ -247,7 +248,7 @@ describe("gated rotation on a test host, under load", function () {
         assert.deepStrictEqual(after.map(([pid, idle]) => [pid, idle]), [[boot.pid, "0"]], "only the new JVM runs, with no idle thread left");
         assert.match(deploy.output, new RegExp(`its JIT compiler threads \\(\\d+\\) to nice ${JIT_NICE}`));
         assert.deepStrictEqual(after[0].slice(3), [String(JIT_NICE), "0"], `its JIT compiler threads at nice ${JIT_NICE}, the others at 0: ${after[0].join(" ")}`);
-        const flags = await server.sh(`ls /srv/sample-app/${ENV}/slots/`);
+        const flags = await server.sh(`ls ${LAYOUT.slotsDir}/`);
         assert.doesNotMatch(flags, /booting/, "no boot flag is left behind");
 
         const second = await underLoad("deploy with --boot-priority normal", async () => {
@@ -270,7 +271,7 @@ describe("gated rotation on a test host, under load", function () {
     }
 
     const SWITCH = `/usr/local/sbin/czd-switch-${ID}`;
-    const REPO = `/srv/sample-app/${ENV}/repo.git`;
+    const REPO = LAYOUT.repoDir;
     /** Shell: the helper's CHAIN, PROXY_PORT, SLOT1_PORT and SLOT2_PORT for this environment, as the helper has them. */
     const SWITCH_VARS = `eval "$(grep -E '^ +(CHAIN="[^"]+"|(PROXY|SLOT[12])_PORT=[0-9]+)$' ${SWITCH})"`;
     /** Onto the server's repository, on a branch that does not deploy; a deploy with --git REPO builds it from there. */
@@ -482,7 +483,7 @@ describe("gated rotation on a test host, under load", function () {
 
     it("after a reboot (services stopped, NAT rules gone), the boot path serves the live revision again", async () => {
         const live = await liveVersion();
-        const liveRevision = (await server.sh(`cat /srv/sample-app/${ENV}/state/live-revision`)).trim();
+        const liveRevision = (await server.sh(`cat ${LAYOUT.stateDir}/live-revision`)).trim();
         await step("simulate a reboot: stop every service, clear the NAT table", async () => {
             await server.sh("service nginx stop; supervisorctl stop all >/dev/null; service supervisor stop; sleep 1; iptables -t nat -F; iptables -t nat -X; iptables -F; iptables -X");
             await assert.rejects(get(server.host.address, "/"));

@@ -8,17 +8,18 @@ import * as net from "net";
 import * as os from "os";
 import * as path from "path";
 import { makeAppRepo } from "./app-variants";
-import { log, Server, startServer, step } from "./fixture";
+import { log, sampleAppLayout, Server, startServer, step } from "./fixture";
 
 const APP = "sample-app";
 const ENV = "live";
 const DOMAIN = "app.test";
+const LAYOUT = sampleAppLayout(ENV);
 
 /** Everything the setup manages, checksummed with modes and owners. */
 const MANAGED = [
     "/etc/nginx/sites-enabled", "/etc/nginx/sites-available", "/etc/supervisor", "/etc/ssh/sshd_config.d",
     "/etc/sudoers.d", "/etc/sysctl.d", "/etc/systemd/system", "/usr/local/sbin", "/usr/local/lib/clj-zero-downtime",
-    `/srv/${APP}/${ENV}/bin`, `/srv/${APP}/${ENV}/repo.git/hooks`, `/srv/${APP}/${ENV}/app.env`, "/home/deploy/.ssh",
+    LAYOUT.binDir, `${LAYOUT.repoDir}/hooks`, LAYOUT.envFile, "/home/deploy/.ssh",
 ];
 const FINGERPRINT = [
     `find ${MANAGED.join(" ")} \\( -type f -o -type l \\) -print0 2>/dev/null | sort -z | xargs -0 stat -c '%n %a %U:%G %s' | sort`,

@@ -15,12 +15,14 @@ const BETA_DOMAIN = "beta.test";
 const BETA_PORTS = { proxyPort: "3100", slot1Port: "3101", slot2Port: "3102", nrepl1Port: "7101", nrepl2Port: "7102" };
 const LIVE_PORTS = { proxy: 3000, slot1: 3001, slot2: 3002, nrepl1: 7001, nrepl2: 7002 };
 const BETA_LAYOUT_PORTS = { proxy: 3100, slot1: 3101, slot2: 3102, nrepl1: 7101, nrepl2: 7102 };
+const LIVE = layout("sample-app", "live", LIVE_PORTS);
+const BETA = layout("sample-app", "beta", BETA_LAYOUT_PORTS);
 
 /** What of live must not change while beta is deployed or destroyed: processes, files, switch rule. */
 const LIVE_FINGERPRINT = [
     "echo nginx $(cat /run/nginx.pid) supervisord $(cat /var/run/supervisord.pid)",
     "supervisorctl pid sample-app-live:sample-app-live-1 sample-app-live:sample-app-live-2",
-    "find /srv/sample-app/live /etc/supervisor/conf.d/sample-app-live.conf /etc/nginx/sites-available/sample-app-live /usr/local/sbin/czd-switch-sample-app-live -type f -print0 | sort -z | xargs -0 sha256sum",
+    `find ${LIVE.baseDir} ${LIVE.supervisorConf} ${LIVE.nginxSiteAvailable} ${LIVE.switchHelper} -type f -print0 | sort -z | xargs -0 sha256sum`,
     "iptables -t nat -S CZD-sample-app-live",
 ].join("; ");
 
@@ -37,11 +39,11 @@ describe("live and beta on one server", function () {
     async function betaPresence(): Promise<string[]> {
         const out = await server.sh([
             "supervisorctl avail | grep -q '^sample-app-beta:sample-app-beta-1 ' && echo group || echo no-group",
-            "pgrep -u sample-app -f '/srv/sample-app/beta/' >/dev/null && echo beta-jvm || echo no-beta-jvm",
-            "test -e /srv/sample-app/beta && echo dir || echo no-dir",
+            `pgrep -u ${BETA.appUser} -f '${BETA.baseDir}/' >/dev/null && echo beta-jvm || echo no-beta-jvm`,
+            `test -e ${BETA.baseDir} && echo dir || echo no-dir`,
             "test -e /etc/nginx/sites-enabled/sample-app-beta && echo site || echo no-site",
             "iptables -t nat -S CZD-sample-app-beta >/dev/null 2>&1 && echo rule || echo no-rule",
-            `test -e ${layout("sample-app", "beta", BETA_LAYOUT_PORTS).sudoersFile} && echo sudoers || echo no-sudoers`,
+            `test -e ${BETA.sudoersFile} && echo sudoers || echo no-sudoers`,
             "ls /var/log/sample-app/ | grep -c '^beta-' || true",
         ].join("; "));
         return out.trim().split("\n");
