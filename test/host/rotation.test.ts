@@ -366,23 +366,34 @@ describe("gated rotation on a test host, under load", function () {
         assert.strictEqual((await server.sh(`${SWITCH} show ${ID}`, "root")).trim().split("\n").length, 1, "no ramp rule is left");
     });
 
-    it("nginx retries a request once when its connection is refused: with every other new connection sent where nothing listens, 20 GETs and 20 POSTs in a row all answer", async () => {
-        // An extra rule in front of the switch's: every second new connection of the proxy port goes
-        // to the proxy port itself, where nothing listens (a slot that has just stopped). Requests in
-        // a row: each one's first connection is refused, its retry is the next connection.
-        const rule = `-p tcp -d 127.0.0.1 --dport "$PROXY_PORT" -m statistic --mode nth --every 2 --packet 0 -j REDIRECT --to-ports "$PROXY_PORT"`;
+    it("nginx retries a request once when its connection is refused: with each request's first connection sent where nothing listens, 20 GETs and 20 POSTs in a row all answer", async () => {
+        // An extra rule in front of the switch's sends nginx's next new connection of the proxy port
+        // to the proxy port itself, where nothing listens (a slot that has just stopped); the
+        // connection after it passes. The rule is put in fresh for each request, so its count starts
+        // at 0 each time, and it matches only nginx's worker (www-data): no other connection on the
+        // server can shift which of a request's two connections is refused.
         const log = `/var/log/nginx/${ID}.error.log`;
         const refusedBefore = Number(await server.sh(`grep -c 'Connection refused' ${log} || true`, "root"));
-        await server.sh(`${SWITCH_VARS}; iptables -w 5 -t nat -I "$CHAIN" 1 ${rule}`, "root");
+        const refuseFirst = `refuse_first=(-p tcp -d 127.0.0.1 --dport "$PROXY_PORT" -m owner --uid-owner www-data
+            -m statistic --mode nth --every 2 --packet 0 -j REDIRECT --to-ports "$PROXY_PORT")`;
         let answers: string;
         try {
-            answers = await server.sh(`for i in $(seq 20); do
-                get=$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: ${DOMAIN}' http://127.0.0.1/)
-                post=$(curl -s -w ' %{http_code}' -H 'Host: ${DOMAIN}' -H 'Content-Type: application/octet-stream' --data-binary "retry-$i" http://127.0.0.1/echo)
-                echo "$get $post"
-            done`, "root");
+            answers = await server.sh(`${SWITCH_VARS}; ${refuseFirst}
+                refused_once() {
+                    iptables -w 5 -t nat -I "$CHAIN" 1 "\${refuse_first[@]}"
+                    "$@"
+                    iptables -w 5 -t nat -D "$CHAIN" "\${refuse_first[@]}"
+                }
+                for i in $(seq 20); do
+                    get=$(refused_once curl -s -o /dev/null -w '%{http_code}' -H 'Host: ${DOMAIN}' http://127.0.0.1/)
+                    post=$(refused_once curl -s -w ' %{http_code}' -H 'Host: ${DOMAIN}' -H 'Content-Type: application/octet-stream' --data-binary "retry-$i" http://127.0.0.1/echo)
+                    echo "$get $post"
+                done`, "root");
         } finally {
-            await server.sh(`${SWITCH_VARS}; iptables -w 5 -t nat -D "$CHAIN" ${rule}`, "root");
+            await server.sh(`${SWITCH_VARS}; ${refuseFirst}
+                while iptables -w 5 -t nat -C "$CHAIN" "\${refuse_first[@]}" 2>/dev/null; do
+                    iptables -w 5 -t nat -D "$CHAIN" "\${refuse_first[@]}"
+                done`, "root");
         }
         const lines = answers.trim().split("\n");
         assert.strictEqual(lines.length, 20);
