@@ -638,8 +638,10 @@ describe("deploy script: Supervisor through its XML-RPC socket, against a real s
     const script = files.deployScript;
     const GROUP = "czd-unit-rpc";
     const programs = [
-        `[group:${GROUP}]`, `programs=serves,exits,crashes`, "",
+        `[group:${GROUP}]`, `programs=serves,exits,crashes,quick`, "",
         "[program:serves]", "command=sleep 300", "autostart=false", "startsecs=1", "stopwaitsecs=5", "",
+        // like serves, but RUNNING at once
+        "[program:quick]", "command=sleep 300", "autostart=false", "startsecs=0", "",
         // exits at once: Supervisor gives up after its start retries
         "[program:exits]", "command=/bin/false", "autostart=false", "startsecs=1", "startretries=0", "",
         // runs a moment, then exits before startsecs have passed
@@ -707,6 +709,46 @@ describe("deploy script: Supervisor through its XML-RPC socket, against a real s
         const pid = call(supervisord.socket, "exits", "eval", "supervisor_call supervisor.getPID | rpc_value").out;
         assert.strictEqual(pid, String(supervisord.pid));
         assert.match(functionBody(script, "wait_for_supervisor"), /until \[\[ \$\(supervisor_call supervisor\.getPID \| rpc_value\) =~ \^\[1-9\]\[0-9\]\*\$ \]\]; do/);
+    });
+
+    it("stops a failed new slot again when Supervisor has restarted it (a crash's autorestart), and names its state when it keeps coming back", () => {
+        const attempts = Number(/^readonly STOP_ATTEMPTS=(\d+)$/m.exec(script)![1]);
+        assert.ok(attempts >= 2, "more than one stop");
+        const program = `${GROUP}:quick`;
+        /**
+         * stop_new_slot on slot 2 (`quick`, running) with the real Supervisor functions; after each
+         * of the first `restarts` stops, the program is started again, as Supervisor's autorestart
+         * does when the stop came between a crash and the restart. Prints the stops made and the state.
+         */
+        const stopNewSlot = (restarts: number) => {
+            assert.strictEqual(call(supervisord.socket, "quick", "supervisor_process", "start", program).status, 0);
+            const real = functionSource(script, "supervisor_process").replace(/^supervisor_process\(\)/, "real_supervisor_process()");
+            const code = [
+                real, ...["status_state", "slot_state", "slot_is_up", "stop_new_slot"].map(fn => functionSource(script, fn)),
+                `STOP_ATTEMPTS=${attempts} NEW_SLOT=2 SLOT_BOOT_FLAG=("" "" "${supervisord.dir}/2.booting") stops=0`,
+                'say() { echo "==> $*"; }', 'warn() { echo "warning: $*"; }', "print_new_slot_log() { :; }",
+                `supervisor_process() {
+                    real_supervisor_process "$@" || return
+                    [ "$1" = stop ] || return 0
+                    stops=$((stops + 1))
+                    [ "$stops" -gt ${restarts} ] || supervisorctl -c ${supervisord.conf} start "$2" >/dev/null
+                }`,
+                `stop_new_slot "it crashed" 2>&1; echo "stops: $stops, $(slot_state 2)"`,
+            ].join("\n");
+            return call(supervisord.socket, "quick", "eval", code);
+        };
+        const once = stopNewSlot(1);
+        assert.strictEqual(once.status, 0, once.err);
+        assert.strictEqual(once.out, "==> stopping slot 2 (it crashed)\nstops: 2, STOPPED");
+
+        const always = stopNewSlot(attempts);
+        assert.strictEqual(always.status, 0, always.err);
+        assert.strictEqual(always.out, [
+            "==> stopping slot 2 (it crashed)",
+            `warning: could not stop ${program} (${attempts} tries; Supervisor says RUNNING): stop it with supervisorctl`,
+            `stops: ${attempts}, RUNNING`,
+        ].join("\n"));
+        assert.strictEqual(call(supervisord.socket, "quick", "supervisor_process", "stop", program).status, 0);
     });
 
     it("undoes XML's escapes in a value", () => {
