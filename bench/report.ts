@@ -121,6 +121,8 @@ export interface MethodResult {
     rollbackFailed: number;
     failedDeploys: number;
     fastGet: LatencySummary;
+    /** The fast GET's p99 by part of the deploy windows, and between deploys (rollback excluded). */
+    fastGetP99ByPartMs: PartsP99Ms;
     /** Mean over the deploys; build is 0 here because releases are built once (see the top-level builds). */
     phasesSeconds: Phases;
     /** Mean of build + boot + gate + warm-up + ramp + switch: deploy start to "the new version gets all new requests". */
@@ -234,6 +236,51 @@ export function fastGetLatency(records: LoadRecord[], steady: [number, number], 
     };
 }
 
+/** The parts of the deploy windows the fast GET's p99 is split into, in order, and what lies between the windows. */
+export const DEPLOY_PARTS = ["untilHealthy", "warmup", "ramp", "afterSwitch"] as const;
+export type DeployPart = (typeof DEPLOY_PARTS)[number];
+
+/**
+ * Fast-GET p99 (ms) in each part of the deploy windows, and between one deploy's end and the next
+ * one's start; null for a part no fast GET started in (the other methods have no warm-up or ramp).
+ */
+export type PartsP99Ms = Record<DeployPart | "betweenDeploys", number | null>;
+
+/**
+ * Where a deploy's parts end (epoch ms), from its phases: until healthy (build, boot, gate), the
+ * warm-up, the ramp (with the switch itself), after the switch (drain and stop, to the window's end).
+ */
+export function partEndsMs(run: DeployRun): Record<DeployPart, number> {
+    const p = run.phases;
+    const untilHealthy = run.startMs + (p.build + p.boot + p.gate) * 1000;
+    const warmup = untilHealthy + p.warmup * 1000;
+    return { untilHealthy, warmup, ramp: switchedAtMs(run), afterSwitch: run.endMs };
+}
+
+/**
+ * The fast GET's p99 in each part of the deploys (by the request's start), and between deploys
+ * (a live JVM that took all traffic a few seconds before, with no deploy running): where a
+ * deploy window's tail comes from.
+ */
+export function fastGetByPart(records: LoadRecord[], deploys: DeployRun[]): PartsP99Ms {
+    const runs = [...deploys].sort((a, b) => a.startMs - b.startMs);
+    const ends = runs.map(partEndsMs);
+    const buckets: Record<keyof PartsP99Ms, number[]> = { untilHealthy: [], warmup: [], ramp: [], afterSwitch: [], betweenDeploys: [] };
+    for (const r of records) {
+        if (r.kind !== "get") continue;
+        const i = runs.findIndex((d, k) => r.start >= d.startMs && r.start < (runs[k + 1]?.startMs ?? d.endMs));
+        if (i < 0) continue;
+        const part = r.start >= runs[i].endMs ? "betweenDeploys" : DEPLOY_PARTS.find(k => r.start < ends[i][k]) ?? "afterSwitch";
+        buckets[part].push(r.end - r.start);
+    }
+    const out = {} as PartsP99Ms;
+    for (const [k, xs] of Object.entries(buckets) as [keyof PartsP99Ms, number[]][]) {
+        xs.sort((a, b) => a - b);
+        out[k] = xs.length ? round1(percentile(xs, 99)) : null;
+    }
+    return out;
+}
+
 /** When a deploy's switch ended (epoch ms): its start plus build, boot, gate, warm-up, ramp and switch. */
 export function switchedAtMs(run: DeployRun): number {
     const p = run.phases;
@@ -315,6 +362,7 @@ export function summarizeMethod(input: MethodInput): MethodResult {
         rollbackFailed,
         failedDeploys: runs.filter(r => !r.ok).length,
         fastGet: fastGetLatency(records, input.steady, deployWindows, input.deploys.map(switchedAtMs)),
+        fastGetP99ByPartMs: fastGetByPart(records, input.deploys),
         phasesSeconds: phases,
         toServingSeconds: round2(phases.build + phases.boot + phases.gate + phases.warmup + phases.ramp + phases.switch),
         deploySeconds: round2(mean(input.deploys.map(d => (d.endMs - d.startMs) / 1000))),
@@ -371,11 +419,24 @@ export function markdownTable(result: BenchResult): string {
     return out.join("\n") + "\n";
 }
 
+/** Where the deploy windows' tail is: the fast GET's p99 in the steady window and by part of the deploys. */
+export function markdownPartsTable(result: BenchResult): string {
+    const head = ["Method", "Steady", "Until healthy", "Warm-up", "Ramp", "After the switch", "Between deploys"];
+    const rows = result.methods.filter(m => m.fastGetP99ByPartMs).map(m => {
+        const parts = m.fastGetP99ByPartMs;
+        return [`\`${m.name}\``, fmt(m.fastGet.steadyP99Ms), ...[...DEPLOY_PARTS, "betweenDeploys" as const].map(k => fmt(parts[k]))];
+    });
+    if (!rows.length) return "";
+    const line = (cells: string[]) => `| ${cells.join(" | ")} |`;
+    return [line(head), line(head.map((_, i) => (i === 0 ? "---" : "---:"))), ...rows.map(line)].join("\n") + "\n";
+}
+
 /** The whole latest.md: a header with the date and machine, the table, the builds and the picture. */
 export function markdownReport(result: BenchResult, svgName = "latest.svg"): string {
     const machine = Object.entries(result.machine).map(([k, v]) => `${k} ${v}`).join(", ");
     const builds = result.builds.map(b => `version ${b.version}: ${fmt(b.seconds)} s`).join(", ");
     const notes = result.methods.filter(m => m.note).map(m => `- \`${m.name}\`: ${m.note}`);
+    const parts = markdownPartsTable(result);
     return [
         `# Deploy benchmark, ${result.date}`,
         "",
@@ -389,6 +450,7 @@ export function markdownReport(result: BenchResult, svgName = "latest.svg"): str
             `failing s / deploy is how long clients saw errors per deploy (from the first failed request to the end of the last; fast 502s inflate the counts, not this). ` +
             `Latencies are of the fast GET, in the steady window before the deploys and inside the deploy windows (script start to end). ` +
             `Phases are means over the deploys. Releases are built once per version (lein uberjar: ${builds || "–"}), so deploys do not rebuild.`,
+        ...(parts ? ["", "Fast GET p99 (ms) by part of the deploys (by each request's start; the ramp includes the switch itself, after the switch are the drain and the stop; between deploys: from one deploy's end to the next one's start):", "", parts.trimEnd()] : []),
         ...(notes.length ? ["", ...notes] : []),
         "",
         `![Requests per second during the deploys](${svgName})`,

@@ -3,7 +3,7 @@
 import * as assert from "assert";
 import { parseBenchOutput, phasesOf, warmupRequestsOf } from "../../bench/methods";
 import {
-    BenchResult, DeployRun, escapeXml, fastGetLatency, LoadRecord, markdownReport, markdownTable, niceMax, percentile,
+    BenchResult, DeployRun, escapeXml, fastGetByPart, fastGetLatency, LoadRecord, markdownPartsTable, markdownReport, markdownTable, niceMax, percentile,
     renderSvg, summarizeMethod, zeroPhases,
 } from "../../bench/report";
 
@@ -68,6 +68,32 @@ describe("bench report", () => {
         it("gives ratio 0 rather than dividing by zero when there is no steady state", () => {
             const s = fastGetLatency([rec(5, 10)], [T0, T0 + 1000], [[T0 + 4000, T0 + 6000]]);
             assert.strictEqual(s.p99Ratio, 0);
+        });
+    });
+
+    describe("fastGetByPart", () => {
+        const phases = { ...zeroPhases(), boot: 1, gate: 1, warmup: 2, ramp: 3, switch: 0.1, drain: 0.3, stop: 0.2 };
+        // healthy at 12, warmed up at 14, switched at 17.1, done at 20; the next from 22 (healthy at 24) to 30
+        const deploys = [deploy(10, 20, "2", { phases }), deploy(22, 30, "1", { phases })];
+
+        it("splits the deploys' fast GETs into until healthy, warm-up, ramp (with the switch), after the switch, and between deploys", () => {
+            const records = [
+                rec(5, 1000), // before the first deploy
+                rec(11, 5), rec(23, 50), // until healthy
+                rec(13, 6), // warm-up
+                rec(15, 7), rec(17.05, 8), // ramp, the switch itself
+                rec(15.5, 500, "slow"), // not a fast GET
+                rec(18, 9), // after the switch
+                rec(21, 4), // between the two deploys
+                rec(31, 100), // after the last deploy (the rollback's time)
+            ];
+            assert.deepStrictEqual(fastGetByPart(records, deploys), { untilHealthy: 50, warmup: 6, ramp: 8, afterSwitch: 9, betweenDeploys: 4 });
+        });
+
+        it("gives null for a part no fast GET started in: the other methods have no warm-up or ramp", () => {
+            const plain = [deploy(10, 14, "2"), deploy(16, 20, "1")]; // boot 1, gate 2, switch 0.1
+            const parts = fastGetByPart([rec(11, 3), rec(13.2, 4), rec(15, 2)], plain);
+            assert.deepStrictEqual(parts, { untilHealthy: 3, warmup: null, ramp: null, afterSwitch: 4, betweenDeploys: 2 });
         });
     });
 
@@ -180,6 +206,20 @@ describe("bench report", () => {
             assert.ok(cells.every(c => c === cells[0]), "every row has as many cells as the header");
             assert.match(lines[2], /\| 2\.0 → 9\.0 \| 3\.0 → 9\.0 \|/, "p50 and p99, steady → deploy");
             assert.match(lines[2], /\| 3\.00× \|/, "p99 ratio");
+        });
+
+        it("has a table of the fast GET's p99 by part of the deploys, with – for a part that has none", () => {
+            const result = sampleResult();
+            result.methods[0].fastGetP99ByPartMs = { untilHealthy: 4.2, warmup: 5.1, ramp: 6, afterSwitch: 7.25, betweenDeploys: 3.3 };
+            result.methods[1].fastGetP99ByPartMs = { untilHealthy: 4, warmup: null, ramp: null, afterSwitch: 20, betweenDeploys: 2 };
+            const lines = markdownPartsTable(result).trimEnd().split("\n");
+            assert.deepStrictEqual(lines, [
+                "| Method | Steady | Until healthy | Warm-up | Ramp | After the switch | Between deploys |",
+                "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+                "| `rotation` | 3.0 | 4.2 | 5.1 | 6.0 | 7.3 | 3.3 |",
+                "| `restart` | 3.0 | 4.0 | – | – | 20.0 | 2.0 |",
+            ]);
+            assert.ok(markdownReport(result).includes(lines.join("\n")), "the report has it");
         });
 
         it("the report states date, machine, builds and links the picture", () => {
