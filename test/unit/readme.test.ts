@@ -65,3 +65,27 @@ describe("README: configuration reference", () => {
         assert.ok(README.includes(`A rollback sends at most ${ROLLBACK_WARMUP_REQUESTS}.`));
     });
 });
+
+describe("README and docs/benchmarks.md: the rotation as the prose describes it", () => {
+    const methods = fs.readFileSync(path.join(__dirname, "..", "..", "docs", "benchmarks.md"), "utf8").split("\n## Methods\n")[1]?.split("\n## ")[0] ?? "";
+    const texts: [string, string][] = [["README.md", README], ["docs/benchmarks.md's Methods", methods]];
+
+    it("names the ramp's steps as the code has them, wherever it lists them", () => {
+        assert.ok(methods, "docs/benchmarks.md has a '## Methods' section");
+        // "10, 30, 60 %", "10 %, then 30 %,\nthen 60 %", "about 10, 30 and 60 %"
+        const list = /(\d+)(?: %)?,\s+(?:then\s+)?(\d+)(?: %)?,?\s+(?:then\s+|and\s+)?(\d+) %/g;
+        for (const [name, text] of texts) {
+            const found = [...text.matchAll(list)].map(m => [m[1], m[2], m[3]].map(Number));
+            assert.ok(found.length >= (name === "README.md" ? 4 : 1), `${name} lists the ramp's steps: ${JSON.stringify(found)}`);
+            for (const steps of found) assert.deepStrictEqual(steps, [...RAMP_STEPS_PERCENT], `${name}: ${steps.join(", ")}`);
+        }
+    });
+
+    it("names the JIT compiler threads' nice value as the code has it (nice 0 is a normal boot's)", () => {
+        for (const [name, text] of texts) {
+            const nices = [...text.matchAll(/\bnice (\d+)\b/g)].map(m => Number(m[1])).filter(n => n !== 0);
+            assert.ok(nices.length >= 1, `${name} names it`);
+            assert.deepStrictEqual([...new Set(nices)], [JIT_NICE], name);
+        }
+    });
+});
