@@ -1,5 +1,6 @@
 // The README's config reference is the users' manual for `pulumi config set`: it must list every
 // key the program reads, with the default the code applies, and the limits the code enforces.
+// Where the prose describes the rotation, its numbers must be the code's too.
 import * as assert from "assert";
 import * as fs from "fs";
 import * as path from "path";
