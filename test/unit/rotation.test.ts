@@ -217,6 +217,43 @@ describe("rotation: deploy script", () => {
         assert.match(s, /time\(ISO 8601\)\s+environment\s+revision\s+slot\s+outcome\s+build_s\s+boot_s\s+gate_s\s+drain_s\s+warmup_s/);
     });
 
+    it("build: lein's failure fails the deploy as a failed build; output that can no longer be written (the SSH session ended) as lost output", function () {
+        this.timeout(20_000);
+        const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-build-"));
+        try {
+            const bin = path.join(dir, "bin");
+            fs.mkdirSync(bin);
+            // prints a line every 20 ms, then makes the uberjar, or fails with LEIN_FAILS set
+            fs.writeFileSync(path.join(bin, "lein"), [
+                "#!/bin/bash", 'for i in $(seq 30); do echo "compiling $i"; sleep 0.02; done',
+                '[ -z "${LEIN_FAILS:-}" ] || exit 1', "mkdir -p target && echo jar >target/app-0.1.0-standalone.jar", "",
+            ].join("\n"), { mode: 0o755 });
+            const oneLiner = (name: string) => s.match(new RegExp(`^${name}\\(\\) \\{.*\\}$`, "m"))![0];
+            const script = path.join(dir, "build.sh");
+            fs.writeFileSync(script, [
+                "set -Eeuo pipefail", "trap '' PIPE", `PATH=${bin}:$PATH`,
+                oneLiner("now_us"), oneLiner("say"), ...["secs_since", "output_lost", "fail", "build_release"].map(fn => functionSource(s, fn)),
+                `unpack_source() { echo '(defproject app "0.1.0")' >"$1/project.clj"; }`,
+                `RELEASES_DIR=${dir}/releases REVISION=abc RELEASE_JAR=app.jar MODE=archive BUILD_NICE=10 EXITING=0 REASON="" STAGE=""`,
+                `trap 'echo "$REASON" >${dir}/reason' EXIT`,
+                "build_release", "",
+            ].join("\n"));
+            const build = (pipeTo: string, env: Record<string, string> = {}) => {
+                fs.rmSync(path.join(dir, "releases"), { recursive: true, force: true });
+                fs.rmSync(path.join(dir, "reason"), { force: true });
+                spawnSync("bash", ["-c", `bash ${script} | ${pipeTo}`], { encoding: "utf8", env: { ...process.env, ...env } });
+                return fs.readFileSync(path.join(dir, "reason"), "utf8").trim();
+            };
+            assert.strictEqual(build("cat >/dev/null"), "");
+            assert.ok(fs.existsSync(path.join(dir, "releases", "abc", "app.jar")), "the release's jar");
+            assert.strictEqual(build("cat >/dev/null", { LEIN_FAILS: "1" }), `lein uberjar failed for abc (full output: ${dir}/releases/abc/build.log)`);
+            // the reader goes away after 3 lines, as an ended SSH session does
+            assert.strictEqual(build("head -n 3 >/dev/null"), "its output was closed (the SSH session or pipe that ran it ended)");
+        } finally {
+            fs.rmSync(dir, { recursive: true, force: true });
+        }
+    });
+
     it("passes bash -n", () => {
         withTempFile("deploy", s, f => {
             const r = run("bash", ["-n", f]);
