@@ -7,6 +7,7 @@
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
+import { DEFAULTS } from "../infra/config";
 import { commitAppVersion, makeAppRepo } from "../test/host/app-variants";
 import { log, Server, startServer, step } from "../test/host/fixture";
 import { startLoad } from "../test/load/client";
@@ -28,6 +29,8 @@ export interface BenchOptions {
     gapSeconds: number;
     hostName: string;
     hostIndex: number;
+    /** The sample app's `javaOpts` (empty: the JVM's defaults, like the config's default). */
+    javaOpts: string;
 }
 
 export const DEFAULT_OPTIONS: BenchOptions = {
@@ -42,6 +45,7 @@ export const DEFAULT_OPTIONS: BenchOptions = {
     gapSeconds: 2,
     hostName: "bench",
     hostIndex: 60,
+    javaOpts: DEFAULTS.javaOpts,
 };
 
 const sleep = (ms: number) => new Promise<void>(r => setTimeout(r, ms));
@@ -65,6 +69,8 @@ export function parseArgs(argv: string[]): BenchOptions {
             case "--host-index": opts.hostIndex = Math.floor(num("host-index", v, 1)); i++; break;
             case "--host-name": if (!v) throw new Error("--host-name needs a value"); opts.hostName = v; i++; break;
             case "--out": if (!v) throw new Error("--out needs a path"); opts.out = path.resolve(v); i++; break;
+            // the program's config validation checks them (at the harness's pulumi up)
+            case "--java-opts": if (v === undefined) throw new Error("--java-opts needs the JVM options, in one argument"); opts.javaOpts = v; i++; break;
             case "--methods": {
                 if (!v) throw new Error("--methods needs a list");
                 const names = v.split(",").map(s => s.trim()).filter(Boolean);
@@ -76,7 +82,7 @@ export function parseArgs(argv: string[]): BenchOptions {
                 break;
             }
             case "-h": case "--help":
-                console.log("usage: npm run bench -- [--deploys N] [--methods a,b] [--out path] [--concurrency 32] [--steady 20] [--warmup 20] [--gap 2] [--host-name bench] [--host-index 60]");
+                console.log("usage: npm run bench -- [--deploys N] [--methods a,b] [--out path] [--concurrency 32] [--steady 20] [--warmup 20] [--gap 2] [--java-opts '<JVM options>'] [--host-name bench] [--host-index 60]");
                 console.log("       npm run bench -- --render results.json   (rewrite the .md and .svg from a JSON)");
                 console.log(`methods: ${METHOD_NAMES.join(", ")} (default: ${DEFAULT_METHODS.join(",")})`);
                 process.exit(0);
@@ -217,7 +223,7 @@ export async function runBenchmark(opts: BenchOptions): Promise<BenchOutput> {
         const rev1 = makeAppRepo(appPath, { version: "1" });
         const rev2 = commitAppVersion(appPath, { version: "2" });
         const rv: Revisions = { revs: [rev1, rev2], versions: ["1", "2"] };
-        server = await startServer({ name: opts.hostName, index: opts.hostIndex, appPath, config: { domain: DOMAIN, environment: ENV, appName: APP, warmupPath: WARMUP_PATH, warmupRequests: String(WARMUP_REQUESTS) } });
+        server = await startServer({ name: opts.hostName, index: opts.hostIndex, appPath, config: { domain: DOMAIN, environment: ENV, appName: APP, warmupPath: WARMUP_PATH, warmupRequests: String(WARMUP_REQUESTS), ...(opts.javaOpts ? { javaOpts: opts.javaOpts } : {}) } });
         const s = server;
         const builds: BuildTime[] = [];
         await step("pulumi up through the harness: setup and first deploy (builds version 1)", () => s.up({ appRevision: rev1 }));
@@ -246,6 +252,7 @@ export async function runBenchmark(opts: BenchOptions): Promise<BenchOutput> {
                 gapSeconds: opts.gapSeconds,
                 appWarmupPath: WARMUP_PATH,
                 appWarmupRequests: WARMUP_REQUESTS,
+                appJavaOpts: opts.javaOpts,
             },
             builds,
             methods,

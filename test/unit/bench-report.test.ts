@@ -6,6 +6,7 @@ import {
     BenchResult, DeployRun, escapeXml, fastGetByPart, fastGetLatency, LoadRecord, markdownPartsTable, markdownReport, markdownTable, niceMax, percentile,
     renderSvg, summarizeMethod, zeroPhases,
 } from "../../bench/report";
+import { DEFAULT_OPTIONS, parseArgs } from "../../bench/run";
 
 const T0 = 1_700_000_000_000;
 
@@ -305,5 +306,16 @@ describe("bench report", () => {
             const parsed = parseBenchOutput("MARK start 5\nPHASE boot 1234567\nPHASE gate 2000000\nPHASE stop 10000\nMARK end 9\n");
             assert.deepStrictEqual(phasesOf(parsed), { build: 0, boot: 1.23, gate: 2, switch: 0, drain: 0, stop: 0.01, warmup: 0, ramp: 0 });
         });
+    });
+});
+
+describe("bench options", () => {
+    it("runs the app with the JVM's defaults, as the config does, unless --java-opts names options", () => {
+        assert.strictEqual(DEFAULT_OPTIONS.javaOpts, "");
+        assert.strictEqual(parseArgs([]).javaOpts, "");
+        const o = parseArgs(["--methods", "rotation", "--java-opts", "-XX:TieredStopAtLevel=1 -Xmx512m", "--deploys", "3"]);
+        assert.deepStrictEqual([o.javaOpts, o.methods, o.deploys], ["-XX:TieredStopAtLevel=1 -Xmx512m", ["rotation"], 3]);
+        assert.throws(() => parseArgs(["--java-opts"]), /--java-opts needs the JVM options, in one argument/);
+        assert.throws(() => parseArgs(["--methods", "rotation,fast"]), /unknown method fast \(known: rotation,/);
     });
 });
