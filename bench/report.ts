@@ -421,7 +421,7 @@ export function markdownTable(result: BenchResult): string {
 
 /** Where the deploy windows' tail is: the fast GET's p99 in the steady window and by part of the deploys. */
 export function markdownPartsTable(result: BenchResult): string {
-    const head = ["Method", "Steady", "Until healthy", "Warm-up", "Ramp", "After the switch", "Between deploys"];
+    const head = ["Method", "Steady", "Until healthy", "Warm-up", "Ramp and switch", "After the switch", "Between deploys"];
     const rows = result.methods.filter(m => m.fastGetP99ByPartMs).map(m => {
         const parts = m.fastGetP99ByPartMs;
         return [`\`${m.name}\``, fmt(m.fastGet.steadyP99Ms), ...[...DEPLOY_PARTS, "betweenDeploys" as const].map(k => fmt(parts[k]))];
@@ -441,7 +441,7 @@ export function markdownReport(result: BenchResult, svgName = "latest.svg"): str
         `# Deploy benchmark, ${result.date}`,
         "",
         `Machine: ${machine}.`,
-        `Settings: ${Object.entries(result.settings).map(([k, v]) => `${k} ${typeof v === "object" ? JSON.stringify(v) : String(v)}`).join(", ")}.`,
+        `Settings: ${Object.entries(result.settings).map(([k, v]) => `${k} ${typeof v === "object" ? JSON.stringify(v) : v === "" ? "(none)" : String(v)}`).join(", ")}.`,
         `Run time: ${fmt(result.totalSeconds, 0)} s.`,
         "",
         markdownTable(result).trimEnd(),
@@ -450,7 +450,7 @@ export function markdownReport(result: BenchResult, svgName = "latest.svg"): str
             `failing s / deploy is how long clients saw errors per deploy (from the first failed request to the end of the last; fast 502s inflate the counts, not this). ` +
             `Latencies are of the fast GET, in the steady window before the deploys and inside the deploy windows (script start to end). ` +
             `Phases are means over the deploys. Releases are built once per version (lein uberjar: ${builds || "–"}), so deploys do not rebuild.`,
-        ...(parts ? ["", "Fast GET p99 (ms) by part of the deploys (by each request's start; the ramp includes the switch itself, after the switch are the drain and the stop; between deploys: from one deploy's end to the next one's start):", "", parts.trimEnd()] : []),
+        ...(parts ? ["", "Fast GET p99 (ms) by part of the deploys (by each request's start; ramp and switch: from the warm-up's end to the switch of all traffic; after the switch: the drain and the stop; between deploys: from one deploy's end to the next one's start):", "", parts.trimEnd()] : []),
         ...(notes.length ? ["", ...notes] : []),
         "",
         `![Requests per second during the deploys](${svgName})`,

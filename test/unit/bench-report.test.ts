@@ -188,7 +188,7 @@ describe("bench report", () => {
         return {
             date: "2025-01-02T03:04:05.000Z",
             machine: { nginx: "1.22.1", supervisor: "4.2.5", java: "openjdk 17", leiningen: "2.9.10", cpus: 2, kernel: "6.1.0" },
-            settings: { deploys: 1, concurrency: 32 },
+            settings: { deploys: 1, concurrency: 32, appJavaOpts: "" },
             builds: [{ version: "1", revision: "a", seconds: 40.5 }, { version: "2", revision: "b", seconds: 38 }],
             methods: [mk("rotation", 0), mk("restart", 1)],
             totalSeconds: 99,
@@ -215,7 +215,7 @@ describe("bench report", () => {
             result.methods[1].fastGetP99ByPartMs = { untilHealthy: 4, warmup: null, ramp: null, afterSwitch: 20, betweenDeploys: 2 };
             const lines = markdownPartsTable(result).trimEnd().split("\n");
             assert.deepStrictEqual(lines, [
-                "| Method | Steady | Until healthy | Warm-up | Ramp | After the switch | Between deploys |",
+                "| Method | Steady | Until healthy | Warm-up | Ramp and switch | After the switch | Between deploys |",
                 "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
                 "| `rotation` | 3.0 | 4.2 | 5.1 | 6.0 | 7.3 | 3.3 |",
                 "| `restart` | 3.0 | 4.0 | – | – | 20.0 | 2.0 |",
@@ -228,6 +228,7 @@ describe("bench report", () => {
             assert.match(md, /^# Deploy benchmark, 2025-01-02T03:04:05\.000Z/);
             assert.match(md, /nginx 1\.22\.1/);
             assert.match(md, /version 1: 40\.5 s/);
+            assert.match(md, /Settings: deploys 1, concurrency 32, appJavaOpts \(none\)\./, "an empty setting says so");
             assert.match(md, /!\[.*\]\(latest\.svg\)/);
         });
     });
