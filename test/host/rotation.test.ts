@@ -14,8 +14,8 @@ import { gitSshEnv, SSH_OPTIONS } from "./testhost";
 
 const DOMAIN = "shop.test";
 const ENV = "live";
-const ID = `sample-app-${ENV}`;
 const LAYOUT = sampleAppLayout(ENV);
+const ID = LAYOUT.id;
 const DEPLOY = LAYOUT.deployScript;
 const HISTORY = LAYOUT.historyFile;
 const START_TIMEOUT = 20;
@@ -270,7 +270,7 @@ describe("gated rotation on a test host, under load", function () {
         return { code: r.code, output: lines.map(l => l.text).join("\n"), at };
     }
 
-    const SWITCH = `/usr/local/sbin/czd-switch-${ID}`;
+    const SWITCH = LAYOUT.switchHelper;
     const REPO = LAYOUT.repoDir;
     /** Shell: the helper's CHAIN, PROXY_PORT, SLOT1_PORT and SLOT2_PORT for this environment, as the helper has them. */
     const SWITCH_VARS = `eval "$(grep -E '^ +(CHAIN="[^"]+"|(PROXY|SLOT[12])_PORT=[0-9]+)$' ${SWITCH})"`;
