@@ -67,6 +67,11 @@ function functionSource(script: string, name: string): string {
     return `${name}() {${functionBody(script, name)}\n}`;
 }
 
+/** A one-line shell function of a script (`name() { ...; }`), whole. */
+function oneLineFunction(script: string, name: string): string {
+    return script.match(new RegExp(`^${name}\\(\\) \\{.*\\}$`, "m"))![0];
+}
+
 describe("rotation: deploy script", () => {
     const s = files.deployScript;
 
@@ -176,7 +181,7 @@ describe("rotation: deploy script", () => {
         });
         await new Promise<void>(resolve => server.listen(0, "127.0.0.1", resolve));
         const port = (server.address() as { port: number }).port;
-        const nowUs = s.match(/^now_us\(\) \{.*\}$/m)![0];
+        const nowUs = oneLineFunction(s, "now_us");
         /** warm_up 1 with these many requests of this path and this time limit; its output. */
         const warmUp = (p: string, requests: number, timeoutS: number) => new Promise<string>((resolve, reject) => {
             const script = [nowUs, functionSource(s, "secs_since"), functionSource(s, "warm_up"),
@@ -228,11 +233,10 @@ describe("rotation: deploy script", () => {
                 "#!/bin/bash", 'for i in $(seq 30); do echo "compiling $i"; sleep 0.02; done',
                 '[ -z "${LEIN_FAILS:-}" ] || exit 1', "mkdir -p target && echo jar >target/app-0.1.0-standalone.jar", "",
             ].join("\n"), { mode: 0o755 });
-            const oneLiner = (name: string) => s.match(new RegExp(`^${name}\\(\\) \\{.*\\}$`, "m"))![0];
             const script = path.join(dir, "build.sh");
             fs.writeFileSync(script, [
                 "set -Eeuo pipefail", "trap '' PIPE", `PATH=${bin}:$PATH`,
-                oneLiner("now_us"), oneLiner("say"), ...["secs_since", "output_lost", "fail", "build_release"].map(fn => functionSource(s, fn)),
+                oneLineFunction(s, "now_us"), oneLineFunction(s, "say"), ...["secs_since", "output_lost", "fail", "build_release"].map(fn => functionSource(s, fn)),
                 `unpack_source() { echo '(defproject app "0.1.0")' >"$1/project.clj"; }`,
                 `RELEASES_DIR=${dir}/releases REVISION=abc RELEASE_JAR=app.jar MODE=archive BUILD_NICE=10 EXITING=0 REASON="" STAGE=""`,
                 `trap 'echo "$REASON" >${dir}/reason' EXIT`,
