@@ -16,6 +16,8 @@ const DOMAIN = "shop.test";
 const ENV = "live";
 const LAYOUT = sampleAppLayout(ENV);
 const STATE = LAYOUT.stateDir;
+/** The slot's Supervisor program and log file, as the layout names them. */
+const program = (slot: string) => LAYOUT.programs.find(p => String(p.slot) === slot)!;
 
 /** A `pulumi` stand-in: outputs from a JSON file, the key from a file, every call logged. */
 const STUB = `#!/usr/bin/env bash
@@ -60,7 +62,7 @@ describe("day-2 operations on a test host", function () {
             appUrl: `http://${DOMAIN}/`,
             gitRemote: `ssh://deploy@${address}${LAYOUT.repoDir}`,
             environment: ENV,
-            supervisorGroup: `sample-app-${ENV}`,
+            supervisorGroup: LAYOUT.id,
             appDirectory: LAYOUT.baseDir,
             liveRevision: commits.v2,
             liveSlot: "2",
@@ -102,7 +104,7 @@ describe("day-2 operations on a test host", function () {
         assert.match(r.stdout, new RegExp(`^live revision: +${commits.v2}$`, "m"));
         assert.match(r.stdout, new RegExp(`^previous revision: +${commits.v1}$`, "m"));
         assert.match(r.stdout, new RegExp(`^url: +http://${DOMAIN}/$`, "m"));
-        assert.match(r.stdout, new RegExp(`^${liveSlot} \\(live\\) +sample-app-${ENV}-${liveSlot} +RUNNING +\\d+:\\d\\d:\\d\\d +${commits.v2.slice(0, 12)}$`, "m"),
+        assert.match(r.stdout, new RegExp(`^${liveSlot} \\(live\\) +${program(liveSlot).name} +RUNNING +\\d+:\\d\\d:\\d\\d +${commits.v2.slice(0, 12)}$`, "m"),
             "the live slot runs, with its uptime and revision");
         assert.match(r.stdout, /^ +TIME +ENV +REVISION +SLOT +OUTCOME +BUILD_S +BOOT_S +GATE_S +DRAIN_S +WARMUP_S +RAMP_S$/m);
         const history = r.stdout.split("\n").filter(l => /^ +\d{4}-\d\d-\d\dT/.test(l));
@@ -117,10 +119,10 @@ describe("day-2 operations on a test host", function () {
 
     it("logs --no-follow --lines 5 prints the live slot's last 5 lines", async () => {
         const liveSlot = (await server.sh(`cat ${STATE}/live-slot`)).trim();
-        const expected = await server.sh(`tail -n 5 /var/log/sample-app/${ENV}-${liveSlot}.log`);
+        const expected = await server.sh(`tail -n 5 ${program(liveSlot).log}`);
         const r = ops(["logs", "--stack", ENV, "--no-follow", "--lines", "5"]);
         assert.strictEqual(r.code, 0, r.output);
-        assert.match(r.stderr, new RegExp(`==> /var/log/sample-app/${ENV}-${liveSlot}.log \\(slot ${liveSlot}, live\\)`));
+        assert.match(r.stderr, new RegExp(`==> ${program(liveSlot).log} \\(slot ${liveSlot}, live\\)`));
         assert.strictEqual(r.stdout, expected);
         assert.strictEqual(r.stdout.trimEnd().split("\n").length, 5);
         log(`logs --no-follow --lines 5:\n${r.stdout.replace(/^/gm, "        | ")}`);
@@ -141,7 +143,7 @@ describe("day-2 operations on a test host", function () {
         while (stdout.split("\n").length < 4 && Date.now() < deadline) await new Promise(r => setTimeout(r, 100));
         assert.ok(stdout.split("\n").length >= 4, `3 lines shown first: ${stdout}${stderr}`);
         // A new line in the log arrives while following.
-        await server.sh(`echo ops-follow-marker >>/var/log/sample-app/${ENV}-${liveSlot}.log`);
+        await server.sh(`echo ops-follow-marker >>${program(liveSlot).log}`);
         while (!stdout.includes("ops-follow-marker") && Date.now() < deadline) await new Promise(r => setTimeout(r, 100));
         assert.match(stdout, /ops-follow-marker/, "followed a line appended after the start");
         assert.strictEqual(keyDirs().length, 1, "the key directory exists while following");

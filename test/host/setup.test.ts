@@ -10,10 +10,11 @@ import * as path from "path";
 import { makeAppRepo } from "./app-variants";
 import { log, sampleAppLayout, Server, startServer, step } from "./fixture";
 
-const APP = "sample-app";
 const ENV = "live";
 const DOMAIN = "app.test";
 const LAYOUT = sampleAppLayout(ENV);
+/** The user the app runs as. */
+const APP = LAYOUT.appUser;
 
 /** Everything the setup manages, checksummed with modes and owners. */
 const MANAGED = [
@@ -25,7 +26,7 @@ const FINGERPRINT = [
     `find ${MANAGED.join(" ")} \\( -type f -o -type l \\) -print0 2>/dev/null | sort -z | xargs -0 stat -c '%n %a %U:%G %s' | sort`,
     `find ${MANAGED.join(" ")} -type f -print0 2>/dev/null | sort -z | xargs -0 sha256sum`,
     "iptables -S", "ip6tables -S",
-    "getent passwd deploy sample-app",
+    `getent passwd ${LAYOUT.deployUser} ${APP}`,
 ].join("; ");
 const DAEMON_PIDS = "echo nginx $(cat /run/nginx.pid); echo supervisord $(cat /var/run/supervisord.pid)";
 
@@ -112,14 +113,14 @@ describe("host setup on a fresh Debian 12 server", function () {
     });
 
     it("the Supervisor group has both programs, and the deploy user runs supervisorctl without sudo", async () => {
-        const status = await server.sh(`supervisorctl status ${APP}-${ENV}:*`, "deploy").catch(e => String(e));
-        assert.match(status, new RegExp(`${APP}-${ENV}:${APP}-${ENV}-1\\s`));
-        assert.match(status, new RegExp(`${APP}-${ENV}:${APP}-${ENV}-2\\s`));
+        const status = await server.sh(`supervisorctl status ${LAYOUT.id}:*`, "deploy").catch(e => String(e));
+        assert.match(status, new RegExp(`${LAYOUT.id}:${LAYOUT.programs[0].name}\\s`));
+        assert.match(status, new RegExp(`${LAYOUT.id}:${LAYOUT.programs[1].name}\\s`));
         assert.match(status, /RUNNING/, "the first deploy left one slot running");
         const sudo = await server.host.ssh("sudo -n true", { user: "deploy", allowFail: true });
         assert.notStrictEqual(sudo.code, 0, "the deploy user has no general sudo");
         const allowed = await server.sh("sudo -n -l", "deploy");
-        assert.match(allowed, new RegExp(`/usr/local/sbin/czd-switch-${APP}-${ENV} switch ${APP}-${ENV} 1`));
+        assert.match(allowed, new RegExp(`${LAYOUT.switchHelper} switch ${LAYOUT.id} 1`));
         assert.doesNotMatch(allowed, /\(ALL\) NOPASSWD: ALL|\(root\) NOPASSWD: ALL/);
     });
 
