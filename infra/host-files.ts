@@ -16,6 +16,7 @@ import {
     SSHD_DROPIN,
     SUPERVISOR_SOCKET,
     SUPERVISORD_PIDFILE,
+    SUPERVISOR_START_SECONDS,
     tlsFiles,
     TOOL_DIR,
 } from "./names";
@@ -158,6 +159,7 @@ export function environmentView(settings: Settings, l: EnvironmentLayout) {
         javaOpts: settings.javaOpts,
         // Supervisor's own stop waits past the drain so it never kills a request the deploy is waiting for.
         stopWaitSeconds: settings.drainTimeout + 10,
+        supervisorStartSeconds: SUPERVISOR_START_SECONDS,
         defaultServer,
         serverName: defaultServer ? "_" : settings.domain,
         upstreamName: l.id.replace(/-/g, "_"),

@@ -18,6 +18,12 @@ export const MANAGED_MARKER = "Managed by clj-zero-downtime for";
 export const SUPERVISOR_SOCKET = "/var/run/supervisor.sock";
 export const SUPERVISORD_PIDFILE = "/var/run/supervisord.pid";
 /**
+ * A slot's `startsecs`: Supervisor calls a start failed (and retries it) when the process
+ * exits sooner. The deploy does not wait for it; it waits for the gate, and afterwards
+ * for Supervisor to call the new slot RUNNING.
+ */
+export const SUPERVISOR_START_SECONDS = 1;
+/**
  * The drop-in that turns SSH password login off. sshd reads drop-ins in name order and keeps
  * the first value it sees, so 01- wins over cloud images' 50-cloud-init.conf.
  */

@@ -6,7 +6,7 @@
 
 import { createHash } from "crypto";
 import { BOOT_PRIORITIES, RAMP_SECONDS_MAX, RAMP_STEPS_PERCENT, Settings, URL_PATH, WARMUP_REQUESTS_MAX } from "./config";
-import { EnvironmentLayout, RELEASE_JAR, SUPERVISOR_SOCKET } from "./names";
+import { EnvironmentLayout, RELEASE_JAR, SUPERVISOR_SOCKET, SUPERVISOR_START_SECONDS } from "./names";
 import { render } from "./render";
 
 /** The ramp's shares as the scripts list them: the deploy script's loop, the helper's check. */
@@ -165,6 +165,7 @@ export function rotationView(layout: EnvironmentLayout, settings: RotationSettin
         ...layout,
         releaseJar: RELEASE_JAR,
         supervisorSocket: SUPERVISOR_SOCKET,
+        supervisorStartSeconds: SUPERVISOR_START_SECONDS,
         sudoersAlias: sudoersAlias(layout.id),
         proxyPort: layout.ports.proxy,
         /** supervisorctl names a program of a group `<group>:<program>`; the group is the environment id. */

@@ -5,7 +5,7 @@ import * as http from "http";
 import * as os from "os";
 import * as path from "path";
 import { RAMP_STEPS_PERCENT } from "../../infra/config";
-import { layout, SUPERVISOR_SOCKET } from "../../infra/names";
+import { layout, SUPERVISOR_SOCKET, SUPERVISOR_START_SECONDS } from "../../infra/names";
 import {
     renderRotationFiles,
     CONNTRACK_CLOSE_TIMEOUT,
@@ -152,6 +152,40 @@ describe("rotation: deploy script", () => {
         // After a reboot the live slot starts at normal priority: it serves at once.
         const boot = functionBody(s, "boot_restore");
         assert.match(boot, /start_slot "\$slot" normal/);
+    });
+
+    it("splits the wait for a new slot into boot (until it first answers HTTP) and gate (from then until a 2xx), and ends RUNNING-checked", () => {
+        /** wait_healthy with the health check answering `codes` in turn, one per poll; prints T_BOOT and T_GATE. */
+        const waitHealthy = (...codes: string[]) => {
+            const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-gate-"));
+            try {
+                fs.writeFileSync(path.join(dir, "codes"), codes.join("\n") + "\n");
+                const code = [
+                    ...["now_us", "secs_since", "wait_healthy"].map(fn => functionSource(s, fn)),
+                    `HEALTH_INTERVAL=0.1 START_TIMEOUT=10 SLOT_PORT=("" 3001 3002) HEALTH_PATH=/health T_BOOT=0.0 T_GATE=0.0`,
+                    // one answer per poll, the last one repeated
+                    `health_status() { local c; c=$(head -n 1 ${dir}/codes); [ "$(wc -l <${dir}/codes)" -le 1 ] || sed -i 1d ${dir}/codes; printf '%s' "$c"; }`,
+                    'slot_pid() { echo $$; }', "slot_state() { echo STARTING; }", "say() { :; }", 'fail() { echo "fail: $*"; exit 1; }',
+                    'wait_healthy 2 "$(now_us)"; echo "$T_BOOT $T_GATE"',
+                ].join("\n");
+                const r = spawnSync("bash", ["-c", code], { encoding: "utf8" });
+                assert.strictEqual(r.status, 0, r.stdout + r.stderr);
+                return r.stdout.trim().split(" ").map(Number);
+            } finally {
+                fs.rmSync(dir, { recursive: true, force: true });
+            }
+        };
+        // two polls without an answer, two 503s, then 200: each part is at least its two sleeps
+        const [boot, gate] = waitHealthy("000", "000", "503", "503", "200");
+        assert.ok(boot >= 0.2 && gate >= 0.2, `boot ${boot} s, gate ${gate} s`);
+        // an app whose health path answers 2xx as soon as it listens: all boot, no gate
+        const [bootOnly, noGate] = waitHealthy("000", "000", "000", "200");
+        assert.ok(bootOnly >= 0.3, `boot ${bootOnly} s`);
+        assert.strictEqual(noGate, 0);
+        // the deploy and the restore at boot both wait for Supervisor's RUNNING once the slot serves
+        assert.match(functionBody(s, "rotate"), /drain_and_stop "\$OLD_SLOT"\n    fi\n    confirm_running "\$NEW_SLOT"/);
+        assert.match(functionBody(s, "boot_restore"), /wait_healthy "\$slot" "\$t_start"\n    NEW_STARTED=0\n    confirm_running "\$slot"/);
+        assert.match(functionBody(s, "start_slot"), /supervisor_process start "\$program" nowait/);
     });
 
     it("a rollback moves all traffic at once after at most ROLLBACK_WARMUP_REQUESTS warm-up requests, unless its options say otherwise", () => {
@@ -790,6 +824,35 @@ describe("deploy script: Supervisor through its XML-RPC socket, against a real s
             `stops: ${attempts}, RUNNING`,
         ].join("\n"));
         assert.strictEqual(call(supervisord.socket, "quick", "supervisor_process", "stop", program).status, 0);
+    });
+
+    it("starts a program without waiting for startsecs (nowait), and waits afterwards until Supervisor calls it RUNNING", () => {
+        const startSeconds = Number(/^readonly SUPERVISOR_START_SECONDS=(\d+)$/m.exec(script)![1]);
+        assert.strictEqual(startSeconds, SUPERVISOR_START_SECONDS);
+        const program = `${GROUP}:serves`;
+        /** start nowait, then the state at once, then confirm_running's output and the state after it. */
+        const startThenConfirm = (slotProgram: string) => {
+            const code = [
+                ...["status_state", "slot_state", "now_us", "confirm_running"].map(fn => functionSource(script, fn)),
+                `SUPERVISOR_START_SECONDS=${startSeconds} RUNNING_WAIT=1 HEALTH_INTERVAL=0.1 SLOT_LOG=("" "" "/var/log/slot-2.log")`,
+                'warn() { echo "warning: $*"; }',
+                `supervisor_process start ${slotProgram} nowait; echo "started: $?, $(slot_state 2)"`,
+                `confirm_running 2; echo "confirmed: $(slot_state 2)"`,
+            ].join("\n");
+            return call(supervisord.socket, slotProgram.split(":")[1], "eval", code);
+        };
+        const t0 = Date.now();
+        const serves = startThenConfirm(program);
+        assert.strictEqual(serves.status, 0, serves.err);
+        // A start that waited would have answered after startsecs, with the program RUNNING.
+        assert.strictEqual(serves.out, "started: 0, STARTING\nconfirmed: RUNNING");
+        assert.ok(Date.now() - t0 >= startSeconds * 1000, "confirm_running waited for startsecs");
+        assert.strictEqual(call(supervisord.socket, "serves", "supervisor_process", "stop", program).status, 0);
+
+        // exits after 0.3 s, before startsecs: no longer RUNNING, and the deploy is told so
+        const crashes = startThenConfirm(`${GROUP}:crashes`);
+        assert.strictEqual(crashes.status, 0, crashes.err);
+        assert.match(crashes.out, /^started: 0, STARTING\nwarning: slot 2 serves the traffic, but Supervisor says (BACKOFF|FATAL), not RUNNING; check it with supervisorctl status and its log \(\/var\/log\/slot-2\.log\)\nconfirmed: (BACKOFF|FATAL)$/);
     });
 
     it("undoes XML's escapes in a value", () => {
