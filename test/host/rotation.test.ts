@@ -374,6 +374,7 @@ describe("gated rotation on a test host, under load", function () {
         // server can shift which of a request's two connections is refused.
         const log = `/var/log/nginx/${ID}.error.log`;
         const refusedBefore = Number(await server.sh(`grep -c 'Connection refused' ${log} || true`, "root"));
+        const linesBefore = Number(await server.sh(`wc -l <${log}`, "root"));
         const refuseFirst = `refuse_first=(-p tcp -d 127.0.0.1 --dport "$PROXY_PORT" -m owner --uid-owner www-data
             -m statistic --mode nth --every 2 --packet 0 -j REDIRECT --to-ports "$PROXY_PORT")`;
         let answers: string;
@@ -384,21 +385,28 @@ describe("gated rotation on a test host, under load", function () {
                     "$@"
                     iptables -w 5 -t nat -D "$CHAIN" "\${refuse_first[@]}"
                 }
+                body=$(mktemp)
                 for i in $(seq 20); do
                     get=$(refused_once curl -s -o /dev/null -w '%{http_code}' -H 'Host: ${DOMAIN}' http://127.0.0.1/)
-                    post=$(refused_once curl -s -w ' %{http_code}' -H 'Host: ${DOMAIN}' -H 'Content-Type: application/octet-stream' --data-binary "retry-$i" http://127.0.0.1/echo)
-                    echo "$get $post"
-                done`, "root");
+                    post=$(refused_once curl -s -o "$body" -w '%{http_code}' -H 'Host: ${DOMAIN}' -H 'Content-Type: application/octet-stream' --data-binary "retry-$i" http://127.0.0.1/echo)
+                    # one line per request pair, whatever the body (an error page has several)
+                    echo "$get $(head -c 200 "$body" | tr -s '\n' ' ') $post"
+                done
+                rm -f "$body"`, "root");
         } finally {
             await server.sh(`${SWITCH_VARS}; ${refuseFirst}
                 while iptables -w 5 -t nat -C "$CHAIN" "\${refuse_first[@]}" 2>/dev/null; do
                     iptables -w 5 -t nat -D "$CHAIN" "\${refuse_first[@]}"
                 done`, "root");
         }
-        const lines = answers.trim().split("\n");
-        assert.strictEqual(lines.length, 20);
-        lines.forEach((l, i) => assert.strictEqual(l, `200 retry-${i + 1} 200`, `request ${i + 1}: ${l}`));
+        // What nginx logged: the refusals (one per request if each retry passed) and anything else,
+        // to tell a failed retry's cause.
         const refused = Number(await server.sh(`grep -c 'Connection refused' ${log} || true`, "root")) - refusedBefore;
+        const otherErrors = await server.sh(`tail -n +${linesBefore + 1} ${log} | grep -v 'Connection refused' | tail -n 20 || true`, "root");
+        const why = `nginx logged ${refused} refused connections for 40 requests; its other errors:\n${otherErrors}`;
+        const lines = answers.trim().split("\n");
+        assert.strictEqual(lines.length, 20, `${answers}\n${why}`);
+        lines.forEach((l, i) => assert.strictEqual(l, `200 retry-${i + 1} 200`, `request ${i + 1}: ${l}\n${why}`));
         assert.strictEqual(refused, 40, "nginx was refused once per request, and retried");
         assert.strictEqual((await server.sh(`${SWITCH} show ${ID}`, "root")).trim().split("\n").length, 1, "the extra rule is gone");
     });
