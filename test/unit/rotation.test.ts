@@ -161,7 +161,7 @@ describe("rotation: deploy script", () => {
             try {
                 fs.writeFileSync(path.join(dir, "codes"), codes.join("\n") + "\n");
                 const code = [
-                    ...["now_us", "secs_since", "wait_healthy"].map(fn => functionSource(s, fn)),
+                    oneLineFunction(s, "now_us"), ...["secs_since", "wait_healthy"].map(fn => functionSource(s, fn)),
                     `HEALTH_INTERVAL=0.1 START_TIMEOUT=10 SLOT_PORT=("" 3001 3002) HEALTH_PATH=/health T_BOOT=0.0 T_GATE=0.0`,
                     // one answer per poll, the last one repeated
                     `health_status() { local c; c=$(head -n 1 ${dir}/codes); [ "$(wc -l <${dir}/codes)" -le 1 ] || sed -i 1d ${dir}/codes; printf '%s' "$c"; }`,
@@ -833,7 +833,7 @@ describe("deploy script: Supervisor through its XML-RPC socket, against a real s
         /** start nowait, then the state at once, then confirm_running's output and the state after it. */
         const startThenConfirm = (slotProgram: string) => {
             const code = [
-                ...["status_state", "slot_state", "now_us", "confirm_running"].map(fn => functionSource(script, fn)),
+                ...["now_us", "status_state", "slot_state"].map(fn => oneLineFunction(script, fn)), functionSource(script, "confirm_running"),
                 `SUPERVISOR_START_SECONDS=${startSeconds} RUNNING_WAIT=1 HEALTH_INTERVAL=0.1 SLOT_LOG=("" "" "/var/log/slot-2.log")`,
                 'warn() { echo "warning: $*"; }',
                 `supervisor_process start ${slotProgram} nowait; echo "started: $?, $(slot_state 2)"`,
