@@ -113,8 +113,8 @@ describe("gated rotation on a test host, under load", function () {
 
     const faults: { fault: AppFault; reason: RegExp }[] = [
         { fault: "health-500", reason: /did not answer 2xx on \/health .*last answer: 500/ },
-        // Where the exit falls against Supervisor's startsecs (1 s) decides which check sees it first.
-        { fault: "exit-at-boot", reason: /slot \d (exited before it became healthy|is (FATAL|BACKOFF|EXITED) before it became healthy|exited while it started \(supervisor: (spawn error|abnormal termination)\))/ },
+        // Whether a poll finds the pid gone or Supervisor's state first decides the message.
+        { fault: "exit-at-boot", reason: /slot \d (exited before it became healthy|is (FATAL|BACKOFF|EXITED) before it became healthy)/ },
         { fault: "no-port", reason: new RegExp(`did not answer 2xx on /health .* within ${START_TIMEOUT}s`) },
         { fault: "compile-error", reason: /lein uberjar failed/ },
         { fault: "exit-when-warmed", reason: /slot \d passed its health check, then stopped answering it during the warm-up/ },
@@ -367,23 +367,26 @@ describe("gated rotation on a test host, under load", function () {
     });
 
     it("nginx retries a request once when its connection is refused: with each request's first connection sent where nothing listens, 20 GETs and 20 POSTs in a row all answer", async () => {
-        // An extra rule in front of the switch's sends nginx's next new connection of the proxy port
-        // to the proxy port itself, where nothing listens (a slot that has just stopped); the
-        // connection after it passes. The rule is put in fresh for each request, so its count starts
-        // at 0 each time, and it matches only nginx's worker (www-data): no other connection on the
-        // server can shift which of a request's two connections is refused.
+        // An extra rule in front of the switch's sends nginx's first new connection of the proxy
+        // port to the proxy port itself, where nothing listens (a slot that has just stopped); every
+        // connection after it passes. It counts with an xt_recent list that is emptied before each
+        // request. A packet counter (the rule put in fresh per request, every 2nd new connection)
+        // refused both of one request's connections in a repeated run after the load tests (1201
+        // refusals for 1200 requests): the kernel can see one connection as new twice, e.g. when its
+        // SYN is resent after its conntrack entry was closed. It matches only nginx's worker
+        // (www-data): no other connection on the server can take the one refusal.
         const log = `/var/log/nginx/${ID}.error.log`;
         const refusedBefore = Number(await server.sh(`grep -c 'Connection refused' ${log} || true`, "root"));
         const linesBefore = Number(await server.sh(`wc -l <${log}`, "root"));
         const refuseFirst = `refuse_first=(-p tcp -d 127.0.0.1 --dport "$PROXY_PORT" -m owner --uid-owner www-data
-            -m statistic --mode nth --every 2 --packet 0 -j REDIRECT --to-ports "$PROXY_PORT")`;
+            -m recent ! --rcheck --name refused_once -m recent --set --name refused_once -j REDIRECT --to-ports "$PROXY_PORT")`;
         let answers: string;
         try {
             answers = await server.sh(`${SWITCH_VARS}; ${refuseFirst}
+                iptables -w 5 -t nat -I "$CHAIN" 1 "\${refuse_first[@]}"
                 refused_once() {
-                    iptables -w 5 -t nat -I "$CHAIN" 1 "\${refuse_first[@]}"
+                    echo / >/proc/net/xt_recent/refused_once
                     "$@"
-                    iptables -w 5 -t nat -D "$CHAIN" "\${refuse_first[@]}"
                 }
                 body=$(mktemp)
                 for i in $(seq 20); do
