@@ -128,6 +128,13 @@ export function programName(appName: string, environment: string, slot: Slot): s
     return `${environmentId(appName, environment)}-${slot}`;
 }
 
+/** Slot n's Supervisor program in a layout (its name, ports, log and boot flag). */
+export function slotProgram(layout: EnvironmentLayout, slot: Slot): EnvironmentLayout["programs"][number] {
+    const p = layout.programs.find(x => x.slot === slot);
+    if (!p) throw new Error(`layout ${layout.id} has no program for slot ${slot}`);
+    return p;
+}
+
 export function slotPort(ports: Ports, slot: Slot): number {
     return slot === 1 ? ports.slot1 : ports.slot2;
 }

@@ -6,7 +6,7 @@
 
 import { createHash } from "crypto";
 import { BOOT_PRIORITIES, RAMP_SECONDS_MAX, RAMP_STEPS_PERCENT, Settings, URL_PATH, WARMUP_REQUESTS_MAX } from "./config";
-import { EnvironmentLayout, RELEASE_JAR, SUPERVISOR_SOCKET, SUPERVISOR_START_SECONDS } from "./names";
+import { EnvironmentLayout, RELEASE_JAR, slotProgram, SUPERVISOR_SOCKET, SUPERVISOR_START_SECONDS } from "./names";
 import { render } from "./render";
 
 /** The ramp's shares as the scripts list them: the deploy script's loop, the helper's check. */
@@ -136,12 +136,6 @@ export function validateRotationInput(layout: EnvironmentLayout, settings: Rotat
     checkSeconds(settings.lockTimeoutSeconds, "lockTimeoutSeconds", 0);
     check(Number.isInteger(settings.keepReleases) && settings.keepReleases >= 2 && settings.keepReleases <= 100,
         `keepReleases ${settings.keepReleases} (integer 2..100)`);
-}
-
-function slotProgram(layout: EnvironmentLayout, slot: 1 | 2) {
-    const p = layout.programs.find(x => x.slot === slot);
-    if (!p) throw new Error(`rotation: layout ${layout.id} has no program for slot ${slot}`);
-    return p;
 }
 
 /** What the switch helper needs to know about one environment. */

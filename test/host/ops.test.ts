@@ -8,6 +8,7 @@ import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import { commitAppVersion, makeAppRepo } from "./app-variants";
+import { Slot, slotProgram } from "../../infra/names";
 import { httpGet, log, sampleAppLayout, Server, startServer, step } from "./fixture";
 
 const ROOT = path.resolve(__dirname, "..", "..");
@@ -17,7 +18,7 @@ const ENV = "live";
 const LAYOUT = sampleAppLayout(ENV);
 const STATE = LAYOUT.stateDir;
 /** The slot's Supervisor program and log file, as the layout names them. */
-const program = (slot: string) => LAYOUT.programs.find(p => String(p.slot) === slot)!;
+const program = (slot: string) => slotProgram(LAYOUT, Number(slot) as Slot);
 
 /** A `pulumi` stand-in: outputs from a JSON file, the key from a file, every call logged. */
 const STUB = `#!/usr/bin/env bash

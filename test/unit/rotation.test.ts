@@ -182,6 +182,22 @@ describe("rotation: deploy script", () => {
         const [bootOnly, noGate] = waitHealthy("000", "000", "000", "200");
         assert.ok(bootOnly >= 0.3, `boot ${bootOnly} s`);
         assert.strictEqual(noGate, 0);
+        // The boot is timed from the start itself: a slot left over from a killed deploy is
+        // stopped first (here a stop that takes 0.5 s), and that stop is not part of it.
+        const afterLeftover = spawnSync("bash", ["-c", [
+            oneLineFunction(s, "now_us"), ...["secs_since", "start_slot", "wait_healthy"].map(fn => functionSource(s, fn)),
+            `HEALTH_INTERVAL=0.1 START_TIMEOUT=10 SLOT_PORT=("" 3001 3002) SLOT_PROGRAM=("" g:a g:b) SLOT_LOG=("" /nonexistent /nonexistent)`,
+            "HEALTH_PATH=/health RELEASES_DIR=/releases REVISION=abc T_BOOT=0.0 T_GATE=0.0",
+            'supervisor_process() { [ "$1" != stop ] || sleep 0.5; }', "point_slot() { :; }", "set_boot_priority() { :; }",
+            "health_status() { printf 200; }", 'slot_pid() { echo $$; }', "slot_state() { echo RUNNING; }",
+            'say() { echo "$*"; }', 'fail() { echo "fail: $*"; exit 1; }',
+            'start_slot 2 idle; wait_healthy 2 "$SLOT_STARTED_US"; echo "boot: $T_BOOT"',
+        ].join("\n")], { encoding: "utf8" });
+        assert.strictEqual(afterLeftover.status, 0, afterLeftover.stdout + afterLeftover.stderr);
+        assert.match(afterLeftover.stdout, /slot 2 is RUNNING \(left over from an earlier attempt\); stopping it first/);
+        const leftoverBoot = Number(/^boot: (\S+)$/m.exec(afterLeftover.stdout)![1]);
+        assert.ok(leftoverBoot < 0.4, `boot ${leftoverBoot} s holds the leftover's 0.5-s stop`);
+        assert.match(functionBody(s, "rotate"), /start_slot "\$NEW_SLOT" "\$BOOT_PRIORITY"\n    wait_healthy "\$NEW_SLOT" "\$SLOT_STARTED_US"/);
         // the deploy and the restore at boot both wait for Supervisor's RUNNING once the slot serves
         assert.match(functionBody(s, "rotate"), /drain_and_stop "\$OLD_SLOT"\n    fi\n    confirm_running "\$NEW_SLOT"/);
         assert.match(functionBody(s, "boot_restore"), /wait_healthy "\$slot" "\$t_start"\n    NEW_STARTED=0\n    confirm_running "\$slot"/);
@@ -799,7 +815,8 @@ describe("deploy script: Supervisor through its XML-RPC socket, against a real s
             assert.strictEqual(call(supervisord.socket, "quick", "supervisor_process", "start", program).status, 0);
             const real = functionSource(script, "supervisor_process").replace(/^supervisor_process\(\)/, "real_supervisor_process()");
             const code = [
-                real, ...["status_state", "slot_state", "slot_is_up", "stop_new_slot"].map(fn => functionSource(script, fn)),
+                real, ...["status_state", "slot_state"].map(fn => oneLineFunction(script, fn)),
+                ...["slot_is_up", "stop_new_slot"].map(fn => functionSource(script, fn)),
                 `STOP_ATTEMPTS=${attempts} NEW_SLOT=2 SLOT_BOOT_FLAG=("" "" "${supervisord.dir}/2.booting") stops=0`,
                 'say() { echo "==> $*"; }', 'warn() { echo "warning: $*"; }', "print_new_slot_log() { :; }",
                 `supervisor_process() {
