@@ -392,26 +392,65 @@ remove_network() {
 }
 
 # The guest shares this machine's kernel, and the setup's scheduler step turns
-# its autogroup scheduling off: up records the setting, down puts it back.
+# its autogroup scheduling off. The machine's own setting is recorded when the
+# first of the running hosts comes up and put back when the last one goes down:
+# hosts can overlap, and one that goes down must neither undo the setting under
+# another nor leave behind the value another one set.
 readonly AUTOGROUP_SETTING=/proc/sys/kernel/sched_autogroup_enabled
+readonly KERNEL_SETTINGS_DIR=$RUNS_DIR/.kernel-settings
+
+# Hosts that recorded the setting and are still up (their network namespace
+# exists); a host that crashed without `down` no longer counts.
+hosts_holding_kernel_settings() {
+    local entry
+    for entry in "$KERNEL_SETTINGS_DIR"/hosts/*; do
+        [[ -e $entry ]] || continue
+        if ip netns list | awk '{print $1}' | grep -qx -- "$(netns_name "${entry##*/}")"; then
+            printf '%s\n' "${entry##*/}"
+        else
+            rm -f "$entry"
+        fi
+    done
+}
+
+# Both under one lock, so that hosts coming up and going down at once agree.
+lock_kernel_settings() {
+    mkdir -p "$KERNEL_SETTINGS_DIR/hosts"
+    exec 7>"$KERNEL_SETTINGS_DIR/.lock"
+    flock 7
+}
 
 record_kernel_settings() {
-    local dir=$1
-    if [[ -e $AUTOGROUP_SETTING ]]; then cat "$AUTOGROUP_SETTING" >"$dir/autogroup"; fi
+    local name=$1
+    lock_kernel_settings
+    # The saved value stays when it is there: it is the machine's own, from
+    # before hosts that crashed without putting it back.
+    if [[ -e $AUTOGROUP_SETTING && ! -s $KERNEL_SETTINGS_DIR/autogroup ]]; then
+        cat "$AUTOGROUP_SETTING" >"$KERNEL_SETTINGS_DIR/autogroup"
+    fi
+    : >"$KERNEL_SETTINGS_DIR/hosts/$name"
+    exec 7>&-
 }
 
 restore_kernel_settings() {
-    local dir=$1
-    if [[ -s $dir/autogroup && -e $AUTOGROUP_SETTING ]]; then
-        cat "$dir/autogroup" >"$AUTOGROUP_SETTING" || log "warning: could not restore $AUTOGROUP_SETTING to $(cat "$dir/autogroup")"
+    local name=$1 saved=$KERNEL_SETTINGS_DIR/autogroup
+    lock_kernel_settings
+    rm -f "$KERNEL_SETTINGS_DIR/hosts/$name"
+    if [[ -z $(hosts_holding_kernel_settings) && -s $saved && -e $AUTOGROUP_SETTING ]]; then
+        if cat "$saved" >"$AUTOGROUP_SETTING"; then
+            rm -f "$saved"
+        else
+            log "warning: could not restore $AUTOGROUP_SETTING to $(cat "$saved")"
+        fi
     fi
+    exec 7>&-
 }
 
 down() {
     local name=$1 dir
     dir=$(run_dir "$name")
     kill_guest_processes "$name" "$dir"
-    restore_kernel_settings "$dir"
+    restore_kernel_settings "$name"
     umount_under "$dir"
     remove_network "$name"
     if [[ -d $dir ]]; then
@@ -449,7 +488,7 @@ up() {
     claim_network "$name" "$index"
     index=$CLAIMED_INDEX
     mkdir -p "$dir"
-    record_kernel_settings "$dir"
+    record_kernel_settings "$name"
     unpack_rootfs "$dir/root"
     configure_rootfs "$dir/root" "$name" "$index" "$pubkey"
     start_guest "$name" "$dir"

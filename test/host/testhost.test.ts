@@ -189,6 +189,31 @@ describe("test host", function () {
             }
         });
 
+        it("overlapping hosts: the machine's autogroup setting comes back when the last of them goes down, not before", async function () {
+            // The project's setup inside a host turns the shared kernel's autogroups off; here
+            // the test does it from outside, between the two starts, as a setup in the first would.
+            const setting = "/proc/sys/kernel/sched_autogroup_enabled";
+            const original = fs.readFileSync(setting, "utf8").trim();
+            fs.writeFileSync(setting, "1");
+            try {
+                const a = await startTestHost({ name: "czd-t6", index: 207, log });
+                let b: TestHost | undefined;
+                try {
+                    fs.writeFileSync(setting, "0");
+                    b = await startTestHost({ name: "czd-t7", index: 208, log });
+                    await a.stop();
+                    assert.equal(fs.readFileSync(setting, "utf8").trim(), "0", "the first host's stop left it as the second one runs with it");
+                    await b.stop();
+                    assert.equal(fs.readFileSync(setting, "utf8").trim(), "1", "the last host's stop put back the machine's setting from before the first");
+                } finally {
+                    await a.stop();
+                    if (b) await b.stop();
+                }
+            } finally {
+                fs.writeFileSync(setting, original);
+            }
+        });
+
         it("refuses an index already used by another running host", async function () {
             const a = await startTestHost({ name: "czd-t4", index: 206, log });
             try {
