@@ -126,10 +126,122 @@ describe("rotation: deploy script", () => {
     });
 
     it("gates on a 2xx from the health path with the domain's Host header", () => {
-        assert.match(s, /curl -fsS -o \/dev\/null -w '%\{http_code\}'/);
-        assert.match(s, /-H "Host: \$DOMAIN"/);
         assert.match(s, /\[\[ \$code != 2\?\? \]\] \|\| break/);
         assert.ok(lines(s).includes("readonly HEALTH_INTERVAL=0.1"));
+    });
+
+    it("a SIGTERM during a pause or a health check runs the cleanup to its end (bash 5.2 crashes when the EXIT trap runs a command substitution from inside an interrupted read -t)", async function () {
+        this.timeout(60_000);
+        const server = http.createServer((req, res) => setTimeout(() => res.end("ok"), 5));
+        await new Promise<void>(r => server.listen(0, "127.0.0.1", r));
+        const port = (server.address() as import("net").AddressInfo).port;
+        try {
+            const script = [
+                "set -Eeuo pipefail",
+                ...["on_signal", "timed_read", "pause", "request_health", "check_health", "install_traps"].map(fn => functionSource(s, fn)),
+                `DOMAIN=shop.example.com HEALTH_PATH=/health HEALTH_REQUEST_TIMEOUT=2 SLOT_PORT=("" ${port} ${port}) PAUSE_FD="" HEALTH_CODE=000`,
+                'IN_TIMED_READ=0 PENDING_EXIT="" REASON="" LAST_ERROR=""',
+                // the real on_exit does the same kinds of things: command substitutions and pauses
+                'on_exit() { local status=$? i; trap - EXIT ERR INT TERM HUP; set +e; x=$(sleep 0.05; echo a); for i in 1 2 3; do y=$(echo b); pause 0.02; done; echo "cleanup done: $x$y $REASON"; exit "$status"; }',
+                "install_traps",
+                'while :; do check_health 1; [ "$HEALTH_CODE" = 200 ] || echo "health $HEALTH_CODE"; pause 0.01; done',
+            ].join("\n");
+            const outcomes: string[] = [];
+            for (let i = 0; i < 40; i++) {
+                const bash = spawn("bash", ["-c", script]);
+                let out = "";
+                bash.stdout.on("data", d => { out += d; });
+                bash.stderr.on("data", d => { out += d; });
+                // anywhere in the loop: in a pause, in a health check's wait, or between them
+                await new Promise(r => setTimeout(r, 150 + Math.random() * 100));
+                bash.kill("SIGTERM");
+                const [code, signal] = await new Promise<[number | null, string | null]>(r => bash.on("close", (c, sig) => r([c, sig])));
+                outcomes.push(`${code} ${signal} ${out.trim()}`);
+            }
+            const bad = outcomes.filter(o => o !== "143 null cleanup done: ab interrupted (SIGTERM)");
+            assert.deepStrictEqual(bad, [], `${bad.length} of ${outcomes.length} runs did not end through the cleanup`);
+        } finally {
+            server.close();
+        }
+    });
+
+    it("polls with bash builtins alone (no curl, no sleep): check_health reads the status of a GET of the health path with the domain's Host header, 000 when nothing answers in time, and its request does not hold the deploy lock", async function () {
+        this.timeout(20_000);
+        const seen: { url?: string; host?: string }[] = [];
+        const hanging = new Set<import("net").Socket>();
+        let hangClosed = false;
+        const server = http.createServer((req, res) => {
+            seen.push({ url: req.url, host: req.headers.host });
+            if (req.url === "/hang") {
+                hanging.add(req.socket);
+                req.socket.on("close", () => { hangClosed = true; });
+                return;
+            }
+            res.statusCode = req.url === "/health" ? 200 : 503;
+            res.end("body");
+        });
+        await new Promise<void>(r => server.listen(0, "127.0.0.1", r));
+        const port = (server.address() as import("net").AddressInfo).port;
+        const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-health-"));
+        const lock = path.join(dir, "lock");
+        try {
+            const code = [
+                oneLineFunction(s, "past_deadline"),
+                ...["set_secs_since", "timed_read", "pause", "request_health", "check_health"].map(fn => functionSource(s, fn)),
+                `DOMAIN=shop.example.com HEALTH_REQUEST_TIMEOUT=1 SLOT_PORT=("" ${port} 1) PAUSE_FD="" HEALTH_CODE="" IN_TIMED_READ=0 PENDING_EXIT=""`,
+                `exec 9>${lock}`,
+                "t0=${EPOCHREALTIME/./}",
+                'HEALTH_PATH=/health; check_health 1; echo "health: $HEALTH_CODE"',
+                'HEALTH_PATH=/other; check_health 1; echo "other: $HEALTH_CODE"',
+                'HEALTH_PATH=/health; check_health 2; echo "nothing listens: $HEALTH_CODE"',
+                "t=${EPOCHREALTIME/./}",
+                'HEALTH_PATH=/hang; check_health 1; set_secs_since waited "$t"; echo "hangs: $HEALTH_CODE after ${waited}s"',
+                'pause 0.3; set_secs_since total "$t0"; ! past_deadline $((t0 + 60000000)); echo "total: $total"',
+            ].join("\n");
+            // An empty PATH: any command that is not a builtin fails.
+            const bash = spawn("/bin/bash", ["-c", code], { env: { PATH: "" } });
+            let out = "", err = "";
+            bash.stdout.on("data", d => { out += d; });
+            bash.stderr.on("data", d => { err += d; });
+            // While the request to /hang waits, only the script itself may hold the lock file open.
+            const closed = new Promise<number | null>(r => bash.on("close", c => r(c)));
+            const holders = new Promise<string[]>(resolve => {
+                void closed.then(() => {
+                    clearInterval(poll);
+                    resolve(["(the script ended before its request to /hang arrived)"]);
+                });
+                const poll = setInterval(() => {
+                    if (hanging.size === 0) return;
+                    clearInterval(poll);
+                    const found: string[] = [];
+                    for (const p of fs.readdirSync("/proc").filter(x => /^\d+$/.test(x))) {
+                        try {
+                            for (const fd of fs.readdirSync(`/proc/${p}/fd`)) {
+                                if (fs.readlinkSync(`/proc/${p}/fd/${fd}`) === lock) found.push(p === String(bash.pid) ? "the script" : `${p} (fd ${fd}, ${fs.readFileSync(`/proc/${p}/stat`, "utf8").split(" ").slice(1, 4).join(" ")})`);
+                            }
+                        } catch {
+                            // gone meanwhile
+                        }
+                    }
+                    resolve(found);
+                }, 20);
+            });
+            assert.strictEqual(await closed, 0, out + err);
+            assert.deepStrictEqual(await holders, ["the script"], "only the deploy script holds the lock while a health request waits");
+            const lines = out.trim().split("\n");
+            assert.deepStrictEqual(lines.slice(0, 3), ["health: 200", "other: 503", "nothing listens: 000"], out + err);
+            const waited = Number(/^hangs: 000 after (\S+)s$/.exec(lines[3])![1]);
+            assert.ok(waited >= 0.9 && waited < 1.5, `an unanswered request ends after HEALTH_REQUEST_TIMEOUT (1 s), not ${waited} s`);
+            assert.match(lines[4], /^total: \d+\.\d$/);
+            assert.deepStrictEqual(seen.map(r => `${r.url} ${r.host}`), ["/health shop.example.com", "/other shop.example.com", "/hang shop.example.com"]);
+            // the killed request's connection is closed, not left open
+            for (let i = 0; i < 50 && !hangClosed; i++) await new Promise(r => setTimeout(r, 20));
+            assert.ok(hangClosed, "the unanswered request's connection was closed");
+        } finally {
+            hanging.forEach(sock => sock.destroy());
+            server.close();
+            fs.rmSync(dir, { recursive: true, force: true });
+        }
     });
 
     it("switches through the helper (sudo -n unless root) and drains with ss", () => {
@@ -155,16 +267,18 @@ describe("rotation: deploy script", () => {
     });
 
     it("splits the wait for a new slot into boot (until it first answers HTTP) and gate (from then until a 2xx), and ends RUNNING-checked", () => {
+        const pollFunctions = [oneLineFunction(s, "now_us"), oneLineFunction(s, "past_deadline"),
+            ...["secs_since", "set_secs_since", "timed_read", "pause"].map(fn => functionSource(s, fn)), 'IN_TIMED_READ=0 PENDING_EXIT=""'].join("\n");
         /** wait_healthy with the health check answering `codes` in turn, one per poll; prints T_BOOT and T_GATE. */
         const waitHealthy = (...codes: string[]) => {
             const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-gate-"));
             try {
                 fs.writeFileSync(path.join(dir, "codes"), codes.join("\n") + "\n");
                 const code = [
-                    oneLineFunction(s, "now_us"), ...["secs_since", "wait_healthy"].map(fn => functionSource(s, fn)),
-                    `HEALTH_INTERVAL=0.1 START_TIMEOUT=10 SLOT_PORT=("" 3001 3002) HEALTH_PATH=/health T_BOOT=0.0 T_GATE=0.0`,
+                    pollFunctions, functionSource(s, "wait_healthy"),
+                    `HEALTH_INTERVAL=0.1 START_TIMEOUT=10 SLOT_PORT=("" 3001 3002) HEALTH_PATH=/health T_BOOT=0.0 T_GATE=0.0 PAUSE_FD=""`,
                     // one answer per poll, the last one repeated
-                    `health_status() { local c; c=$(head -n 1 ${dir}/codes); [ "$(wc -l <${dir}/codes)" -le 1 ] || sed -i 1d ${dir}/codes; printf '%s' "$c"; }`,
+                    `check_health() { HEALTH_CODE=$(head -n 1 ${dir}/codes); [ "$(wc -l <${dir}/codes)" -le 1 ] || sed -i 1d ${dir}/codes; }`,
                     'slot_pid() { echo $$; }', "slot_state() { echo STARTING; }", "say() { :; }", 'fail() { echo "fail: $*"; exit 1; }',
                     'wait_healthy 2 "$(now_us)"; echo "$T_BOOT $T_GATE"',
                 ].join("\n");
@@ -185,11 +299,11 @@ describe("rotation: deploy script", () => {
         // The boot is timed from the start itself: a slot left over from a killed deploy is
         // stopped first (here a stop that takes 0.5 s), and that stop is not part of it.
         const afterLeftover = spawnSync("bash", ["-c", [
-            oneLineFunction(s, "now_us"), ...["secs_since", "start_slot", "wait_healthy"].map(fn => functionSource(s, fn)),
-            `HEALTH_INTERVAL=0.1 START_TIMEOUT=10 SLOT_PORT=("" 3001 3002) SLOT_PROGRAM=("" g:a g:b) SLOT_LOG=("" /nonexistent /nonexistent)`,
+            pollFunctions, ...["start_slot", "wait_healthy"].map(fn => functionSource(s, fn)),
+            `HEALTH_INTERVAL=0.1 START_TIMEOUT=10 SLOT_PORT=("" 3001 3002) SLOT_PROGRAM=("" g:a g:b) SLOT_LOG=("" /nonexistent /nonexistent) PAUSE_FD=""`,
             "HEALTH_PATH=/health RELEASES_DIR=/releases REVISION=abc T_BOOT=0.0 T_GATE=0.0",
             'supervisor_process() { [ "$1" != stop ] || sleep 0.5; }', "point_slot() { :; }", "set_boot_priority() { :; }",
-            "health_status() { printf 200; }", 'slot_pid() { echo $$; }', "slot_state() { echo RUNNING; }",
+            "check_health() { HEALTH_CODE=200; }", 'slot_pid() { echo $$; }', "slot_state() { echo RUNNING; }",
             'say() { echo "$*"; }', 'fail() { echo "fail: $*"; exit 1; }',
             'start_slot 2 idle; wait_healthy 2 "$SLOT_STARTED_US"; echo "boot: $T_BOOT"',
         ].join("\n")], { encoding: "utf8" });
@@ -850,8 +964,9 @@ describe("deploy script: Supervisor through its XML-RPC socket, against a real s
         /** start nowait, then the state at once, then confirm_running's output and the state after it. */
         const startThenConfirm = (slotProgram: string) => {
             const code = [
-                ...["now_us", "status_state", "slot_state"].map(fn => oneLineFunction(script, fn)), functionSource(script, "confirm_running"),
-                `SUPERVISOR_START_SECONDS=${startSeconds} RUNNING_WAIT=1 HEALTH_INTERVAL=0.1 SLOT_LOG=("" "" "/var/log/slot-2.log")`,
+                ...["now_us", "past_deadline", "status_state", "slot_state"].map(fn => oneLineFunction(script, fn)),
+                ...["timed_read", "pause", "confirm_running"].map(fn => functionSource(script, fn)),
+                `SUPERVISOR_START_SECONDS=${startSeconds} RUNNING_WAIT=1 HEALTH_INTERVAL=0.1 PAUSE_FD="" IN_TIMED_READ=0 PENDING_EXIT="" SLOT_LOG=("" "" "/var/log/slot-2.log")`,
                 'warn() { echo "warning: $*"; }',
                 `supervisor_process start ${slotProgram} nowait; echo "started: $?, $(slot_state 2)"`,
                 `confirm_running 2; echo "confirmed: $(slot_state 2)"`,
