@@ -47,6 +47,7 @@ check_index() {
 
 run_dir() { printf '%s/%s' "$RUNS_DIR" "$1"; }
 netns_name() { printf 'czd-%s' "$1"; }
+netns_exists() { ip netns list | awk '{print $1}' | grep -qx -- "$1"; }
 veth_host() { printf 'czdv%sh' "$1"; }
 veth_guest() { printf 'czdv%sg' "$1"; }
 
@@ -386,7 +387,7 @@ remove_network() {
     done < <(ip -o link show type veth 2>/dev/null |
         awk -v a="$ALIAS_PREFIX$name" '$0 ~ (" alias " a "$") { sub(/@.*/, "", $2); sub(/:$/, "", $2); print $2 }')
     remove_host_firewall "$name"
-    if ip netns list | awk '{print $1}' | grep -qx -- "$ns"; then
+    if netns_exists "$ns"; then
         ip netns del "$ns" 2>/dev/null || log "warning: could not delete netns $ns"
     fi
 }
@@ -405,7 +406,7 @@ hosts_holding_kernel_settings() {
     local entry
     for entry in "$KERNEL_SETTINGS_DIR"/hosts/*; do
         [[ -e $entry ]] || continue
-        if ip netns list | awk '{print $1}' | grep -qx -- "$(netns_name "${entry##*/}")"; then
+        if netns_exists "$(netns_name "${entry##*/}")"; then
             printf '%s\n' "${entry##*/}"
         else
             rm -f "$entry"

@@ -348,7 +348,7 @@ describe("rotation: deploy script", () => {
         const nowUs = oneLineFunction(s, "now_us");
         /** warm_up 1 with these many requests of this path and this time limit; its output. */
         const warmUp = (p: string, requests: number, timeoutS: number) => new Promise<string>((resolve, reject) => {
-            const script = [nowUs, functionSource(s, "secs_since"), functionSource(s, "warm_up"),
+            const script = [nowUs, functionSource(s, "set_secs_since"), functionSource(s, "secs_since"), functionSource(s, "warm_up"),
                 'say() { echo "==> $*"; }', 'warn() { echo "warning: $*"; }', 'fail() { echo "failed: $1"; exit 1; }',
                 "still_healthy() { return 0; }", "slot_state() { echo RUNNING; }",
                 `SLOT_PORT=([1]=${port}) WARMUP_PATH=${p} WARMUP_REQUESTS=${requests} WARMUP_CONCURRENCY=2`,
@@ -400,7 +400,7 @@ describe("rotation: deploy script", () => {
             const script = path.join(dir, "build.sh");
             fs.writeFileSync(script, [
                 "set -Eeuo pipefail", "trap '' PIPE", `PATH=${bin}:$PATH`,
-                oneLineFunction(s, "now_us"), oneLineFunction(s, "say"), ...["secs_since", "output_lost", "fail", "build_release"].map(fn => functionSource(s, fn)),
+                oneLineFunction(s, "now_us"), oneLineFunction(s, "say"), ...["set_secs_since", "secs_since", "output_lost", "fail", "build_release"].map(fn => functionSource(s, fn)),
                 `unpack_source() { echo '(defproject app "0.1.0")' >"$1/project.clj"; }`,
                 `RELEASES_DIR=${dir}/releases REVISION=abc RELEASE_JAR=app.jar MODE=archive BUILD_NICE=10 EXITING=0 REASON="" STAGE=""`,
                 `trap 'echo "$REASON" >${dir}/reason' EXIT`,
