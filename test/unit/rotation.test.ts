@@ -139,7 +139,7 @@ describe("rotation: deploy script", () => {
             const script = [
                 "set -Eeuo pipefail",
                 ...["on_signal", "timed_read", "pause", "request_health", "check_health", "install_traps"].map(fn => functionSource(s, fn)),
-                `DOMAIN=shop.example.com HEALTH_PATH=/health HEALTH_REQUEST_TIMEOUT=2 SLOT_PORT=("" ${port} ${port}) PAUSE_FD="" HEALTH_CODE=000`,
+                `DOMAIN=shop.example.com DEPLOY_USER_AGENT=czd HEALTH_PATH=/health HEALTH_REQUEST_TIMEOUT=2 SLOT_PORT=("" ${port} ${port}) PAUSE_FD="" HEALTH_CODE=000`,
                 'IN_TIMED_READ=0 PENDING_EXIT="" REASON="" LAST_ERROR=""',
                 // the real on_exit does the same kinds of things: command substitutions and pauses
                 'on_exit() { local status=$? i; trap - EXIT ERR INT TERM HUP; set +e; x=$(sleep 0.05; echo a); for i in 1 2 3; do y=$(echo b); pause 0.02; done; echo "cleanup done: $x$y $REASON"; exit "$status"; }',
@@ -167,11 +167,11 @@ describe("rotation: deploy script", () => {
 
     it("polls with bash builtins alone (no curl, no sleep): check_health reads the status of a GET of the health path with the domain's Host header, 000 when nothing answers in time, and its request does not hold the deploy lock", async function () {
         this.timeout(20_000);
-        const seen: { url?: string; host?: string }[] = [];
+        const seen: { url?: string; host?: string; agent?: string }[] = [];
         const hanging = new Set<import("net").Socket>();
         let hangClosed = false;
         const server = http.createServer((req, res) => {
-            seen.push({ url: req.url, host: req.headers.host });
+            seen.push({ url: req.url, host: req.headers.host, agent: req.headers["user-agent"] });
             if (req.url === "/hang") {
                 hanging.add(req.socket);
                 req.socket.on("close", () => { hangClosed = true; });
@@ -188,7 +188,7 @@ describe("rotation: deploy script", () => {
             const code = [
                 oneLineFunction(s, "past_deadline"),
                 ...["set_secs_since", "timed_read", "pause", "request_health", "check_health"].map(fn => functionSource(s, fn)),
-                `DOMAIN=shop.example.com HEALTH_REQUEST_TIMEOUT=1 SLOT_PORT=("" ${port} 1) PAUSE_FD="" HEALTH_CODE="" IN_TIMED_READ=0 PENDING_EXIT=""`,
+                `DOMAIN=shop.example.com DEPLOY_USER_AGENT=clj-zero-downtime-deploy HEALTH_REQUEST_TIMEOUT=1 SLOT_PORT=("" ${port} 1) PAUSE_FD="" HEALTH_CODE="" IN_TIMED_READ=0 PENDING_EXIT=""`,
                 `exec 9>${lock}`,
                 "t0=${EPOCHREALTIME/./}",
                 'HEALTH_PATH=/health; check_health 1; echo "health: $HEALTH_CODE"',
@@ -233,14 +233,49 @@ describe("rotation: deploy script", () => {
             const waited = Number(/^hangs: 000 after (\S+)s$/.exec(lines[3])![1]);
             assert.ok(waited >= 0.9 && waited < 1.5, `an unanswered request ends after HEALTH_REQUEST_TIMEOUT (1 s), not ${waited} s`);
             assert.match(lines[4], /^total: \d+\.\d$/);
-            assert.deepStrictEqual(seen.map(r => `${r.url} ${r.host}`), ["/health shop.example.com", "/other shop.example.com", "/hang shop.example.com"]);
-            // the killed request's connection is closed, not left open
+            assert.deepStrictEqual(seen.map(r => `${r.url} ${r.host} ${r.agent}`),
+                ["/health", "/other", "/hang"].map(url => `${url} shop.example.com clj-zero-downtime-deploy`));
+            // the unanswered request's connection is closed, by its own read limit or by the kill (the next test checks the kill)
             for (let i = 0; i < 50 && !hangClosed; i++) await new Promise(r => setTimeout(r, 20));
             assert.ok(hangClosed, "the unanswered request's connection was closed");
         } finally {
             hanging.forEach(sock => sock.destroy());
             server.close();
             fs.rmSync(dir, { recursive: true, force: true });
+        }
+    });
+
+    it("kills a health request that has no answer in time: a connect to a JVM whose accept queue is full has no limit of its own", async function () {
+        this.timeout(10_000);
+        // A sleep with an argument no other process has stands in for the request that never ends.
+        const marker = `37.${process.pid}${Date.now() % 1000}`;
+        const requestsLeft = (): number[] => fs.readdirSync("/proc").filter(p => /^\d+$/.test(p)).filter(p => {
+            try {
+                return fs.readFileSync(`/proc/${p}/cmdline`, "utf8") === `sleep\0${marker}\0`;
+            } catch {
+                return false; // gone meanwhile
+            }
+        }).map(Number);
+        const code = [
+            ...["set_secs_since", "timed_read", "check_health"].map(fn => functionSource(s, fn)),
+            'HEALTH_REQUEST_TIMEOUT=1 SLOT_PORT=("" 1) HEALTH_CODE="" IN_TIMED_READ=0 PENDING_EXIT=""',
+            `request_health() { exec sleep ${marker}; }`,
+            't=${EPOCHREALTIME/./}; check_health 1; set_secs_since waited "$t"; echo "$HEALTH_CODE after ${waited}s"',
+        ].join("\n");
+        let left: number[] = [];
+        try {
+            const run = spawnSync("/bin/bash", ["-c", code], { encoding: "utf8", timeout: 8000 });
+            assert.strictEqual(run.status, 0, run.stdout + run.stderr);
+            const waited = Number(/^000 after (\S+)s$/.exec(run.stdout.trim())?.[1]);
+            assert.ok(waited >= 0.9 && waited < 1.5, `check_health gives up after HEALTH_REQUEST_TIMEOUT (1 s): ${run.stdout}${run.stderr}`);
+            for (let i = 0; i < 50; i++) {
+                left = requestsLeft();
+                if (left.length === 0) break;
+                await new Promise(r => setTimeout(r, 20));
+            }
+            assert.deepStrictEqual(left, [], "the request that had no answer was killed, not left running");
+        } finally {
+            for (const pid of requestsLeft()) process.kill(pid, "SIGKILL");
         }
     });
 
@@ -264,6 +299,22 @@ describe("rotation: deploy script", () => {
         // After a reboot the live slot starts at normal priority: it serves at once.
         const boot = functionBody(s, "boot_restore");
         assert.match(boot, /start_slot "\$slot" normal/);
+    });
+
+    it("names the last answer when a new slot misses its start timeout: the status, or none when nothing answered HTTP", () => {
+        const failure = (answer: string) => spawnSync("bash", ["-c", [
+            oneLineFunction(s, "now_us"), oneLineFunction(s, "past_deadline"),
+            ...["secs_since", "set_secs_since", "timed_read", "pause", "idle_boot_hint", "wait_healthy"].map(fn => functionSource(s, fn)),
+            'IN_TIMED_READ=0 PENDING_EXIT="" HEALTH_INTERVAL=0.1 START_TIMEOUT=1 SLOT_PORT=("" 3001 3002) HEALTH_PATH=/health BOOT_PRIORITY=idle PAUSE_FD=""',
+            `check_health() { HEALTH_CODE=${answer}; }`, 'slot_pid() { echo $$; }', "slot_state() { echo STARTING; }",
+            "say() { :; }", 'fail() { echo "fail: $*"; exit 1; }',
+            'wait_healthy 2 "$(now_us)"',
+        ].join("\n")], { encoding: "utf8" });
+        const silent = failure("000");
+        assert.strictEqual(silent.status, 1, silent.stdout + silent.stderr);
+        assert.match(silent.stdout, /^fail: slot 2 did not answer 2xx on \/health \(port 3002\) within 1s \(last answer: none\); raise startTimeout if the app needs longer; it booted at idle CPU priority/);
+        const erroring = failure("500");
+        assert.match(erroring.stdout, /^fail: slot 2 did not answer 2xx on \/health \(port 3002\) within 1s \(last answer: 500\); raise startTimeout if the app needs longer\n$/);
     });
 
     it("splits the wait for a new slot into boot (until it first answers HTTP) and gate (from then until a 2xx), and ends RUNNING-checked", () => {
@@ -338,7 +389,9 @@ describe("rotation: deploy script", () => {
 
     it("warm-up: counts 2xx answers, tells wrong answers from a warm-up cut off by its time limit (curl against a local server)", async function () {
         this.timeout(20_000);
+        const agents = new Set<string | undefined>();
         const server = http.createServer((req, res) => {
+            agents.add(req.headers["user-agent"]);
             if (req.url === "/slow") setTimeout(() => res.end("ok"), 300);
             else if (req.url === "/missing") { res.statusCode = 404; res.end(); }
             else res.end("ok");
@@ -352,7 +405,7 @@ describe("rotation: deploy script", () => {
                 'say() { echo "==> $*"; }', 'warn() { echo "warning: $*"; }', 'fail() { echo "failed: $1"; exit 1; }',
                 "still_healthy() { return 0; }", "slot_state() { echo RUNNING; }",
                 `SLOT_PORT=([1]=${port}) WARMUP_PATH=${p} WARMUP_REQUESTS=${requests} WARMUP_CONCURRENCY=2`,
-                `WARMUP_TIMEOUT=${timeoutS} HEALTH_REQUEST_TIMEOUT=2 DOMAIN=shop.example.com`, "warm_up 1"].join("\n");
+                `WARMUP_TIMEOUT=${timeoutS} HEALTH_REQUEST_TIMEOUT=2 DOMAIN=shop.example.com DEPLOY_USER_AGENT=clj-zero-downtime-deploy`, "warm_up 1"].join("\n");
             const child = spawn("bash", ["-c", script]);
             let out = "";
             child.stdout.on("data", d => (out += d));
@@ -377,6 +430,7 @@ describe("rotation: deploy script", () => {
             assert.ok(Number(m[1]) >= 1 && Number(m[1]) < 20, cut);
             assert.match(cut, new RegExp(`==> warmed up slot 1: ${m[1]} of 20 requests`));
             assert.doesNotMatch(cut, /did not answer 2xx/);
+            assert.deepStrictEqual([...agents], ["clj-zero-downtime-deploy"], "warm-up requests name the deploy as their User-Agent");
         } finally {
             server.close();
         }
