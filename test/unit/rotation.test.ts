@@ -74,6 +74,8 @@ function oneLineFunction(script: string, name: string): string {
 
 describe("rotation: deploy script", () => {
     const s = files.deployScript;
+    // The script's own constant: the tests below check that its requests send it, and what it says.
+    const userAgentSetting = lines(s).find(l => l.startsWith("readonly DEPLOY_USER_AGENT="))!.replace("readonly ", "");
 
     it("is strict bash", () => {
         assert.ok(s.startsWith("#!/bin/bash\n"));
@@ -139,7 +141,7 @@ describe("rotation: deploy script", () => {
             const script = [
                 "set -Eeuo pipefail",
                 ...["on_signal", "timed_read", "pause", "request_health", "check_health", "install_traps"].map(fn => functionSource(s, fn)),
-                `DOMAIN=shop.example.com DEPLOY_USER_AGENT=czd HEALTH_PATH=/health HEALTH_REQUEST_TIMEOUT=2 SLOT_PORT=("" ${port} ${port}) PAUSE_FD="" HEALTH_CODE=000`,
+                `DOMAIN=shop.example.com ${userAgentSetting} HEALTH_PATH=/health HEALTH_REQUEST_TIMEOUT=2 SLOT_PORT=("" ${port} ${port}) PAUSE_FD="" HEALTH_CODE=000`,
                 'IN_TIMED_READ=0 PENDING_EXIT="" REASON="" LAST_ERROR=""',
                 // the real on_exit does the same kinds of things: command substitutions and pauses
                 'on_exit() { local status=$? i; trap - EXIT ERR INT TERM HUP; set +e; x=$(sleep 0.05; echo a); for i in 1 2 3; do y=$(echo b); pause 0.02; done; echo "cleanup done: $x$y $REASON"; exit "$status"; }',
@@ -188,7 +190,7 @@ describe("rotation: deploy script", () => {
             const code = [
                 oneLineFunction(s, "past_deadline"),
                 ...["set_secs_since", "timed_read", "pause", "request_health", "check_health"].map(fn => functionSource(s, fn)),
-                `DOMAIN=shop.example.com DEPLOY_USER_AGENT=clj-zero-downtime-deploy HEALTH_REQUEST_TIMEOUT=1 SLOT_PORT=("" ${port} 1) PAUSE_FD="" HEALTH_CODE="" IN_TIMED_READ=0 PENDING_EXIT=""`,
+                `DOMAIN=shop.example.com ${userAgentSetting} HEALTH_REQUEST_TIMEOUT=1 SLOT_PORT=("" ${port} 1) PAUSE_FD="" HEALTH_CODE="" IN_TIMED_READ=0 PENDING_EXIT=""`,
                 `exec 9>${lock}`,
                 "t0=${EPOCHREALTIME/./}",
                 'HEALTH_PATH=/health; check_health 1; echo "health: $HEALTH_CODE"',
@@ -405,7 +407,7 @@ describe("rotation: deploy script", () => {
                 'say() { echo "==> $*"; }', 'warn() { echo "warning: $*"; }', 'fail() { echo "failed: $1"; exit 1; }',
                 "still_healthy() { return 0; }", "slot_state() { echo RUNNING; }",
                 `SLOT_PORT=([1]=${port}) WARMUP_PATH=${p} WARMUP_REQUESTS=${requests} WARMUP_CONCURRENCY=2`,
-                `WARMUP_TIMEOUT=${timeoutS} HEALTH_REQUEST_TIMEOUT=2 DOMAIN=shop.example.com DEPLOY_USER_AGENT=clj-zero-downtime-deploy`, "warm_up 1"].join("\n");
+                `WARMUP_TIMEOUT=${timeoutS} HEALTH_REQUEST_TIMEOUT=2 DOMAIN=shop.example.com ${userAgentSetting}`, "warm_up 1"].join("\n");
             const child = spawn("bash", ["-c", script]);
             let out = "";
             child.stdout.on("data", d => (out += d));
