@@ -1,6 +1,7 @@
 // Runs a Pulumi program in-process under pulumi.runtime.setMocks and records
-// every resource it registers, with its inputs and options. Shared by the unit
-// tests and the host harness.
+// every resource it registers, with its inputs and options. The unit tests use
+// it; the host harness (test/host/harness.ts) has its own runner, which also
+// records the engine's registration options and runs the remote commands.
 import * as pulumi from "@pulumi/pulumi";
 import { PROJECT } from "../../infra/config";
 
