@@ -5,7 +5,7 @@ import * as http from "http";
 import * as os from "os";
 import * as path from "path";
 import { RAMP_STEPS_PERCENT } from "../../infra/config";
-import { layout, SUPERVISOR_SOCKET, SUPERVISOR_START_SECONDS } from "../../infra/names";
+import { layout, slotProgram, SUPERVISOR_SOCKET, SUPERVISOR_START_SECONDS } from "../../infra/names";
 import {
     renderRotationFiles,
     CONNTRACK_CLOSE_TIMEOUT,
@@ -281,6 +281,105 @@ describe("rotation: deploy script", () => {
         }
     });
 
+    describe("when a deploy ends early (the real script, with Supervisor and the switch helper as stubs)", () => {
+        /**
+         * Runs the rendered deploy script's functions (all but `main`) in a sandbox directory, slot 1
+         * live on revision r1 and slot 2 started on r2, then `scenario`. The helper's rule is
+         * a file (kernel), Supervisor's calls go to a log. Returns what the user saw and what was left.
+         */
+        const endEarly = (scenario: string, opts: { closeOutput?: boolean } = {}) => {
+            const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-exit-"));
+            try {
+                const base = layout("shop", "production", ports);
+                const sandbox = {
+                    ...base, baseDir: dir, releasesDir: `${dir}/releases`, stateDir: `${dir}/state`, slotsDir: `${dir}/slots`,
+                    lockFile: `${dir}/lock`, historyFile: `${dir}/state/history`,
+                    programs: base.programs.map(p => ({ ...p, log: `${dir}/slot${p.slot}.log`, bootFlag: `${dir}/slot${p.slot}.boot` })),
+                };
+                const script = renderRotationFiles(sandbox, settings).deployScript.replace(/\nmain "\$@"\n$/, "\n");
+                assert.ok(!script.includes('main "$@"'), "main is left out");
+                for (const d of ["releases/r1", "releases/r2", "slots", "state"]) fs.mkdirSync(path.join(dir, d), { recursive: true });
+                fs.symlinkSync(`${dir}/releases/r1`, `${dir}/slots/1`);
+                fs.symlinkSync(`${dir}/releases/r2`, `${dir}/slots/2`);
+                fs.writeFileSync(`${dir}/state/live-slot`, "1\n");
+                fs.writeFileSync(`${dir}/state/live-revision`, "r1\n");
+                fs.writeFileSync(`${dir}/kernel`, "1\n");
+                const code = [
+                    script,
+                    // The helper: its rule is the file "kernel"; a switch may be told to be interrupted.
+                    `switch_cmd() { case "$1" in show) echo "\${SLOT_PORT[$(cat ${dir}/kernel)]}" ;; switch) echo "$3" >${dir}/kernel; echo "$3" >>${dir}/switches; [ ! -e ${dir}/signal-at-switch ] || kill -TERM $$; echo "switched to $3" ;; esac; }`,
+                    `supervisor_process() { echo "$1 $2" >>${dir}/supervisor; }`,
+                    `slot_state() { if grep -q "^stop \${SLOT_PROGRAM[$1]}" ${dir}/supervisor 2>/dev/null; then echo STOPPED; else echo RUNNING; fi; }`,
+                    `wait_drained() { [ ! -e ${dir}/drain-hangs ] || return 1; [ ! -e ${dir}/signal-at-drain ] || { kill -TERM $$; pause 0.2; }; return 0; }`,
+                    "set_boot_priority() { :; }",
+                    `install_traps; RECORD_HISTORY=1; OLD_SLOT=1 OLD_REVISION=r1 NEW_SLOT=2 REVISION=r2`,
+                    opts.closeOutput ? "exec 1>&- 2>&-" : "",
+                    scenario,
+                ].join("\n");
+                const r = spawnSync("bash", ["-c", code, "deploy"], { encoding: "utf8", cwd: dir, timeout: 20_000 });
+                const read = (f: string) => (fs.existsSync(path.join(dir, f)) ? fs.readFileSync(path.join(dir, f), "utf8").trim() : "");
+                return {
+                    status: r.status, out: r.stdout + r.stderr, supervisor: read("supervisor").split("\n").filter(Boolean), kernel: read("kernel"),
+                    switches: read("switches").split("\n").filter(Boolean),
+                    state: ["live-slot", "live-revision", "previous-revision"].map(f => `${f}=${read(`state/${f}`)}`).join(" "),
+                    history: read("state/history"),
+                };
+            } finally {
+                fs.rmSync(dir, { recursive: true, force: true });
+            }
+        };
+        const started = "NEW_STARTED=1; ";
+        const newProgram = `${env.id}:${slotProgram(env, 2).name}`;
+
+        it("a signal that lands while the helper switches all traffic leaves the new slot serving, recorded as live", () => {
+            const r = endEarly(`${started}touch signal-at-switch; switch_traffic 2`);
+            assert.strictEqual(r.status, 143, r.out);
+            assert.strictEqual(r.kernel, "2");
+            assert.deepStrictEqual(r.switches, ["2"], "no switch back");
+            assert.deepStrictEqual(r.supervisor, [], `nothing is stopped: slot 2 serves everything (${r.out})`);
+            assert.strictEqual(r.state, "live-slot=2 live-revision=r2 previous-revision=r1");
+            assert.match(r.out, /traffic already goes to slot 2 \(r2\), recorded as live; slot 1 may still run: the next deploy stops it/);
+            assert.match(r.out, /deploy of r2 to production failed: interrupted \(SIGTERM\)\n$/);
+        });
+
+        it("the switch is recorded before the deploy says anything: a session that ends right after it still leaves the state true", () => {
+            const r = endEarly(`${started}switch_traffic 2`, { closeOutput: true });
+            assert.strictEqual(r.status, 141);
+            assert.strictEqual(r.kernel, "2");
+            assert.strictEqual(r.state, "live-slot=2 live-revision=r2 previous-revision=r1");
+            assert.deepStrictEqual(r.supervisor, []);
+            assert.match(r.history, /\tr2\t2\tfailed:its output was closed/);
+        });
+
+        it("a second signal does not cut the cleanup short: the ramp is taken back and the new slot stopped", () => {
+            const r = endEarly(`${started}RAMPING=1; touch signal-at-drain; fail "slot 2 stopped answering its health check"`);
+            assert.strictEqual(r.status, 1, r.out);
+            assert.deepStrictEqual(r.switches, ["1"], "all traffic back on slot 1");
+            assert.deepStrictEqual(r.supervisor, [`stop ${newProgram}`], r.out);
+            assert.match(r.out, /stopping slot 2 \(it got part of the traffic during the ramp; its requests have finished\)/);
+            assert.match(r.out, /deploy of r2 to production failed: slot 2 stopped answering its health check\n$/);
+        });
+
+        it("a ramp taken back whose drain timed out says the new slot's requests were cut off, not finished", () => {
+            const r = endEarly(`${started}RAMPING=1; touch drain-hangs; fail "slot 2 stopped answering its health check"`);
+            assert.match(r.out, /slot 2 still had connections 20s after traffic moved back to slot 1/);
+            assert.match(r.out, /stopping slot 2 \(it got part of the traffic during the ramp; requests it still had after 20s are cut off\)/);
+        });
+
+        it("a slot left running by a killed deploy is stopped before the memory check, which would count it as a second JVM", () => {
+            const r = endEarly(`require_release() { :; }; check_memory() { echo "memory check: slot 2 $(slot_state 2)" >>supervisor; fail "stopped here"; }; MODE=revision; rotate`);
+            assert.deepStrictEqual(r.supervisor, [`stop ${newProgram}`, "memory check: slot 2 STOPPED"], r.out);
+            assert.match(r.out, /slot 2 is RUNNING \(left over from an earlier attempt\); stopping it first/);
+        });
+
+        it("a restore after a reboot whose slot fails its health check leaves that slot to Supervisor, never stops it", () => {
+            const r = endEarly(`rm slots/2; echo STOPPED >/dev/null; slot_state() { echo STOPPED; }; wait_for_supervisor() { :; }; require_release() { :; }; wait_healthy() { fail "slot 1 exited before it became healthy"; }; MODE=boot; boot_restore`);
+            assert.strictEqual(r.status, 1, r.out);
+            assert.deepStrictEqual(r.supervisor, [`start ${env.id}:${slotProgram(env, 1).name}`], `slot 1 is started and not stopped: ${r.out}`);
+            assert.match(r.out, /deploy of r1 to production failed: slot 1 exited before it became healthy\n$/);
+        });
+    });
+
     it("switches through the helper (sudo -n unless root) and drains with ss", () => {
         assert.match(s, /sudo -n "\$SWITCH_HELPER" "\$@"/);
         assert.match(s, /switch_cmd switch "\$ENV_ID" "\$slot"/);
@@ -352,7 +451,7 @@ describe("rotation: deploy script", () => {
         // The boot is timed from the start itself: a slot left over from a killed deploy is
         // stopped first (here a stop that takes 0.5 s), and that stop is not part of it.
         const afterLeftover = spawnSync("bash", ["-c", [
-            pollFunctions, ...["start_slot", "wait_healthy"].map(fn => functionSource(s, fn)),
+            pollFunctions, ...["stop_leftover_slot", "start_slot", "wait_healthy"].map(fn => functionSource(s, fn)),
             `HEALTH_INTERVAL=0.1 START_TIMEOUT=10 SLOT_PORT=("" 3001 3002) SLOT_PROGRAM=("" g:a g:b) SLOT_LOG=("" /nonexistent /nonexistent) PAUSE_FD=""`,
             "HEALTH_PATH=/health RELEASES_DIR=/releases REVISION=abc T_BOOT=0.0 T_GATE=0.0",
             'supervisor_process() { [ "$1" != stop ] || sleep 0.5; }', "point_slot() { :; }", "set_boot_priority() { :; }",
@@ -367,7 +466,6 @@ describe("rotation: deploy script", () => {
         assert.match(functionBody(s, "rotate"), /start_slot "\$NEW_SLOT" "\$BOOT_PRIORITY"\n    wait_healthy "\$NEW_SLOT" "\$SLOT_STARTED_US"/);
         // the deploy and the restore at boot both wait for Supervisor's RUNNING once the slot serves
         assert.match(functionBody(s, "rotate"), /drain_and_stop "\$OLD_SLOT"\n    fi\n    confirm_running "\$NEW_SLOT"/);
-        assert.match(functionBody(s, "boot_restore"), /wait_healthy "\$slot" "\$t_start"\n    NEW_STARTED=0\n    confirm_running "\$slot"/);
         assert.match(functionBody(s, "start_slot"), /supervisor_process start "\$program" nowait/);
     });
 
