@@ -894,6 +894,25 @@ describe("rotation: switch helper raises the new slot's priority (as root)", () 
         }
     });
 
+    it("says it raised the JVM only when it did: with chrt refused (a container without CAP_SYS_NICE), only the warning", async () => {
+        const child = spawn("chrt", ["--idle", "0", process.execPath, "-e",
+            `const s = require("net").createServer().listen(0, "127.0.0.1", () => console.log(s.address().port)); setTimeout(() => {}, 60000);`],
+            { stdio: ["ignore", "pipe", "inherit"] });
+        try {
+            const port = await new Promise<string>((resolve, reject) => {
+                child.stdout!.once("data", d => resolve(String(d).trim()));
+                child.once("exit", code => reject(new Error(`the listener exited (${code})`)));
+            });
+            const functions = files.switchHelper.replace(/\nmain "\$@"\n$/, "\n");
+            const r = spawnSync("bash", ["-c", `${functions}\nchrt() { return 1; }\nraise_priority 2 ${port}`], { encoding: "utf8" });
+            assert.strictEqual(r.status, 0, r.stderr);
+            assert.strictEqual(r.stdout, "", "no claim that it raised anything");
+            assert.match(r.stderr, new RegExp(`\\d+ threads of slot 2's JVM \\(pid ${child.pid}\\) still run at idle CPU priority; raise them with: chrt -a -o -p 0 ${child.pid}`));
+        } finally {
+            child.kill("SIGKILL");
+        }
+    });
+
     it("warns, without failing the switch, when nothing listens on the port", () => {
         const functions = files.switchHelper.replace(/\nmain "\$@"\n$/, "\n");
         const r = spawnSync("bash", ["-c", `${functions}\nraise_priority 1 1`], { encoding: "utf8" });
