@@ -82,6 +82,19 @@ describe("app secrets, JVM options and local builds on a test host", function ()
         assert.ok((await liveEnvironment()).split("\n").includes(`API_TOKEN=${SECRET2}`));
     });
 
+    it("changing drainTimeout (Supervisor's stopwaitsecs) leaves the live slot serving, not restarted, with 0 failed requests; the group change waits for supervisord's next start", async () => {
+        const slot = (await server.sh(`cat ${LAYOUT.stateDir}/live-slot`)).trim();
+        const program = `${ID}:${ID}-${slot}`;
+        const pidBefore = (await server.sh(`supervisorctl pid ${program}`)).trim();
+        const result = await underLoad("drainTimeout change", () => server.up({ drainTimeout: "25" }));
+        const environmentStep = result.resources.find(r => r.name === `${ID}-env-live`)!;
+        assert.ok(environmentStep, result.resources.map(r => r.name).join(", "));
+        assert.match(environmentStep.stdout + environmentStep.stderr,
+            new RegExp(`warning: the Supervisor group ${ID} changed, but applying it now would stop ${program}, which serves`));
+        assert.strictEqual((await server.sh(`supervisorctl pid ${program}`)).trim(), pidBefore, "the live JVM was not restarted");
+        assert.match(await server.sh(`supervisorctl reread`), new RegExp(`${ID}: changed`), "the change is pending");
+    });
+
     it("refuses a deploy when the server lacks memory for a second JVM, before touching anything, with the numbers", async () => {
         const before = await liveVersion(server.host.address);
         const result = await underLoad("deploy refused for memory", () => server.up({ javaOpts: "-Xmx64g" }, { throwOnError: false }));

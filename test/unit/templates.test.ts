@@ -159,6 +159,17 @@ describe("rendered templates", () => {
         assert.match(fw, /-j DROP/);
     });
 
+    it("firewall unit: an early-boot unit ordered before the network, with no default dependencies (no ordering cycle with cloud-init)", () => {
+        const unit = render("firewall.service", { firewallScript: "/usr/local/sbin/czd-firewall" });
+        const unitSection = unit.split("[Service]")[0];
+        assert.match(unitSection, /^DefaultDependencies=no$/m, "the default After=sysinit.target makes the cycle");
+        assert.match(unitSection, /^Before=network-pre\.target shutdown\.target$/m);
+        assert.match(unitSection, /^After=systemd-modules-load\.service local-fs\.target$/m);
+        assert.match(unitSection, /^Conflicts=shutdown\.target$/m);
+        assert.doesNotMatch(unitSection, /^(After|Requires)=.*(sysinit|basic|network)\.target/m);
+        assert.match(unit, /^ExecStart=\/usr\/local\/sbin\/czd-firewall$/m);
+    });
+
     it("every rendered shell script passes bash -n and shellcheck", () => {
         const s = settingsFor({ sshAllowedCidrs: '["203.0.113.7/32","2001:db8::/32"]' });
         for (const step of [...hostSteps(s), environmentStep(s, env)]) shellcheck(step.script, step.name);
@@ -239,5 +250,112 @@ describe("lib.sh: reload_nginx", () => {
         assert.strictEqual(r.calls, "status reload");
         // only the short settle at the end; it used to take init and kthreadd for old workers and poll 10 s
         assert.strictEqual(r.sleeps, 1);
+    });
+});
+
+describe("lib.sh: a changed Supervisor group is applied only while none of its programs runs (a real supervisord)", () => {
+    const group = (stopWait: number) => ["[group:czdg]", "programs=czdg-1,czdg-2",
+        ...[1, 2].flatMap(n => ["", `[program:czdg-${n}]`, "command=sleep 300", "autostart=false", "startsecs=0", `stopwaitsecs=${stopWait}`])].join("\n") + "\n";
+    let supervisord: Supervisord | undefined;
+    afterEach(async () => {
+        await supervisord?.stop();
+        supervisord = undefined;
+    });
+    /** apply_group_change czdg (or running_programs) from the rendered library, against this supervisord; its output. */
+    const lib = (call: string): string => {
+        const code = ["STEP=test; set -euo pipefail", render("lib.sh", {}),
+            `supervisorctl() { command supervisorctl -c ${supervisord!.conf} "$@"; }`, call].join("\n");
+        const r = spawnSync("bash", ["-c", code], { encoding: "utf8", timeout: 30_000 });
+        assert.strictEqual(r.status, 0, r.stdout + r.stderr);
+        return r.stdout + r.stderr;
+    };
+    const pidOf = (name: string) => /pid (\d+)/.exec(supervisord!.ctl("status", `czdg:${name}`))?.[1];
+
+    it("leaves the serving slot running, says so and how to apply it; applies the change once nothing runs", async () => {
+        supervisord = await startSupervisord("group-change", group(5));
+        supervisord.ctl("start", "czdg:czdg-1");
+        const pid = pidOf("czdg-1");
+        assert.ok(pid, supervisord.ctl("status"));
+        assert.strictEqual(lib("running_programs czdg").trim(), "czdg:czdg-1");
+        fs.writeFileSync(path.join(supervisord.dir, "programs.conf"), group(7));
+
+        const deferred = lib("apply_group_change czdg");
+        assert.match(deferred, /warning: the Supervisor group czdg changed, but applying it now would stop czdg:czdg-1, which serves; it takes effect when supervisord next starts \(a reboot\)\. To apply it now at the cost of a restart: supervisorctl update czdg, then deploy/);
+        assert.strictEqual(pidOf("czdg-1"), pid, "the serving program was not restarted");
+        assert.match(supervisord.ctl("status", "czdg:czdg-1"), /RUNNING/);
+        assert.match(supervisord.ctl("reread"), /czdg: changed/, "the change is still pending");
+
+        supervisord.ctl("stop", "czdg:czdg-1");
+        assert.strictEqual(lib("running_programs czdg").trim(), "");
+        const applied = lib("apply_group_change czdg");
+        assert.doesNotMatch(applied, /warning/);
+        assert.match(supervisord.ctl("reread"), /No config updates to processes/, "the change was applied");
+    });
+
+    it("the environment step and supervisord's restart both go through it", () => {
+        const settings = parseSettings({ sshPublicKey: PUB, sshPrivateKey: PRIV, appName: APP }, "live");
+        const env = layout(APP, "live", settings.ports);
+        const step = environmentStep(settings, env).script;
+        assert.match(step, new RegExp(`apply_group_change ${env.id}\\n`));
+        assert.ok(!step.includes(`supervisorctl update ${env.id}`), "the group is never updated directly");
+        const access = hostSteps(settings).find(s => s.script.includes("configure_supervisor_socket"))!.script;
+        assert.match(access, /running=\$\(running_programs\)\n\s+if \[ -n "\$running" \]; then\n\s+log "warning: supervisord's settings changed, but a restart now would stop \$running/);
+    });
+});
+
+describe("lib.sh: root never writes into a directory another user owns", () => {
+    /** install_file / ensure_dir from the rendered library with `runuser` recorded; status, output and the calls. */
+    const lib = (dir: string, call: string) => {
+        const code = ["STEP=test; set -euo pipefail", render("lib.sh", {}),
+            `runuser() { echo "runuser $1 $2" >>${dir}/runuser-calls; command runuser "$@"; }`, call].join("\n");
+        const r = spawnSync("bash", ["-c", code], { encoding: "utf8", timeout: 20_000 });
+        const calls = fs.existsSync(`${dir}/runuser-calls`) ? fs.readFileSync(`${dir}/runuser-calls`, "utf8").trim() : "";
+        return { status: r.status, out: r.stdout + r.stderr, calls };
+    };
+
+    it("writes files and makes directories in that user's directory as that user; in root's as root; refuses a third owner", () => {
+        const dir = tmpdir("owner");
+        fs.chmodSync(dir, 0o755); // the other user must reach its directory
+        try {
+            const theirs = path.join(dir, "theirs");
+            fs.mkdirSync(theirs, { mode: 0o755 });
+            execFileSync("chown", ["nobody:nogroup", theirs]);
+
+            const written = lib(dir, `install_file 0600 nobody:nogroup ${theirs}/keys <<<hello; echo "changed=$CHANGED"`);
+            assert.strictEqual(written.status, 0, written.out);
+            assert.strictEqual(written.calls, "runuser -u nobody", "written as the directory's owner");
+            assert.match(written.out, /wrote .*\/theirs\/keys\nchanged=1/);
+            assert.strictEqual(fs.readFileSync(`${theirs}/keys`, "utf8"), "hello\n");
+            assert.strictEqual(execFileSync("stat", ["-c", "%a %U:%G", `${theirs}/keys`], { encoding: "utf8" }).trim(), "600 nobody:nogroup");
+            const again = lib(dir, `CHANGED=0; install_file 0600 nobody:nogroup ${theirs}/keys <<<hello; echo "changed=$CHANGED"`);
+            assert.match(again.out, /changed=0/, "unchanged content is not rewritten");
+
+            fs.rmSync(`${dir}/runuser-calls`);
+            const made = lib(dir, `ensure_dir 0700 nobody:nogroup ${theirs}/.ssh`);
+            assert.strictEqual(made.status, 0, made.out);
+            assert.strictEqual(made.calls, "runuser -u nobody");
+            assert.strictEqual(execFileSync("stat", ["-c", "%a %U", `${theirs}/.ssh`], { encoding: "utf8" }).trim(), "700 nobody");
+
+            fs.rmSync(`${dir}/runuser-calls`);
+            const refused = lib(dir, `echo x | install_file 0644 root:root ${theirs}/root-file`);
+            assert.strictEqual(refused.status, 1);
+            assert.match(refused.out, /error: .*\/theirs\/root-file: its directory belongs to nobody; root writes only in root's directories and root only in theirs/);
+            assert.ok(!fs.existsSync(`${theirs}/root-file`));
+
+            const ours = lib(dir, `echo x | install_file 0640 root:nogroup ${dir}/ours`);
+            assert.strictEqual(ours.status, 0, ours.out);
+            assert.strictEqual(ours.calls, "", "root's own directory: root writes");
+            assert.strictEqual(execFileSync("stat", ["-c", "%a %U:%G", `${dir}/ours`], { encoding: "utf8" }).trim(), "640 root:nogroup");
+        } finally {
+            fs.rmSync(dir, { recursive: true, force: true });
+        }
+    });
+
+    it("the environment's directories that hold root's scripts and the app's secrets are root's", () => {
+        const settings = parseSettings({ sshPublicKey: PUB, sshPrivateKey: PRIV, appName: APP }, "live");
+        const env = layout(APP, "live", settings.ports);
+        const step = environmentStep(settings, env).script;
+        for (const d of [env.appDir, env.baseDir]) assert.ok(step.includes(`ensure_dir 0755 root:root ${d}\n`), d);
+        assert.ok(env.binDir.startsWith(`${env.baseDir}/`) && env.envFile.startsWith(`${env.baseDir}/`));
     });
 });
