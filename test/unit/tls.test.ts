@@ -145,6 +145,20 @@ describe("HTTPS", () => {
             assert.ok(environmentStep(settingsFor(CUSTOM), env).script.includes(`install_file 0755 root:root ${env.installTlsScript}`));
         });
 
+        it("after a change of domain the environment step serves HTTP until there is a certificate for the new name, not the new name with the old certificate", () => {
+            /** tls_certificate_ready from the step for `domain`, run against the test's certificate for DOMAIN. */
+            const ready = (domain: string, key = path.join(certDir, "key.pem")) => {
+                const script = environmentStep(settingsFor({ tls: "letsencrypt", domain }), env).script;
+                const fn = script.split("\ntls_certificate_ready() {")[1].split("\n}\n")[0]
+                    .split(env.letsencryptCertificate).join(path.join(certDir, "cert.pem")).split(env.letsencryptKey).join(key);
+                return spawnSync("bash", ["-c", `set -euo pipefail\ntls_certificate_ready() {${fn}\n}\nif tls_certificate_ready; then echo ready; else echo not; fi`],
+                    { encoding: "utf8" }).stdout.trim();
+            };
+            assert.strictEqual(ready(DOMAIN), "ready");
+            assert.strictEqual(ready("shop.example.org"), "not");
+            assert.strictEqual(ready(DOMAIN, path.join(certDir, "missing.pem")), "not");
+        });
+
         it("custom installer: embeds the public certificate, reads the key from stdin, checks the pair before installing it 0600", () => {
             const script = renderTlsInstaller(settingsFor(CUSTOM), env);
             assert.ok(script.includes(CERT.trimEnd()));
