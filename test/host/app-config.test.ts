@@ -86,7 +86,9 @@ describe("app secrets, JVM options and local builds on a test host", function ()
         const slot = (await server.sh(`cat ${LAYOUT.stateDir}/live-slot`)).trim();
         const program = `${ID}:${ID}-${slot}`;
         const pidBefore = (await server.sh(`supervisorctl pid ${program}`)).trim();
-        const result = await underLoad("drainTimeout change", () => server.up({ drainTimeout: "25" }));
+        // The same appEnv as the test before: only drainTimeout changes, so no rotation runs.
+        const result = await underLoad("drainTimeout change", () =>
+            server.up({ appEnv: JSON.stringify({ API_TOKEN: SECRET2, MODE: "production" }), drainTimeout: "25" }));
         const environmentStep = result.resources.find(r => r.name === `${ID}-env-live`)!;
         assert.ok(environmentStep, result.resources.map(r => r.name).join(", "));
         assert.match(environmentStep.stdout + environmentStep.stderr,
