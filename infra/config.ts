@@ -280,6 +280,8 @@ export function parseSettings(raw: RawConfig, stack: string): Settings {
     }
     if (!/^[a-z_][a-z0-9_-]{0,31}$/.test(sshUser)) bad("sshUser", sshUser, "a Unix user name");
     const sshPort = integer("sshPort", 1, 65535, "a port number from 1 to 65535");
+    // The setup never moves sshd: a new server's listens on 22, and a cloud firewall open on another port locks us out.
+    if (provider !== "existing" && sshPort !== 22) bad("sshPort", sshPort, `22 with provider ${provider} (a new server's sshd listens on 22; another port is for provider existing)`);
 
     // The app and its environment.
     const appName = text("appName");

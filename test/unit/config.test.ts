@@ -74,6 +74,14 @@ describe("config validation", () => {
         assertProblem(valid({ provider: "existing", host: "not a host!" }), "host", "IPv4/IPv6 address or a DNS name");
     });
 
+    it("accepts another sshPort only for an existing host: a new server's sshd listens on 22", () => {
+        for (const provider of ["digitalocean", "hetzner"]) {
+            assertProblem(valid({ provider, sshPort: "2222" }), "sshPort", `22 with provider ${provider}`, "another port is for provider existing");
+            assert.strictEqual(parseSettings(valid({ provider, sshPort: "22" }), "live").sshPort, 22);
+        }
+        assert.strictEqual(parseSettings(valid({ provider: "existing", host: "203.0.113.5", sshPort: "2222" }), "live").sshPort, 2222);
+    });
+
     it("never prints a private key it rejects", () => {
         const found = problems(valid({ sshPrivateKey: "hunter2-not-a-key" }));
         assert.ok(found.some(p => p.includes("sshPrivateKey is not valid")));
