@@ -33,7 +33,9 @@ export class DigitalOceanHost extends pulumi.ComponentResource implements Host {
             ipv6: true,
             monitoring: true,
             tags: ["clj-zero-downtime"],
-        }, { parent: this });
+            // The cloud puts these keys on a server only when it creates it, so a change of key
+            // would replace the server and lose everything on it; the setup manages the keys after.
+        }, { parent: this, ignoreChanges: ["sshKeys"] });
         const firewall = new digitalocean.Firewall(`${name}-firewall`, {
             name: `${serverName(settings)}-firewall`,
             dropletIds: [this.droplet.id.apply(id => Number(id))],

@@ -38,7 +38,9 @@ export class HetznerHost extends pulumi.ComponentResource implements Host {
             firewallIds: [firewall.id.apply(id => Number(id))],
             publicNets: [{ ipv4Enabled: true, ipv6Enabled: true }],
             labels: { "managed-by": "clj-zero-downtime" },
-        }, { parent: this });
+            // The cloud puts these keys on a server only when it creates it, so a change of key
+            // would replace the server and lose everything on it; the setup manages the keys after.
+        }, { parent: this, ignoreChanges: ["sshKeys"] });
         this.address = this.server.ipv4Address;
         this.ipv6Address = this.server.ipv6Address.apply(a => a ?? "");
         this.sshPort = settings.sshPort;

@@ -20,6 +20,8 @@ export interface RecordedResource {
     parentUrn?: string;
     /** Input keys whose value is a Pulumi secret. */
     secretInputs: string[];
+    /** The ignoreChanges option. */
+    ignoreChanges: string[];
 }
 
 export interface MockRun {
@@ -132,7 +134,7 @@ export async function runUnderMocks(program: () => any, opts: MockRunOptions): P
                 inputs[k] = u.value;
                 if (u.secret) secretInputs.push(k);
             }
-            recorded.set(urn, { type: args.type, name: args.name, urn, inputs, dependsOn, parentUrn, secretInputs });
+            recorded.set(urn, { type: args.type, name: args.name, urn, inputs, dependsOn, parentUrn, secretInputs, ignoreChanges: args.opts.ignoreChanges ?? [] });
         })();
         pending.push(record);
         return undefined;

@@ -55,6 +55,7 @@ describe("program resource graph", () => {
         assert.strictEqual(droplet.region, "fra1");
         assert.strictEqual(droplet.size, "s-2vcpu-4gb");
         assert.deepStrictEqual(droplet.sshKeys, ["fp-host-key"]);
+        assert.deepStrictEqual(r.byName("host-server").ignoreChanges, ["sshKeys"], "a change of key must not replace the server");
         assert.strictEqual(r.byName("host-key").inputs.publicKey, PUB);
         const fw = r.byName("host-firewall").inputs;
         assert.deepStrictEqual(fw.inboundRules, [
@@ -80,6 +81,7 @@ describe("program resource graph", () => {
         assert.strictEqual(server.image, "debian-12");
         assert.strictEqual(server.location, "fsn1");
         assert.deepStrictEqual(server.sshKeys, ["host-key-id"]);
+        assert.deepStrictEqual(r.byName("host-server").ignoreChanges, ["sshKeys"], "a change of key must not replace the server");
         assert.deepStrictEqual(server.firewallIds, [2002], "the firewall is attached");
         assert.deepStrictEqual(r.byName("host-firewall").inputs.rules, [
             { direction: "in", protocol: "tcp", port: "22", sourceIps: ["0.0.0.0/0", "::/0"] },
