@@ -27,8 +27,18 @@ export interface AppRevision {
     uncommitted: string[];
 }
 
+/**
+ * The environment for the programs this program runs on the user's machine (git, tar, lein):
+ * without Pulumi's, which holds every config value with the secrets decrypted (PULUMI_CONFIG),
+ * the state passphrase and the access token. `lein uberjar` runs the app's project.clj and its
+ * plugins: none of them has any business with those.
+ */
+export function commandEnv(env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
+    return Object.fromEntries(Object.entries(env).filter(([k]) => !/^PULUMI_(CONFIG|ACCESS_TOKEN)/.test(k)));
+}
+
 function git(cwd: string, args: string[]): string {
-    return execFileSync("git", args, { cwd, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] }).trim();
+    return execFileSync("git", args, { cwd, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"], env: commandEnv() }).trim();
 }
 
 /** Resolves `revision` of the app at `appPath`, or throws an AppSourceError that says what to fix. */
@@ -54,7 +64,7 @@ export function resolveAppRevision(appPath: string, revision: string, baseDir = 
         throw new AppSourceError(`clj-zero-downtime:appRevision = "${revision}" has no commit that touches ${appPath}; commit the app first`);
     }
     // Porcelain lines are "XY path": not trimmed, the first column may be a space.
-    const status = execFileSync("git", ["status", "--porcelain", "--untracked-files=normal", "--", "."], { cwd: appDir, encoding: "utf8" });
+    const status = execFileSync("git", ["status", "--porcelain", "--untracked-files=normal", "--", "."], { cwd: appDir, encoding: "utf8", env: commandEnv() });
     const uncommitted = status.split("\n").filter(Boolean).map(l => l.slice(3));
     const repoDir = git(appDir, ["rev-parse", "--show-toplevel"]);
     return { appDir, repoDir, commit, prefix: prefix.replace(/\/$/, ""), uncommitted };
@@ -94,7 +104,7 @@ export function archiveAppRevision(rev: AppRevision, cacheDir = path.join(os.tmp
     const file = path.join(cacheDir, `${rev.commit}-${crypto.createHash("sha1").update(tree).digest("hex").slice(0, 8)}.tar`);
     if (!fs.existsSync(file)) {
         const tmp = `${file}.${process.pid}.tmp`;
-        const tar = execFileSync("git", ["archive", "--format=tar", tree], { cwd: rev.repoDir, maxBuffer: 1 << 30 });
+        const tar = execFileSync("git", ["archive", "--format=tar", tree], { cwd: rev.repoDir, maxBuffer: 1 << 30, env: commandEnv() });
         const commitTime = Number(git(rev.repoDir, ["show", "-s", "--format=%ct", rev.commit]));
         fs.writeFileSync(tmp, normalizeTarMtime(tar, commitTime));
         fs.renameSync(tmp, file);

@@ -5,7 +5,7 @@ import * as crypto from "crypto";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
-import { AppRevision, AppSourceError, archiveAppRevision } from "./app-source";
+import { AppRevision, AppSourceError, archiveAppRevision, commandEnv } from "./app-source";
 
 export interface LocalJar {
     path: string;
@@ -35,9 +35,9 @@ export function buildJarLocally(rev: AppRevision, opts: { cacheDir?: string; lei
     if (!fs.existsSync(cached)) {
         const work = fs.mkdtempSync(path.join(os.tmpdir(), "czd-build-"));
         try {
-            execFileSync("tar", ["-xf", archiveAppRevision(rev), "-C", work]);
+            execFileSync("tar", ["-xf", archiveAppRevision(rev), "-C", work], { env: commandEnv() });
             try {
-                execFileSync(opts.lein ?? "lein", ["uberjar"], { cwd: work, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+                execFileSync(opts.lein ?? "lein", ["uberjar"], { cwd: work, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"], env: commandEnv() });
             } catch (e: any) {
                 const output = `${e.stdout ?? ""}${e.stderr ?? ""}`.trim().split("\n").slice(-30).join("\n");
                 throw new AppSourceError(`build: local: \`lein uberjar\` failed for ${rev.commit} (built from a clean export of the commit):\n${output || e.message}`);

@@ -6,6 +6,7 @@ import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import { AppSourceError, archiveAppRevision, resolveAppRevision } from "../../infra/app-source";
+import { buildJarLocally } from "../../infra/local-build";
 import { parseLiveSlot, rotationCommand } from "../../infra/deploy";
 import { layout } from "../../infra/names";
 import { program } from "../../infra/program";
@@ -78,6 +79,28 @@ describe("Deploy", () => {
         assert.ok(rotate.secretInputs.includes("connection"));
         assert.ok(!rotate.secretInputs.includes("create"), "the command itself is not secret");
         assert.deepStrictEqual(rotate.dependsOn, [upload.urn]);
+    });
+
+    it("build: local runs lein without Pulumi's environment (the decrypted config, the passphrase, the token)", () => {
+        const { app } = makeRepo();
+        const rev = resolveAppRevision(app, "HEAD");
+        const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-lein-"));
+        // A stand-in lein: its "jar" is the environment it was given.
+        const lein = path.join(dir, "lein");
+        fs.writeFileSync(lein, "#!/bin/sh\nmkdir -p target && env > target/demo-standalone.jar\n", { mode: 0o755 });
+        const saved = { ...process.env };
+        Object.assign(process.env, { PULUMI_CONFIG: '{"clj-zero-downtime:tlsKey":"secret-key-body"}', PULUMI_CONFIG_PASSPHRASE: "pass-phrase",
+            PULUMI_CONFIG_SECRET_KEYS: "[]", PULUMI_ACCESS_TOKEN: "pul-token", LEIN_SNAPSHOTS_IN_RELEASE: "kept" });
+        try {
+            const jar = buildJarLocally(rev, { cacheDir: dir, lein });
+            const seen = fs.readFileSync(jar.path, "utf8");
+            for (const secret of ["secret-key-body", "pass-phrase", "pul-token", "PULUMI_CONFIG"]) assert.ok(!seen.includes(secret), `lein saw ${secret}`);
+            assert.match(seen, /^LEIN_SNAPSHOTS_IN_RELEASE=kept$/m, "the rest of the environment is passed on");
+            assert.match(seen, /^PATH=/m);
+        } finally {
+            for (const k of Object.keys(process.env)) if (!(k in saved)) delete process.env[k];
+            fs.rmSync(dir, { recursive: true, force: true });
+        }
     });
 
     it("ships exactly the committed tree of the app: no target/, .git or uncommitted files", () => {
