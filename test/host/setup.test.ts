@@ -124,6 +124,22 @@ describe("host setup on a fresh Debian 12 server", function () {
         assert.doesNotMatch(allowed, /\(ALL\) NOPASSWD: ALL|\(root\) NOPASSWD: ALL/);
     });
 
+    it("the deploy user cannot replace root's scripts or the app's secrets: the directories that hold them are root's", async () => {
+        for (const dir of [LAYOUT.appDir, LAYOUT.baseDir, LAYOUT.binDir]) {
+            assert.strictEqual((await server.sh(`stat -c '%U %a' ${dir}`)).trim(), "root 755", dir);
+        }
+        const rename = await server.host.ssh(`mv ${LAYOUT.binDir} ${LAYOUT.binDir}.old`, { user: "deploy", allowFail: true });
+        assert.notStrictEqual(rename.code, 0, "the deploy user cannot rename bin/ away");
+        assert.match(rename.stderr, /Permission denied/);
+        const plant = await server.host.ssh(`ln -s /tmp ${LAYOUT.baseDir}/app.env.czd-new.planted`, { user: "deploy", allowFail: true });
+        assert.notStrictEqual(plant.code, 0, "nor plant a name next to app.env");
+        // What it deploys into stays its own.
+        for (const dir of [LAYOUT.releasesDir, LAYOUT.slotsDir, LAYOUT.stateDir, LAYOUT.repoDir]) {
+            assert.strictEqual((await server.sh(`stat -c '%U' ${dir}`)).trim(), "deploy", dir);
+        }
+        assert.strictEqual((await server.sh(`stat -c '%U %a' ${LAYOUT.repoDir}/hooks/post-receive`)).trim(), "deploy 755");
+    });
+
     it("the app user cannot log in", async () => {
         const entry = await server.sh(`getent passwd ${APP}`);
         assert.match(entry.trim(), /:\/usr\/sbin\/nologin$/);
