@@ -359,3 +359,38 @@ describe("lib.sh: root never writes into a directory another user owns", () => {
         assert.ok(env.binDir.startsWith(`${env.baseDir}/`) && env.envFile.startsWith(`${env.baseDir}/`));
     });
 });
+
+describe("environment step: the traffic ports of an existing environment", () => {
+    it("stop the setup before it changes anything when the config moves them, naming both; the first setup records them", () => {
+        const dir = tmpdir("ports");
+        try {
+            const script = (extra: Record<string, string>) => {
+                const s = parseSettings({ sshPublicKey: PUB, sshPrivateKey: PRIV, appName: APP, ...extra }, "live");
+                const env = layout(APP, "live", s.ports);
+                return environmentStep(s, env).script.split(`${env.stateDir}/traffic-ports`).join(`${dir}/traffic-ports`);
+            };
+            /** The step's check, then its record, with the library's install_file; what they said. */
+            const run = (extra: Record<string, string>) => {
+                const sc = script(extra);
+                const fn = (name: string) => `${name}() {${sc.split(`\n${name}() {`)[1].split("\n}\n")[0]}\n}`;
+                const code = ["STEP=test; set -euo pipefail", render("lib.sh", {}), sc.match(/^readonly TRAFFIC_PORTS_FILE=.*$/m)![0],
+                    fn("check_traffic_ports"), fn("record_traffic_ports").replace(/install_file 0644 \S+/, "install_file 0644 root:root"),
+                    "check_traffic_ports; echo checked; record_traffic_ports"].join("\n");
+                return spawnSync("bash", ["-c", code], { encoding: "utf8" });
+            };
+            const first = run({});
+            assert.strictEqual(first.status, 0, first.stderr);
+            assert.strictEqual(fs.readFileSync(`${dir}/traffic-ports`, "utf8"), "proxy 3000 slots 3001 3002\n");
+            assert.strictEqual(run({}).status, 0, "the same ports again");
+            const moved = run({ proxyPort: "4000" });
+            assert.strictEqual(moved.status, 1);
+            assert.doesNotMatch(moved.stdout, /checked/);
+            assert.match(moved.stderr, /error: the ports of czd-unit-app-live are 'proxy 3000 slots 3001 3002' on the server, and the config says 'proxy 4000 slots 3001 3002': ports cannot change once an environment exists .*nothing was changed/);
+            assert.strictEqual(fs.readFileSync(`${dir}/traffic-ports`, "utf8"), "proxy 3000 slots 3001 3002\n", "the record stays");
+            const step = script({});
+            assert.ok(step.indexOf("\n  check_traffic_ports\n") < step.indexOf("\n  ensure_app_user\n"), "the check comes first");
+        } finally {
+            fs.rmSync(dir, { recursive: true, force: true });
+        }
+    });
+});
