@@ -107,6 +107,8 @@ export interface Settings {
     sshPort: number;
     appName: string;
     environment: string;
+    /** The Pulumi stack this configuration belongs to: the environment's owner on the server. */
+    stack: string;
     domain: string;
     ports: Ports;
     healthPath: string;
@@ -390,6 +392,7 @@ export function parseSettings(raw: RawConfig, stack: string): Settings {
         sshPort,
         appName,
         environment,
+        stack,
         domain,
         ports: { proxy, slot1, slot2, nrepl1, nrepl2 },
         healthPath,

@@ -157,6 +157,8 @@ export function environmentView(settings: Settings, l: EnvironmentLayout) {
         programList: l.programs.map(p => p.name).join(","),
         // Recorded on the server at the first setup; a later setup with other ports stops before it changes anything.
         trafficPorts: `proxy ${l.ports.proxy} slots ${l.ports.slot1} ${l.ports.slot2}`,
+        // Recorded the same way: another stack that names the same environment stops before it overwrites it.
+        ownerStack: settings.stack,
         deployBranch: settings.deployBranch,
         javaOpts: settings.javaOpts,
         // Supervisor's own stop waits past the drain so it never kills a request the deploy is waiting for.

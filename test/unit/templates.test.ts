@@ -394,3 +394,32 @@ describe("environment step: the traffic ports of an existing environment", () =>
         }
     });
 });
+
+describe("environment step: the stack that owns an environment", () => {
+    it("stops another stack that names the same environment before it changes anything; the first setup records the owner", () => {
+        const dir = tmpdir("owner-stack");
+        try {
+            /** The step's owner check, then its record, for `stack` with environment "live". */
+            const run = (stack: string) => {
+                const s = parseSettings({ sshPublicKey: PUB, sshPrivateKey: PRIV, appName: APP, environment: "live" }, stack);
+                const env = layout(APP, "live", s.ports);
+                const sc = environmentStep(s, env).script.split(`${env.stateDir}/owner-stack`).join(`${dir}/owner-stack`);
+                const fn = (name: string) => `${name}() {${sc.split(`\n${name}() {`)[1].split("\n}\n")[0]}\n}`;
+                const code = ["STEP=test; set -euo pipefail", render("lib.sh", {}), sc.match(/^readonly OWNER_STACK_FILE=.*$/m)![0],
+                    fn("check_owner_stack"), fn("record_owner_stack").replace(/install_file 0644 \S+/, "install_file 0644 root:root"),
+                    "check_owner_stack; echo checked; record_owner_stack"].join("\n");
+                return spawnSync("bash", ["-c", code], { encoding: "utf8" });
+            };
+            assert.strictEqual(run("live").status, 0);
+            assert.strictEqual(fs.readFileSync(`${dir}/owner-stack`, "utf8"), "live\n");
+            assert.strictEqual(run("live").status, 0, "its own stack again");
+            const other = run("staging");
+            assert.strictEqual(other.status, 1);
+            assert.doesNotMatch(other.stdout, /checked/);
+            assert.match(other.stderr, /error: environment live of czd-unit-app on this server belongs to stack 'live', and this is stack 'staging'; nothing was changed\. Give this stack its own environment/);
+            assert.strictEqual(fs.readFileSync(`${dir}/owner-stack`, "utf8"), "live\n");
+        } finally {
+            fs.rmSync(dir, { recursive: true, force: true });
+        }
+    });
+});
