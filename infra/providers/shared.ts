@@ -22,6 +22,15 @@ export function portCollisions(own: Ports, ownEnv: string, other: Ports, otherEn
 }
 
 /**
+ * True when the owner's environment answers on the server's address (its appUrl names no domain):
+ * nginx has one default server, so an environment without a domain of its own cannot join it.
+ */
+export function ownerIsDefaultServer(ownerAppUrl: string | undefined, ownerAddress: string): boolean {
+    if (!ownerAppUrl) return false; // an owner from before appUrl was an output: nothing to compare
+    return new URL(ownerAppUrl).hostname.replace(/^\[|\]$/g, "") === ownerAddress;
+}
+
+/**
  * The server of another stack (`serverStack`), read from its outputs. That stack owns the
  * server and its firewall; this one only adds its environment. Ports that collide with the
  * owner's environment fail `pulumi preview`.
@@ -39,10 +48,15 @@ export class SharedHost extends pulumi.ComponentResource implements Host {
         const owner = new pulumi.StackReference(`${name}-owner`, { name: settings.serverStack }, { parent: this });
         const ownerEnv = owner.requireOutput("environment") as pulumi.Output<string>;
         const ownerPorts = owner.requireOutput("ports") as pulumi.Output<Ports>;
-        this.address = pulumi.all([owner.requireOutput("serverAddress") as pulumi.Output<string>, ownerEnv, ownerPorts])
-            .apply(([address, env, ports]) => {
+        const ownerUrl = owner.getOutput("appUrl") as pulumi.Output<string | undefined>;
+        this.address = pulumi.all([owner.requireOutput("serverAddress") as pulumi.Output<string>, ownerEnv, ownerPorts, ownerUrl])
+            .apply(([address, env, ports, url]) => {
                 const problems = portCollisions(settings.ports, settings.environment, ports, env, settings.serverStack);
                 if (env === settings.environment) problems.push(`${PROJECT}:environment = "${env}" is the environment of stack ${settings.serverStack} already: give this one its own name`);
+                if (!settings.domain && ownerIsDefaultServer(url, address)) {
+                    problems.push(`${PROJECT}:domain is empty, and the ${env} environment (stack ${settings.serverStack}) already answers on the server's address: ` +
+                        `nginx has one default server, so give ${settings.environment} a domain`);
+                }
                 if (problems.length > 0) throw new ConfigError(problems);
                 return address;
             });

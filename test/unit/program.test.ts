@@ -216,5 +216,18 @@ describe("program resource graph", () => {
                 run({ provider: "existing", serverStack: "live", environment: "live", ...betaPorts }, { stack: "beta", stackOutputs: { live } }),
                 /environment = "live" is the environment of stack live already/);
         });
+
+        it("refuses a second environment without a domain where the owner's answers on the server's address (one default server)", async () => {
+            const ownerWithoutDomain = { live: { ...live, appUrl: "http://198.51.100.7/" } };
+            await assert.rejects(
+                run({ provider: "existing", serverStack: "live", environment: "beta", ...betaPorts }, { stack: "beta", stackOutputs: ownerWithoutDomain }),
+                /domain is empty, and the live environment \(stack live\) already answers on the server's address: nginx has one default server, so give beta a domain/);
+            const r = await run({ provider: "existing", serverStack: "live", environment: "beta", domain: "beta.example.com", ...betaPorts },
+                { stack: "beta", stackOutputs: ownerWithoutDomain });
+            assert.strictEqual(r.outputs.appUrl, "http://beta.example.com/");
+            // An owner with a domain leaves the default server to this one.
+            const ownerWithDomain = { live: { ...live, appUrl: "https://shop.example.com/" } };
+            await run({ provider: "existing", serverStack: "live", environment: "beta", ...betaPorts }, { stack: "beta", stackOutputs: ownerWithDomain });
+        });
     });
 });
