@@ -9,6 +9,16 @@ export function tmpdir(tag: string): string {
     return fs.mkdtempSync(path.join(os.tmpdir(), `czd-${tag}-`));
 }
 
+/** The body of a multi-line shell function of a script (between its `name() {` and the first `}` line). */
+export function functionBody(script: string, name: string): string {
+    return script.split(`\n${name}() {`)[1].split("\n}\n")[0];
+}
+
+/** That function's whole definition, to run it on its own in `bash -c`. */
+export function functionSource(script: string, name: string): string {
+    return `${name}() {${functionBody(script, name)}\n}`;
+}
+
 /** Fails the test unless `script` parses with `bash -n` and passes shellcheck (style level). */
 export function shellcheck(script: string, name: string): void {
     const dir = tmpdir("sc");

@@ -18,6 +18,7 @@ import {
     switchChain,
     IPTABLES_CHAIN_MAX,
 } from "../../infra/rotation";
+import { functionBody, functionSource } from "../support/shell";
 import { startSupervisord, Supervisord } from "../support/supervisord";
 
 const ports = { proxy: 8000, slot1: 8001, slot2: 8002, nrepl1: 7001, nrepl2: 7002 };
@@ -55,16 +56,6 @@ function run(cmd: string, args: string[]) {
 
 function lines(text: string): string[] {
     return text.split("\n");
-}
-
-/** The body of a multi-line shell function of a script (between its `name() {` and the first `}` line). */
-function functionBody(script: string, name: string): string {
-    return script.split(`\n${name}() {`)[1].split("\n}\n")[0];
-}
-
-/** That function's whole definition, to run it on its own in `bash -c`. */
-function functionSource(script: string, name: string): string {
-    return `${name}() {${functionBody(script, name)}\n}`;
 }
 
 /** A one-line shell function of a script (`name() { ...; }`), whole. */

@@ -8,7 +8,7 @@ import { parseSettings, Settings } from "../../infra/config";
 import { appEnvFile, AUTOGROUP_SETTING, environmentStep, environmentView, hostSteps, renderEnvironmentFiles, renderFirewall, SCHEDULER_SYSCTL_CONTENT } from "../../infra/host-files";
 import { DESTROY_GUARD, layout, MANAGED_MARKER, SCHEDULER_SYSCTL } from "../../infra/names";
 import { render } from "../../infra/render";
-import { shellcheck, tmpdir } from "../support/shell";
+import { functionSource, shellcheck, tmpdir } from "../support/shell";
 import { startSupervisord, Supervisord } from "../support/supervisord";
 
 const PUB = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGxhbWJkYWxhbWJkYWxhbWJkYWxhbWJkYWxhbWJkYQ unit@test";
@@ -372,7 +372,7 @@ describe("environment step: the traffic ports of an existing environment", () =>
             /** The step's check, then its record, with the library's install_file; what they said. */
             const run = (extra: Record<string, string>) => {
                 const sc = script(extra);
-                const fn = (name: string) => `${name}() {${sc.split(`\n${name}() {`)[1].split("\n}\n")[0]}\n}`;
+                const fn = (name: string) => functionSource(sc, name);
                 const code = ["STEP=test; set -euo pipefail", render("lib.sh", {}), sc.match(/^readonly TRAFFIC_PORTS_FILE=.*$/m)![0],
                     fn("check_traffic_ports"), fn("record_traffic_ports").replace(/install_file 0644 \S+/, "install_file 0644 root:root"),
                     "check_traffic_ports; echo checked; record_traffic_ports"].join("\n");
@@ -404,7 +404,7 @@ describe("environment step: the stack that owns an environment", () => {
                 const s = parseSettings({ sshPublicKey: PUB, sshPrivateKey: PRIV, appName: APP, environment: "live" }, stack);
                 const env = layout(APP, "live", s.ports);
                 const sc = environmentStep(s, env).script.split(`${env.stateDir}/owner-stack`).join(`${dir}/owner-stack`);
-                const fn = (name: string) => `${name}() {${sc.split(`\n${name}() {`)[1].split("\n}\n")[0]}\n}`;
+                const fn = (name: string) => functionSource(sc, name);
                 const code = ["STEP=test; set -euo pipefail", render("lib.sh", {}), sc.match(/^readonly OWNER_STACK_FILE=.*$/m)![0],
                     fn("check_owner_stack"), fn("record_owner_stack").replace(/install_file 0644 \S+/, "install_file 0644 root:root"),
                     "check_owner_stack; echo checked; record_owner_stack"].join("\n");

@@ -13,7 +13,7 @@ import { CERTBOT_DEPLOY_HOOK, layout } from "../../infra/names";
 import { program } from "../../infra/program";
 import { render } from "../../infra/render";
 import { runUnderMocks } from "../support/pulumi-mocks";
-import { shellcheck, tmpdir } from "../support/shell";
+import { functionSource, shellcheck, tmpdir } from "../support/shell";
 
 const PUB = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGxhbWJkYWxhbWJkYWxhbWJkYWxhbWJkYWxhbWJkYQ unit@test";
 const PRIV = "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n";
@@ -149,9 +149,9 @@ describe("HTTPS", () => {
             /** tls_certificate_ready from the step for `domain`, run against the test's certificate for DOMAIN. */
             const ready = (domain: string, key = path.join(certDir, "key.pem")) => {
                 const script = environmentStep(settingsFor({ tls: "letsencrypt", domain }), env).script;
-                const fn = script.split("\ntls_certificate_ready() {")[1].split("\n}\n")[0]
+                const fn = functionSource(script, "tls_certificate_ready")
                     .split(env.letsencryptCertificate).join(path.join(certDir, "cert.pem")).split(env.letsencryptKey).join(key);
-                return spawnSync("bash", ["-c", `set -euo pipefail\ntls_certificate_ready() {${fn}\n}\nif tls_certificate_ready; then echo ready; else echo not; fi`],
+                return spawnSync("bash", ["-c", `set -euo pipefail\n${fn}\nif tls_certificate_ready; then echo ready; else echo not; fi`],
                     { encoding: "utf8" }).stdout.trim();
             };
             assert.strictEqual(ready(DOMAIN), "ready");
