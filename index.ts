@@ -1,16 +1,6 @@
 // Entry point named by Pulumi.yaml (via package.json "main"): only wires infra/ together.
+// Pulumi runs an exported function and awaits it; the fields of its result are the stack
+// outputs (see infra/program.ts). The program is async: it asks the cloud account for the SSH key first.
 import { program } from "./infra/program";
 
-const out = program();
-
-export const serverAddress = out.serverAddress;
-export const ssh = out.ssh;
-export const appUrl = out.appUrl;
-export const gitRemote = out.gitRemote;
-export const dnsHint = out.dnsHint;
-export const environment = out.environment;
-export const supervisorGroup = out.supervisorGroup;
-export const appDirectory = out.appDirectory;
-export const liveRevision = out.liveRevision;
-export const liveSlot = out.liveSlot;
-export const ports = out.ports;
+export = program;

@@ -9,7 +9,7 @@ import { outputsFor } from "./outputs";
 import { provisionHost } from "./providers";
 import { connectionFor, EnvironmentSetup, HostSetup, rootPrefix } from "./setup";
 
-export function program() {
+export async function program() {
     const { settings, sshPrivateKey, appEnv, tlsKey } = readConfig();
     const env = layout(settings.appName, settings.environment, settings.ports);
     // Resolved before any resource exists, so a bad appPath or appRevision fails the preview.
@@ -19,7 +19,7 @@ export function program() {
             `(only commit ${revision.commit.slice(0, 12)} is): ${revision.uncommitted.slice(0, 10).join(", ")}`);
     }
 
-    const host = provisionHost("host", settings);
+    const host = await provisionHost("host", settings);
     // The stack that owns the server sets up what all environments share; a stack that
     // shares another's server (serverStack) only adds its environment.
     const ownsServer = !settings.serverStack;

@@ -2,13 +2,25 @@ import * as digitalocean from "@pulumi/digitalocean";
 import * as pulumi from "@pulumi/pulumi";
 import { Settings } from "../config";
 import { Host, inboundRules, serverName, TYPE_PREFIX } from "./host";
+import { AccountKey, ownKeyName, reusableAccountKey, sshKeyFingerprint } from "./ssh-key";
+
+/** The account's copy of the stack's public key under another name, if it has one (see reusableAccountKey). */
+export async function digitalOceanAccountKey(settings: Settings): Promise<AccountKey | undefined> {
+    const found = await digitalocean.getSshKeys({
+        filters: [{ key: "fingerprint", values: [sshKeyFingerprint(settings.sshPublicKey)] }],
+    });
+    return reusableAccountKey(found.sshKeys, settings.sshPublicKey, ownKeyName(serverName(settings)));
+}
 
 /** The record name within its zone: "@" for the zone apex, else the labels before the zone. */
 export function recordName(domain: string, zone: string): string {
     return domain === zone ? "@" : domain.slice(0, -(zone.length + 1));
 }
 
-/** A Droplet with the stack's SSH key and a cloud firewall (inbound SSH/HTTP/HTTPS only, outbound open). */
+/**
+ * A Droplet with the stack's SSH key and a cloud firewall (inbound SSH/HTTP/HTTPS only, outbound open).
+ * The key is uploaded unless the account has it already (`accountKey`).
+ */
 export class DigitalOceanHost extends pulumi.ComponentResource implements Host {
     readonly address: pulumi.Output<string>;
     readonly ipv6Address: pulumi.Output<string>;
@@ -18,18 +30,18 @@ export class DigitalOceanHost extends pulumi.ComponentResource implements Host {
     readonly origin = "digitalocean";
     readonly droplet: digitalocean.Droplet;
 
-    constructor(name: string, settings: Settings, opts?: pulumi.ComponentResourceOptions) {
+    constructor(name: string, settings: Settings, accountKey: AccountKey | undefined, opts?: pulumi.ComponentResourceOptions) {
         super(`${TYPE_PREFIX}:host:DigitalOceanHost`, name, {}, opts);
-        const key = new digitalocean.SshKey(`${name}-key`, {
-            name: `${serverName(settings)}-pulumi`,
+        const keyFingerprint = accountKey ? pulumi.output(accountKey.fingerprint) : new digitalocean.SshKey(`${name}-key`, {
+            name: ownKeyName(serverName(settings)),
             publicKey: settings.sshPublicKey,
-        }, { parent: this });
+        }, { parent: this }).fingerprint;
         this.droplet = new digitalocean.Droplet(`${name}-server`, {
             name: serverName(settings),
             image: settings.image,
             region: settings.region,
             size: settings.size,
-            sshKeys: [key.fingerprint],
+            sshKeys: [keyFingerprint],
             ipv6: true,
             monitoring: true,
             tags: ["clj-zero-downtime"],

@@ -2,8 +2,18 @@ import * as hcloud from "@pulumi/hcloud";
 import * as pulumi from "@pulumi/pulumi";
 import { Settings } from "../config";
 import { Host, inboundRules, serverName, TYPE_PREFIX } from "./host";
+import { AccountKey, ownKeyName, reusableAccountKey } from "./ssh-key";
 
-/** A Hetzner Cloud server with the stack's SSH key and an attached firewall (inbound SSH/HTTP/HTTPS only). */
+/** The project's copy of the stack's public key under another name, if it has one (see reusableAccountKey). */
+export async function hetznerAccountKey(settings: Settings): Promise<AccountKey | undefined> {
+    const found = await hcloud.getSshKeys({});
+    return reusableAccountKey(found.sshKeys, settings.sshPublicKey, ownKeyName(serverName(settings)));
+}
+
+/**
+ * A Hetzner Cloud server with the stack's SSH key and an attached firewall (inbound SSH/HTTP/HTTPS only).
+ * The key is uploaded unless the project has it already (`accountKey`).
+ */
 export class HetznerHost extends pulumi.ComponentResource implements Host {
     readonly address: pulumi.Output<string>;
     readonly ipv6Address: pulumi.Output<string>;
@@ -13,12 +23,12 @@ export class HetznerHost extends pulumi.ComponentResource implements Host {
     readonly origin = "hetzner";
     readonly server: hcloud.Server;
 
-    constructor(name: string, settings: Settings, opts?: pulumi.ComponentResourceOptions) {
+    constructor(name: string, settings: Settings, accountKey: AccountKey | undefined, opts?: pulumi.ComponentResourceOptions) {
         super(`${TYPE_PREFIX}:host:HetznerHost`, name, {}, opts);
-        const key = new hcloud.SshKey(`${name}-key`, {
-            name: `${serverName(settings)}-pulumi`,
+        const keyId = accountKey ? pulumi.output(String(accountKey.id)) : new hcloud.SshKey(`${name}-key`, {
+            name: ownKeyName(serverName(settings)),
             publicKey: settings.sshPublicKey,
-        }, { parent: this });
+        }, { parent: this }).id;
         // Hetzner firewalls allow all outbound traffic when no outbound rule is given.
         const firewall = new hcloud.Firewall(`${name}-firewall`, {
             name: `${serverName(settings)}-firewall`,
@@ -34,7 +44,7 @@ export class HetznerHost extends pulumi.ComponentResource implements Host {
             serverType: settings.size,
             image: settings.image,
             location: settings.region,
-            sshKeys: [key.id],
+            sshKeys: [keyId],
             firewallIds: [firewall.id.apply(id => Number(id))],
             publicNets: [{ ipv4Enabled: true, ipv6Enabled: true }],
             labels: { "managed-by": "clj-zero-downtime" },

@@ -39,6 +39,8 @@ export interface MockRunOptions {
     preview?: boolean;
     /** Outputs of the stacks a StackReference reads, by stack name. */
     stackOutputs?: Record<string, Record<string, unknown>>;
+    /** Answers invokes (data sources such as getSshKeys); default: echoes the inputs. */
+    call?: (args: pulumi.runtime.MockCallArgs) => Record<string, any>;
 }
 
 /** Clouds number their servers and firewalls; the program converts those ids to numbers. */
@@ -111,7 +113,7 @@ export async function runUnderMocks(program: () => any, opts: MockRunOptions): P
             return { id: preview ? undefined as any : (NUMERIC_IDS[args.type] ?? `${args.name}-id`), state: cloudOutputs(args.type, args.name, args.inputs, preview) };
         },
         call(args: pulumi.runtime.MockCallArgs) {
-            return args.inputs;
+            return opts.call ? opts.call(args) : args.inputs;
         },
     }, PROJECT, stack, preview);
 

@@ -4,7 +4,9 @@ import { execFileSync } from "child_process";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
+import * as pulumi from "@pulumi/pulumi";
 import { program } from "../../infra/program";
+import { reusableAccountKey, sshKeyFingerprint } from "../../infra/providers/ssh-key";
 import { MockRun, runUnderMocks } from "../support/pulumi-mocks";
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-keys-"));
@@ -15,9 +17,11 @@ const SECRET_ENV_VALUE = "s3cret-db-password-9f1c";
 
 const COMMAND = "command:remote:Command";
 
-function run(config: Record<string, any>, opts: { preview?: boolean; stack?: string; stackOutputs?: Record<string, Record<string, unknown>> } = {}): Promise<MockRun> {
+function run(config: Record<string, any>, opts: { preview?: boolean; stack?: string; stackOutputs?: Record<string, Record<string, unknown>>;
+    call?: (args: pulumi.runtime.MockCallArgs) => Record<string, any> } = {}): Promise<MockRun> {
     return runUnderMocks(program, {
         stackOutputs: opts.stackOutputs,
+        call: opts.call,
         config: { sshPublicKey: PUB, sshPrivateKey: PRIV, appEnv: { DATABASE_PASSWORD: SECRET_ENV_VALUE, PLAIN: "x" }, ...config },
         secretKeys: ["sshPrivateKey", "appEnv"],
         stack: opts.stack ?? "live",
@@ -91,6 +95,68 @@ describe("program resource graph", () => {
         assertSetupChain(r, ["host-server", "host-firewall"]);
         assert.strictEqual(r.outputs.appUrl, "http://shop.example.com/");
         assert.match(r.outputs.dnsHint, /A record for shop\.example\.com at 203\.0\.113\.20/);
+    });
+
+    describe("a public key the cloud account already holds", () => {
+        // What `ssh-keygen -E md5` prints, which is how both clouds show a key's fingerprint.
+        const md5 = (pubFile: string) => execFileSync("ssh-keygen", ["-l", "-E", "md5", "-f", pubFile], { encoding: "utf8" })
+            .split(" ")[1].replace(/^MD5:/, "");
+
+        it("fingerprints a key as the clouds do (MD5 of its body, type and comment left out)", () => {
+            const rsa = path.join(dir, "rsa");
+            execFileSync("ssh-keygen", ["-q", "-t", "rsa", "-b", "2048", "-N", "", "-C", "two words", "-f", rsa]);
+            assert.strictEqual(sshKeyFingerprint(PUB), md5(path.join(dir, "id.pub")));
+            assert.strictEqual(sshKeyFingerprint(fs.readFileSync(`${rsa}.pub`, "utf8")), md5(`${rsa}.pub`));
+            assert.strictEqual(sshKeyFingerprint(PUB.replace("unit-test", "another comment")), sshKeyFingerprint(PUB));
+        });
+
+        it("uses the account's key under another name, and keeps managing the one it uploaded itself", () => {
+            const fp = sshKeyFingerprint(PUB);
+            const laptop = { id: 7, name: "laptop", fingerprint: fp };
+            const own = { id: 8, name: "sample-app-live-pulumi", fingerprint: fp };
+            const other = { id: 9, name: "ci", fingerprint: "00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd:ee:ff" };
+            assert.deepStrictEqual(reusableAccountKey([other, laptop], PUB, own.name), laptop);
+            assert.strictEqual(reusableAccountKey([other], PUB, own.name), undefined, "not in the account: upload it");
+            assert.strictEqual(reusableAccountKey(undefined, PUB, own.name), undefined);
+            assert.strictEqual(reusableAccountKey([laptop, own], PUB, own.name), undefined,
+                "the stack's own upload stays managed (dropping it would delete it from the account)");
+        });
+
+        it("digitalocean: looks the key up by fingerprint and puts the account's key on the droplet, uploading none", async () => {
+            const calls: pulumi.runtime.MockCallArgs[] = [];
+            const r = await run({ provider: "digitalocean" }, {
+                call: args => {
+                    calls.push(args);
+                    return { sshKeys: [{ id: 41, name: "laptop", fingerprint: sshKeyFingerprint(PUB), publicKey: PUB }] };
+                },
+            });
+            assert.deepStrictEqual(calls.map(c => [c.token, c.inputs.filters]),
+                [["digitalocean:index/getSshKeys:getSshKeys", [{ key: "fingerprint", values: [sshKeyFingerprint(PUB)] }]]]);
+            assert.deepStrictEqual(r.byType("digitalocean:index/sshKey:SshKey"), []);
+            assert.deepStrictEqual(r.byName("host-server").inputs.sshKeys, [sshKeyFingerprint(PUB)]);
+        });
+
+        it("hetzner: finds the key in the project's list and puts its id on the server, uploading none", async () => {
+            const r = await run({ provider: "hetzner" }, {
+                call: args => {
+                    assert.strictEqual(args.token, "hcloud:index/getSshKeys:getSshKeys");
+                    return { sshKeys: [
+                        { id: 11, name: "ci", fingerprint: "00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd:ee:ff", publicKey: "x", labels: {} },
+                        { id: 12, name: "laptop", fingerprint: sshKeyFingerprint(PUB), publicKey: PUB, labels: {} },
+                    ] };
+                },
+            });
+            assert.deepStrictEqual(r.byType("hcloud:index/sshKey:SshKey"), []);
+            assert.deepStrictEqual(r.byName("host-server").inputs.sshKeys, ["12"]);
+        });
+
+        it("hetzner: uploads the key when only other keys are in the project", async () => {
+            const r = await run({ provider: "hetzner" }, {
+                call: () => ({ sshKeys: [{ id: 11, name: "ci", fingerprint: "00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd:ee:ff", publicKey: "x", labels: {} }] }),
+            });
+            assert.strictEqual(r.byName("host-key").inputs.name, "sample-app-live-pulumi");
+            assert.deepStrictEqual(r.byName("host-server").inputs.sshKeys, ["host-key-id"]);
+        });
     });
 
     it("existing: no cloud resources; setup connects to the configured host and user", async () => {
