@@ -1,7 +1,9 @@
 // A deploy is one remote command, triggered by the app's revision: upload the
 // `git archive` of that commit, then run the gated rotation on the server as
 // the deploy user. No new commit: nothing runs. An older commit: the rotation
-// goes back to that release without rebuilding it.
+// goes back to that release without rebuilding it. A change of the app's
+// settings only (appEnv, javaOpts) runs it too, and then the server restarts
+// the release that is live, which a rollback or git push may have changed.
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
 import { AppRevision, archiveAppRevision } from "./app-source";
@@ -34,10 +36,16 @@ export interface Shipment {
     kind: "archive" | "jar";
 }
 
-/** The command that runs on the server; the upload is removed once the rotation succeeded. */
-export function rotationCommand(layout: EnvironmentLayout, shipment: Pick<Shipment, "release" | "kind">): { upload: string; create: string } {
+/**
+ * The command that runs on the server; the upload is removed once the rotation succeeded.
+ * `--config-commit` lets the server tell a new appRevision from a run for changed settings.
+ */
+export function rotationCommand(layout: EnvironmentLayout, shipment: Pick<Shipment, "release" | "kind">, commit: string): { upload: string; create: string } {
     const upload = `${layout.uploadsDir}/${shipment.release}.${shipment.kind === "jar" ? "jar" : "tar"}`;
-    return { upload, create: `${layout.deployScript} --${shipment.kind} ${upload} --revision ${shipment.release} && rm -f ${upload}` };
+    return {
+        upload,
+        create: `${layout.deployScript} --${shipment.kind} ${upload} --revision ${shipment.release} --config-commit ${commit} && rm -f ${upload}`,
+    };
 }
 
 export function shipmentFor(settings: Settings, revision: AppRevision): Shipment {
@@ -48,10 +56,10 @@ export function shipmentFor(settings: Settings, revision: AppRevision): Shipment
     return { release: revision.commit, file: archiveAppRevision(revision), kind: "archive" };
 }
 
-/** The rotation prints `==> deployed <rev> to <env> (slot <n>)` as its last line. */
-export function parseLiveSlot(stdout: string): number | null {
-    const m = /^==> deployed \S+ to \S+ \(slot ([12])\)$/m.exec(stdout);
-    return m ? Number(m[1]) : null;
+/** The rotation prints `==> deployed <release> to <env> (slot <n>)` as its last line. */
+export function parseDeployed(stdout: string): { release: string; slot: number } | null {
+    const m = /^==> deployed (\S+) to \S+ \(slot ([12])\)$/m.exec(stdout);
+    return m ? { release: m[1], slot: Number(m[2]) } : null;
 }
 
 export class Deploy extends pulumi.ComponentResource {
@@ -63,15 +71,15 @@ export class Deploy extends pulumi.ComponentResource {
         const commit = args.revision.commit;
         const connection = connectionFor(args.host, DEPLOY_USER, args.sshPrivateKey);
         const shipment = shipmentFor(args.settings, args.revision);
-        const { upload: remotePath, create } = rotationCommand(args.layout, shipment);
+        const { upload: remotePath, create } = rotationCommand(args.layout, shipment, commit);
         const upload = new command.remote.CopyToRemote(`${name}-upload`, {
             connection,
             source: new pulumi.asset.FileAsset(shipment.file),
             remotePath,
             triggers: [shipment.release],
         }, { parent: this, dependsOn: args.after });
-        // A new app environment or new JVM options take effect through a rotation too:
-        // same release (no build), a fresh slot that reads them. Secret, as it derives from secrets.
+        // A new app environment or new JVM options take effect through a rotation too: of the
+        // live release (no build), in a fresh slot that reads them. Secret, as it derives from secrets.
         const restartKey = pulumi.secret(args.appEnv.apply(env => contentHash(appEnvFile(env), args.settings.javaOpts)));
         const rotate = new command.remote.Command(`${name}-rotate`, {
             connection,
@@ -79,8 +87,9 @@ export class Deploy extends pulumi.ComponentResource {
             triggers: [shipment.release, restartKey],
             addPreviousOutputInEnv: false,
         }, { parent: this, dependsOn: [upload] });
-        this.liveRevision = rotate.stdout.apply(() => commit);
-        this.liveSlot = rotate.stdout.apply(parseLiveSlot);
+        // The release the rotation put live: appRevision's, or after a settings change the live one.
+        this.liveRevision = rotate.stdout.apply(out => parseDeployed(out)?.release ?? shipment.release);
+        this.liveSlot = rotate.stdout.apply(out => parseDeployed(out)?.slot ?? null);
         this.registerOutputs({ liveRevision: this.liveRevision, liveSlot: this.liveSlot });
     }
 }

@@ -76,7 +76,8 @@ describe("app secrets, JVM options and local builds on a test host", function ()
         const result = await underLoad("secret change", () => server.up({ appEnv: JSON.stringify({ API_TOKEN: SECRET2, MODE: "production" }) }));
         const rotate = result.resources.find(r => r.name.endsWith("-deploy-rotate"))!;
         assert.strictEqual(rotate.action, "replace");
-        assert.match(rotate.stdout, /already built; not rebuilding/);
+        assert.match(rotate.stdout, /only the app's settings changed: restarting the live release [0-9a-f]{40} with them/);
+        assert.doesNotMatch(rotate.stdout, /building/);
         const slotAfter = (await server.sh(`cat ${LAYOUT.stateDir}/live-slot`)).trim();
         assert.notStrictEqual(slotAfter, slotBefore, "the new value came with a rotation");
         assert.ok((await liveEnvironment()).split("\n").includes(`API_TOKEN=${SECRET2}`));
@@ -132,5 +133,26 @@ describe("app secrets, JVM options and local builds on a test host", function ()
             else process.env.LEIN_HOME = saved;
             await server.sh("mv -f /usr/bin/lein.real /usr/bin/lein");
         }
+    });
+
+    it("after a rollback on the server, a changed secret restarts the rolled-back release, not appRevision's again, with 0 failed requests", async () => {
+        const pushed = (await liveVersion(server.host.address)).revision;
+        const rollback = await server.host.ssh(`${LAYOUT.deployScript} --rollback`, { user: "deploy", allowFail: true, timeoutMs: 300_000 });
+        assert.strictEqual(rollback.code, 0, rollback.stdout + rollback.stderr);
+        const rolledBack = (await liveVersion(server.host.address)).revision;
+        assert.notStrictEqual(rolledBack, pushed);
+        // appRevision still names the commit of the last up (built on the server this time: another
+        // release name, same commit), and only the secret changes.
+        const SECRET3 = "third-Secret-c0ffee";
+        const result = await underLoad("secret change after a rollback", () =>
+            server.up({ appEnv: JSON.stringify({ API_TOKEN: SECRET3, MODE: "production" }) }));
+        const rotate = result.resources.find(r => r.name.endsWith("-deploy-rotate"))!;
+        assert.match(rotate.stdout, new RegExp(`only the app's settings changed: restarting the live release ${rolledBack} with them`));
+        assert.doesNotMatch(rotate.stdout, /building|installed the prebuilt jar/, "nothing built or installed");
+        assert.match(rotate.stdout, new RegExp(`==> deployed ${rolledBack} to live \\(slot [12]\\)$`, "m"));
+        assert.strictEqual((await liveVersion(server.host.address)).revision, rolledBack, "the rollback stays");
+        assert.ok((await liveEnvironment()).split("\n").includes(`API_TOKEN=${SECRET3}`), "with the new secret");
+        assert.strictEqual((await server.sh(`cat ${LAYOUT.stateDir}/previous-revision`)).trim(), pushed, "a rollback still goes back to the same release");
+        assert.match(await server.sh(`tail -n 1 ${LAYOUT.historyFile}`), new RegExp(`\\t${rolledBack}\\t[12]\\trestart\\t`));
     });
 });

@@ -7,7 +7,7 @@ import * as os from "os";
 import * as path from "path";
 import { AppSourceError, archiveAppRevision, resolveAppRevision } from "../../infra/app-source";
 import { buildJarLocally } from "../../infra/local-build";
-import { parseLiveSlot, rotationCommand } from "../../infra/deploy";
+import { parseDeployed, rotationCommand } from "../../infra/deploy";
 import { layout } from "../../infra/names";
 import { program } from "../../infra/program";
 import { runUnderMocks } from "../support/pulumi-mocks";
@@ -74,7 +74,7 @@ describe("Deploy", () => {
         assert.strictEqual(rotate.inputs.connection.user, "deploy");
         assert.strictEqual(upload.inputs.remotePath, `/srv/sample-app/live/uploads/${c}.tar`);
         assert.strictEqual(rotate.inputs.create,
-            `/srv/sample-app/live/bin/deploy --archive /srv/sample-app/live/uploads/${c}.tar --revision ${c} && rm -f /srv/sample-app/live/uploads/${c}.tar`);
+            `/srv/sample-app/live/bin/deploy --archive /srv/sample-app/live/uploads/${c}.tar --revision ${c} --config-commit ${c} && rm -f /srv/sample-app/live/uploads/${c}.tar`);
         assert.ok(!rotate.inputs.create.includes("PRIVATE KEY"));
         assert.ok(rotate.secretInputs.includes("connection"));
         assert.ok(!rotate.secretInputs.includes("create"), "the command itself is not secret");
@@ -137,13 +137,13 @@ describe("Deploy", () => {
         await assert.rejects(deployInputs(plain), /is not inside a git repository/);
     });
 
-    it("reads the live slot from the rotation's last line", () => {
-        assert.strictEqual(parseLiveSlot("==> building\n==> deployed abc123 to live (slot 2)\n"), 2);
-        assert.strictEqual(parseLiveSlot("deploy of abc to live failed: boom\n"), null);
+    it("reads the live release and slot from the rotation's last line", () => {
+        assert.deepStrictEqual(parseDeployed("==> building\n==> deployed abc123 to live (slot 2)\n"), { release: "abc123", slot: 2 });
+        assert.strictEqual(parseDeployed("deploy of abc to live failed: boom\n"), null);
         const l = layout("shop", "beta", { proxy: 4000, slot1: 4001, slot2: 4002, nrepl1: 4101, nrepl2: 4102 });
-        assert.strictEqual(rotationCommand(l, { release: "abc", kind: "archive" }).upload, "/srv/shop/beta/uploads/abc.tar");
-        assert.strictEqual(rotationCommand(l, { release: "abc-0123", kind: "jar" }).create,
-            "/srv/shop/beta/bin/deploy --jar /srv/shop/beta/uploads/abc-0123.jar --revision abc-0123 && rm -f /srv/shop/beta/uploads/abc-0123.jar");
+        assert.strictEqual(rotationCommand(l, { release: "abc", kind: "archive" }, "abc").upload, "/srv/shop/beta/uploads/abc.tar");
+        assert.strictEqual(rotationCommand(l, { release: "abc-0123", kind: "jar" }, "abc").create,
+            "/srv/shop/beta/bin/deploy --jar /srv/shop/beta/uploads/abc-0123.jar --revision abc-0123 --config-commit abc && rm -f /srv/shop/beta/uploads/abc-0123.jar");
     });
 
     it("re-runs the rotation (same release, no new upload) when the app's environment or JVM options change; the key is secret", async () => {
@@ -170,7 +170,7 @@ describe("Deploy", () => {
             const c = git(repo, "rev-parse", "HEAD");
             const release = rotate.inputs.triggers[0] as string;
             assert.match(release, new RegExp(`^${c}-[0-9a-f]{12}$`));
-            assert.match(rotate.inputs.create, new RegExp(`--jar /srv/sample-app/live/uploads/${release}\\.jar --revision ${release}`));
+            assert.match(rotate.inputs.create, new RegExp(`--jar /srv/sample-app/live/uploads/${release}\\.jar --revision ${release} --config-commit ${c} `));
             const shipped = fs.readFileSync(await (upload.inputs.source as any).path, "utf8");
             assert.strictEqual(shipped, 'PK\u0003\u0004jar-of-(defproject demo "0.1.0")');
         } finally {

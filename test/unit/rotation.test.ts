@@ -478,6 +478,38 @@ describe("rotation: deploy script", () => {
         assert.strictEqual(defaults(high, "--rollback", "--revision", "abc"), `0 ${ROLLBACK_WARMUP_REQUESTS}`);
     });
 
+    it("pulumi up's run for the commit of its last successful one is a settings change: the live release restarts, whatever a rollback or git push made it", () => {
+        const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-settings-only-"));
+        try {
+            fs.mkdirSync(path.join(dir, "state"));
+            fs.mkdirSync(path.join(dir, "releases", "rolled-back"), { recursive: true });
+            fs.writeFileSync(path.join(dir, "releases", "rolled-back", "app.jar"), "jar");
+            const body = s.slice(0, s.lastIndexOf('\nmain "$@"'))
+                .replace(/^readonly STATE_DIR=.*$/m, `readonly STATE_DIR=${dir}/state`)
+                .replace(/^readonly RELEASES_DIR=.*$/m, `readonly RELEASES_DIR=${dir}/releases`);
+            /** parse_args, then settings_only_change with the live slot on OLD_REVISION and the recorded config commit. */
+            const decide = (live: string, recorded: string | null, ...args: string[]) => {
+                const state = path.join(dir, "state", "config-commit");
+                if (recorded === null) fs.rmSync(state, { force: true });
+                else fs.writeFileSync(state, `${recorded}\n`);
+                return spawnSync("bash", ["-c", `${body}\nOLD_REVISION=${live}\n` +
+                    `parse_args "$@"; if settings_only_change; then echo restart; else echo deploy; fi`, "deploy", ...args], { encoding: "utf8" }).stdout.trim();
+            };
+            const pulumi = ["--archive", "u.tar", "--revision", "c0ffee1", "--config-commit", "c0ffee1"];
+            assert.strictEqual(decide("rolled-back", "c0ffee1", ...pulumi), "restart", "same commit as the last up: only the settings changed");
+            assert.strictEqual(decide("rolled-back", "beef001", ...pulumi), "deploy", "a new appRevision deploys");
+            assert.strictEqual(decide("rolled-back", null, ...pulumi), "deploy", "nothing recorded (the first up, or one from before this was recorded)");
+            assert.strictEqual(decide("", "c0ffee1", ...pulumi), "deploy", "nothing live to restart");
+            assert.strictEqual(decide("pruned", "c0ffee1", ...pulumi), "deploy", "the live release is gone from disk");
+            assert.strictEqual(decide("rolled-back", "c0ffee1", "--archive", "u.tar", "--revision", "c0ffee1"), "deploy",
+                "without --config-commit (a deploy by hand)");
+            // Recorded only where a deploy from pulumi up succeeded, beside the history.
+            assert.match(functionBody(s, "rotate"), /\[ -z "\$CONFIG_COMMIT" \] \|\| write_state config-commit "\$CONFIG_COMMIT"\n\s+case "\$MODE" in\n\s+rollback \| restart\) record_history "\$MODE" ;;/);
+        } finally {
+            fs.rmSync(dir, { recursive: true, force: true });
+        }
+    });
+
     it("warm-up: counts 2xx answers, tells wrong answers from a warm-up cut off by its time limit (curl against a local server)", async function () {
         this.timeout(20_000);
         const agents = new Set<string | undefined>();
@@ -597,6 +629,12 @@ describe("rotation: deploy script", () => {
                 assert.strictEqual(rw.status, 2, `--warmup-requests ${bad}: ${rw.out}`);
                 assert.match(rw.out, new RegExp(`--warmup-requests needs a whole number from 0 to 10000, not '${bad}'`));
             }
+            const rg = run("bash", [f, "--git", "/r.git", "--revision", "abc", "--config-commit", "abcdef1"]);
+            assert.strictEqual(rg.status, 2, rg.out);
+            assert.match(rg.out, /--config-commit goes with --archive or --jar \(pulumi up's deploys\)/);
+            const rc = run("bash", [f, "--archive", "x.tar", "--revision", "abc", "--config-commit", "abc;rm"]);
+            assert.strictEqual(rc.status, 2, rc.out);
+            assert.match(rc.out, /--config-commit needs a commit id \(hex\), not 'abc;rm'/);
             for (const bad of ["61", "-1", "1.5", "x", ""]) {
                 const rs = run("bash", [f, "--revision", "abc", "--ramp-seconds", bad]);
                 assert.strictEqual(rs.status, 2, `--ramp-seconds ${bad}: ${rs.out}`);
