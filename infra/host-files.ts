@@ -4,12 +4,15 @@
 import { Settings } from "./config";
 import {
     ACME_CHALLENGE_PATH,
+    ALL_CLAIMS_FILES,
     CERTBOT_DEPLOY_HOOK,
     DEPLOY_USER,
     DESTROY_GUARD,
     EnvironmentLayout,
     MANAGED_MARKER,
     FIREWALL_SCRIPT,
+    PORT_CONFIG_KEYS,
+    Ports,
     FIREWALL_UNIT,
     RELEASE_JAR,
     SCHEDULER_SYSCTL,
@@ -235,6 +238,17 @@ export function rotationSettings(settings: Settings): RotationSettings {
     };
 }
 
+/**
+ * What an environment holds on its server that no other environment may: its five ports and its
+ * nginx server name (`_`: no domain, the default server), as `<what> <value> <config key>` lines
+ * after a header that names it. The environment step records it, and before it changes anything
+ * it compares every other environment's record with it, whichever stack set that one up.
+ */
+export function environmentClaims(settings: Settings, l: EnvironmentLayout): string {
+    const ports = (Object.keys(PORT_CONFIG_KEYS) as (keyof Ports)[]).map(key => `port ${l.ports[key]} ${PORT_CONFIG_KEYS[key]}`);
+    return [`# ${l.id} (stack ${settings.stack})`, ...ports, `server ${settings.domain || "_"} domain`].join("\n");
+}
+
 /** The environment's setup step: app user, directories, rotation, repository, Supervisor group, nginx site. */
 export function environmentStep(settings: Settings, l: EnvironmentLayout): SetupStep {
     const files = renderEnvironmentFiles(settings, l);
@@ -253,6 +267,8 @@ export function environmentStep(settings: Settings, l: EnvironmentLayout): Setup
         nginxSiteContent: embeddable(files.nginxSite, "nginx site"),
         nginxSiteHttpContent: embeddable(files.nginxSiteHttp, "nginx site (HTTP only)"),
         installTlsContent: settings.tls === "custom" ? embeddable(renderTlsInstaller(settings, l), "install-tls") : "",
+        claims: embeddable(environmentClaims(settings, l), "claims", "CZD_CLAIMS"),
+        allClaimsFiles: ALL_CLAIMS_FILES,
     });
 }
 

@@ -44,6 +44,13 @@ export const CUSTOM_TLS_DIR = "/etc/clj-zero-downtime/tls";
 /** The URL path of HTTP-01 challenges (RFC 8555): served from the webroot, never redirected. */
 export const ACME_CHALLENGE_PATH = "/.well-known/acme-challenge/";
 
+/** Every app's directory is `<APPS_ROOT>/<app>`, its environments' `<APPS_ROOT>/<app>/<env>`. */
+export const APPS_ROOT = "/srv";
+const stateDirOf = (baseDir: string) => `${baseDir}/state`;
+const CLAIMS_NAME = "claims";
+/** The claims files of every environment on a server, as a shell glob (see EnvironmentLayout.claimsFile). */
+export const ALL_CLAIMS_FILES = `${stateDirOf(`${APPS_ROOT}/*/*`)}/${CLAIMS_NAME}`;
+
 /** A release directory holds the build tree and this jar, copied out of `target/`. */
 export const RELEASE_JAR = "app.jar";
 
@@ -59,6 +66,11 @@ export interface Ports {
     nrepl2: number;
 }
 
+/** The config key of each port, for messages that tell the user what to change. */
+export const PORT_CONFIG_KEYS: Record<keyof Ports, string> = {
+    proxy: "proxyPort", slot1: "slot1Port", slot2: "slot2Port", nrepl1: "nrepl1Port", nrepl2: "nrepl2Port",
+};
+
 export interface EnvironmentLayout {
     appName: string;
     environment: string;
@@ -73,6 +85,8 @@ export interface EnvironmentLayout {
     /** Where `pulumi up` uploads the `git archive` of the revision it deploys. */
     uploadsDir: string;
     stateDir: string;
+    /** What the environment holds on the server that no other environment may: its ports and its server name. */
+    claimsFile: string;
     binDir: string;
     repoDir: string;
     /** Mode 0600, owned by the app user: the app's environment variables (secrets included). */
@@ -145,9 +159,9 @@ export function slotNreplPort(ports: Ports, slot: Slot): number {
 
 export function layout(appName: string, environment: string, ports: Ports): EnvironmentLayout {
     const id = environmentId(appName, environment);
-    const appDir = `/srv/${appName}`;
+    const appDir = `${APPS_ROOT}/${appName}`;
     const baseDir = `${appDir}/${environment}`;
-    const stateDir = `${baseDir}/state`;
+    const stateDir = stateDirOf(baseDir);
     const binDir = `${baseDir}/bin`;
     const logDir = `/var/log/${appName}`;
     const slotsDir = `${baseDir}/slots`;
@@ -162,6 +176,7 @@ export function layout(appName: string, environment: string, ports: Ports): Envi
         releasesDir: `${baseDir}/releases`,
         uploadsDir: `${baseDir}/uploads`,
         stateDir,
+        claimsFile: `${stateDir}/${CLAIMS_NAME}`,
         binDir,
         repoDir: `${baseDir}/repo.git`,
         envFile: `${baseDir}/app.env`,

@@ -1,11 +1,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import { ConfigError, PROJECT, Settings } from "../config";
-import { Ports } from "../names";
+import { PORT_CONFIG_KEYS, Ports } from "../names";
 import { Host, TYPE_PREFIX } from "./host";
-
-const PORT_NAMES: Record<keyof Ports, string> = {
-    proxy: "proxyPort", slot1: "slot1Port", slot2: "slot2Port", nrepl1: "nrepl1Port", nrepl2: "nrepl2Port",
-};
 
 /** Ports of this environment that another environment on the same server already uses, as messages naming both. */
 export function portCollisions(own: Ports, ownEnv: string, other: Ports, otherEnv: string, otherStack: string): string[] {
@@ -13,7 +9,7 @@ export function portCollisions(own: Ports, ownEnv: string, other: Ports, otherEn
     for (const [key, port] of Object.entries(own) as [keyof Ports, number][]) {
         for (const [otherKey, otherPort] of Object.entries(other) as [keyof Ports, number][]) {
             if (port === otherPort) {
-                problems.push(`${PROJECT}:${PORT_NAMES[key]} = ${port} (${ownEnv}) collides with ${PORT_NAMES[otherKey]} = ${otherPort} ` +
+                problems.push(`${PROJECT}:${PORT_CONFIG_KEYS[key]} = ${port} (${ownEnv}) collides with ${PORT_CONFIG_KEYS[otherKey]} = ${otherPort} ` +
                     `of the ${otherEnv} environment (stack ${otherStack}) on the same server: give ${ownEnv} ports no other environment there uses`);
             }
         }

@@ -102,6 +102,34 @@ describe("live and beta on one server", function () {
         assert.strictEqual((await httpGet(server.host.address, BETA_DOMAIN)).version, "2");
     });
 
+    it("stops a third stack whose ports and domain beta holds (its preview sees only live's) at its environment step, before it changes anything", async () => {
+        const betaBefore = await server.sh(`find ${BETA.baseDir}/state ${BETA.supervisorConf} ${BETA.nginxSiteAvailable} -type f -print0 | sort -z | xargs -0 sha256sum`);
+        const staging = await collect({
+            config: {
+                provider: "existing", serverStack: "live", environment: "staging", domain: BETA_DOMAIN,
+                proxyPort: "3200", slot1Port: "3201", slot2Port: "3101", nrepl1Port: "7201", nrepl2Port: "7202",
+                sshPublicKey: server.config.sshPublicKey, sshPrivateKey: server.config.sshPrivateKey, appPath: app, appRevision: commits.v1,
+            },
+            secretKeys: ["sshPrivateKey", "appEnv", "tlsKey"],
+            stack: "staging",
+            resourceOutputs: args => args.type === "pulumi:pulumi:StackReference"
+                ? { name: "live", outputs: { serverAddress: server.host.address, environment: "live", ports: LIVE_PORTS } }
+                : undefined,
+        });
+        const r = await apply(staging, { statePath: path.join(work, "staging-state.json"), log: () => undefined, throwOnError: false });
+        assert.strictEqual(r.ok, false);
+        const envStep = r.resources.find(x => x.name === "sample-app-staging-env-staging")!;
+        assert.match(envStep.stderr, new RegExp("sample-app-staging would take what other environments on this server hold; nothing was changed\\. " +
+            "Give it ports \\(and a domain\\) of its own:\n  slot2Port = 3101 is slot1Port of sample-app-beta \\(stack beta\\) already\n" +
+            "  domain = beta\\.test is the domain of sample-app-beta \\(stack beta\\) already"));
+        assert.ok(!r.executed.some(x => x.name.includes("-deploy-")), "no deploy ran");
+        assert.strictEqual(await server.sh("test -e /srv/sample-app/staging && echo dir; test -e /etc/supervisor/conf.d/sample-app-staging.conf && echo group; " +
+            "test -e /etc/nginx/sites-available/sample-app-staging && echo site; id -u deploy >/dev/null && echo ok"), "ok\n", "nothing of staging was made");
+        assert.strictEqual(await server.sh(`find ${BETA.baseDir}/state ${BETA.supervisorConf} ${BETA.nginxSiteAvailable} -type f -print0 | sort -z | xargs -0 sha256sum`),
+            betaBefore, "beta's files are untouched");
+        assert.strictEqual((await httpGet(server.host.address, BETA_DOMAIN)).version, "2");
+    });
+
     it("refuses to destroy the owner's server while beta lives on it, saying which environment", async () => {
         const guard = (await server.resources()).find(r => r.name === "destroy-guard")!;
         const check = await server.host.ssh((guard.inputs as { delete: string }).delete, { allowFail: true });

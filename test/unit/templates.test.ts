@@ -6,7 +6,7 @@ import * as fs from "fs";
 import * as path from "path";
 import { parseSettings, Settings } from "../../infra/config";
 import { appEnvFile, AUTOGROUP_SETTING, environmentStep, environmentView, hostSteps, renderEnvironmentFiles, renderFirewall, SCHEDULER_SYSCTL_CONTENT } from "../../infra/host-files";
-import { DESTROY_GUARD, layout, MANAGED_MARKER, SCHEDULER_SYSCTL } from "../../infra/names";
+import { APPS_ROOT, DESTROY_GUARD, layout, MANAGED_MARKER, SCHEDULER_SYSCTL } from "../../infra/names";
 import { render } from "../../infra/render";
 import { functionSource, shellcheck, tmpdir } from "../support/shell";
 import { startSupervisord, Supervisord } from "../support/supervisord";
@@ -391,6 +391,51 @@ describe("environment step: the traffic ports of an existing environment", () =>
             assert.ok(step.indexOf("\n  check_traffic_ports\n") < step.indexOf("\n  ensure_app_user\n"), "the check comes first");
         } finally {
             fs.rmSync(dir, { recursive: true, force: true });
+        }
+    });
+});
+
+describe("environment step: what environments on one server hold alone (ports, server name)", () => {
+    it("stops a setup whose ports or domain another environment on the server holds, whichever stack made it, naming each; records its own", () => {
+        const root = tmpdir("claims");
+        try {
+            /** The step's claims check, then its record, for an environment in a server whose apps live under `root`. */
+            const run = (environment: string, stack: string, extra: Record<string, string>) => {
+                const s = parseSettings({ sshPublicKey: PUB, sshPrivateKey: PRIV, appName: APP, environment, ...extra }, stack);
+                const env = layout(APP, environment, s.ports);
+                fs.mkdirSync(`${root}/${APP}/${environment}/state`, { recursive: true });
+                const sc = environmentStep(s, env).script.split(`${APPS_ROOT}/`).join(`${root}/`);
+                const fn = (name: string) => functionSource(sc, name);
+                const code = ["STEP=test; set -euo pipefail", render("lib.sh", {}), fn("own_claims"), fn("conflicting_claims"), fn("check_claims"),
+                    fn("record_claims").replace(/install_file 0644 \S+/, "install_file 0644 root:root"),
+                    "check_claims; echo checked; record_claims"].join("\n");
+                return spawnSync("bash", ["-c", code], { encoding: "utf8" });
+            };
+            const claims = (environment: string) => fs.readFileSync(`${root}/${APP}/${environment}/state/claims`, "utf8");
+            assert.strictEqual(run("live", "live", {}).status, 0);
+            assert.strictEqual(claims("live"), `# ${APP}-live (stack live)\nport 3000 proxyPort\nport 3001 slot1Port\nport 3002 slot2Port\n` +
+                "port 7001 nrepl1Port\nport 7002 nrepl2Port\nserver _ domain\n");
+            const betaPorts = { proxyPort: "4000", slot1Port: "4001", slot2Port: "4002", nrepl1Port: "4101", nrepl2Port: "4102" };
+            const beta = run("beta", "beta", { ...betaPorts, domain: "beta.example.com" });
+            assert.strictEqual(beta.status, 0, beta.stderr);
+            assert.strictEqual(run("live", "live", {}).status, 0, "its own record is no conflict");
+            // A third stack that shares the server: it collides with beta, which its preview does not see.
+            const staging = run("staging", "staging", { proxyPort: "5000", slot1Port: "4002", slot2Port: "5002", nrepl1Port: "5101", nrepl2Port: "5102",
+                domain: "beta.example.com" });
+            assert.strictEqual(staging.status, 1, staging.stdout);
+            assert.doesNotMatch(staging.stdout, /checked/);
+            assert.match(staging.stderr, new RegExp(`error: ${APP}-staging would take what other environments on this server hold; nothing was changed\\. ` +
+                `Give it ports \\(and a domain\\) of its own:\n  slot1Port = 4002 is slot2Port of ${APP}-beta \\(stack beta\\) already\n` +
+                `  domain = beta\\.example\\.com is the domain of ${APP}-beta \\(stack beta\\) already\n?$`));
+            assert.ok(!fs.existsSync(`${root}/${APP}/staging/state/claims`), "nothing recorded");
+            const second = run("staging", "staging", { proxyPort: "5000", slot1Port: "5001", slot2Port: "5002", nrepl1Port: "5101", nrepl2Port: "5102" });
+            assert.strictEqual(second.status, 1);
+            assert.match(second.stderr, new RegExp(`  domain is empty, and so is that of ${APP}-live \\(stack live\\): nginx has one default server`));
+            const step = environmentStep(parseSettings({ sshPublicKey: PUB, sshPrivateKey: PRIV, appName: APP }, "live"), layout(APP, "live", parseSettings({ sshPublicKey: PUB, sshPrivateKey: PRIV, appName: APP }, "live").ports)).script;
+            assert.ok(step.indexOf("\n  check_claims\n") < step.indexOf("\n  ensure_app_user\n"), "the check comes before any change");
+            assert.ok(step.includes(`for file in ${APPS_ROOT}/*/*/state/claims; do`), "it reads every environment's record");
+        } finally {
+            fs.rmSync(root, { recursive: true, force: true });
         }
     });
 });
