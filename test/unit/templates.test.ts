@@ -138,8 +138,8 @@ describe("rendered templates", () => {
         const tricky = "p@ss $(touch " + path.join(dir, "pwned") + ") `id` 'q' \"d\"";
         fs.writeFileSync(envFile, appEnvFile({ SECRET: tricky, PLAIN: "x=y" }));
         // Source only the loader function, pointed at the test file.
-        const loader = files.runSlot.split("load_app_env() {")[1].split("\n}\n")[0].split(env.envFile).join(envFile);
-        const script = `load_app_env() {${loader}\n}\nload_app_env\nprintf '%s\\n' "$SECRET" "$PLAIN"\n`;
+        const loader = functionSource(files.runSlot, "load_app_env").split(env.envFile).join(envFile);
+        const script = `${loader}\nload_app_env\nprintf '%s\\n' "$SECRET" "$PLAIN"\n`;
         const out = execFileSync("bash", ["-c", script], { encoding: "utf8" });
         assert.strictEqual(out, `${tricky}\nx=y\n`);
         assert.ok(!fs.existsSync(path.join(dir, "pwned")), "the value was evaluated by the shell");
