@@ -2,14 +2,14 @@ import * as digitalocean from "@pulumi/digitalocean";
 import * as pulumi from "@pulumi/pulumi";
 import { Settings } from "../config";
 import { Host, inboundRules, serverName, TYPE_PREFIX } from "./host";
-import { AccountKey, ownKeyName, reusableAccountKey, sshKeyFingerprint } from "./ssh-key";
+import { AccountKey, accountKeyFor, ownKeyName, sshKeyFingerprint } from "./ssh-key";
 
-/** The account's copy of the stack's public key under another name, if it has one (see reusableAccountKey). */
+/** The account's copy of the stack's public key, if it has one (see accountKeyFor). */
 export async function digitalOceanAccountKey(settings: Settings): Promise<AccountKey | undefined> {
     const found = await digitalocean.getSshKeys({
         filters: [{ key: "fingerprint", values: [sshKeyFingerprint(settings.sshPublicKey)] }],
     });
-    return reusableAccountKey(found.sshKeys, settings.sshPublicKey, ownKeyName(serverName(settings)));
+    return accountKeyFor(found.sshKeys, settings.sshPublicKey);
 }
 
 /** The record name within its zone: "@" for the zone apex, else the labels before the zone. */
@@ -35,7 +35,9 @@ export class DigitalOceanHost extends pulumi.ComponentResource implements Host {
         const keyFingerprint = accountKey ? pulumi.output(accountKey.fingerprint) : new digitalocean.SshKey(`${name}-key`, {
             name: ownKeyName(serverName(settings)),
             publicKey: settings.sshPublicKey,
-        }, { parent: this }).fingerprint;
+            // Kept in the account when the program stops declaring it (the next run finds and uses
+            // it) and on destroy: other stacks may use it by then.
+        }, { parent: this, retainOnDelete: true }).fingerprint;
         this.droplet = new digitalocean.Droplet(`${name}-server`, {
             name: serverName(settings),
             image: settings.image,

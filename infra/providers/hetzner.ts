@@ -2,12 +2,12 @@ import * as hcloud from "@pulumi/hcloud";
 import * as pulumi from "@pulumi/pulumi";
 import { Settings } from "../config";
 import { Host, inboundRules, serverName, TYPE_PREFIX } from "./host";
-import { AccountKey, ownKeyName, reusableAccountKey } from "./ssh-key";
+import { AccountKey, accountKeyFor, ownKeyName } from "./ssh-key";
 
-/** The project's copy of the stack's public key under another name, if it has one (see reusableAccountKey). */
+/** The project's copy of the stack's public key, if it has one (see accountKeyFor). */
 export async function hetznerAccountKey(settings: Settings): Promise<AccountKey | undefined> {
     const found = await hcloud.getSshKeys({});
-    return reusableAccountKey(found.sshKeys, settings.sshPublicKey, ownKeyName(serverName(settings)));
+    return accountKeyFor(found.sshKeys, settings.sshPublicKey);
 }
 
 /**
@@ -28,7 +28,9 @@ export class HetznerHost extends pulumi.ComponentResource implements Host {
         const keyId = accountKey ? pulumi.output(String(accountKey.id)) : new hcloud.SshKey(`${name}-key`, {
             name: ownKeyName(serverName(settings)),
             publicKey: settings.sshPublicKey,
-        }, { parent: this }).id;
+            // Kept in the project when the program stops declaring it (the next run finds and uses
+            // it) and on destroy: other stacks may use it by then.
+        }, { parent: this, retainOnDelete: true }).id;
         // Hetzner firewalls allow all outbound traffic when no outbound rule is given.
         const firewall = new hcloud.Firewall(`${name}-firewall`, {
             name: `${serverName(settings)}-firewall`,

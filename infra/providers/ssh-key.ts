@@ -16,21 +16,18 @@ export function sshKeyFingerprint(publicKey: string): string {
     return createHash("md5").update(Buffer.from(body, "base64")).digest("hex").match(/../g)!.join(":");
 }
 
-/** The cloud key name this stack gives the key it uploads. */
+/** The cloud key name this stack gives the key when it uploads it. */
 export function ownKeyName(serverName: string): string {
     return `${serverName}-pulumi`;
 }
 
 /**
  * The account's key to put on the new server, when the account already holds this public key
- * under another name: both clouds refuse a second upload of a key (DigitalOcean answers 422,
- * Hetzner wants fingerprints unique), so this stack uses that one and uploads nothing.
- * A key under this stack's own name is the one it uploaded itself: it keeps managing it,
- * or the next run would delete it.
+ * (under any name: the user's upload, another stack's, or this stack's own from an earlier run).
+ * Both clouds refuse a second upload of a key (DigitalOcean answers 422, Hetzner wants
+ * fingerprints unique), so the stack uploads the key only when this finds none.
  */
-export function reusableAccountKey(accountKeys: AccountKey[] | undefined, publicKey: string, ownName: string): AccountKey | undefined {
+export function accountKeyFor(accountKeys: AccountKey[] | undefined, publicKey: string): AccountKey | undefined {
     const fingerprint = sshKeyFingerprint(publicKey);
-    const same = (accountKeys ?? []).filter(k => k.fingerprint === fingerprint);
-    if (same.some(k => k.name === ownName)) return undefined;
-    return same[0];
+    return (accountKeys ?? []).find(k => k.fingerprint === fingerprint);
 }

@@ -22,6 +22,8 @@ export interface RecordedResource {
     secretInputs: string[];
     /** The ignoreChanges option. */
     ignoreChanges: string[];
+    /** The retainOnDelete option. */
+    retainOnDelete: boolean;
 }
 
 export interface MockRun {
@@ -136,7 +138,8 @@ export async function runUnderMocks(program: () => any, opts: MockRunOptions): P
                 inputs[k] = u.value;
                 if (u.secret) secretInputs.push(k);
             }
-            recorded.set(urn, { type: args.type, name: args.name, urn, inputs, dependsOn, parentUrn, secretInputs, ignoreChanges: args.opts.ignoreChanges ?? [] });
+            recorded.set(urn, { type: args.type, name: args.name, urn, inputs, dependsOn, parentUrn, secretInputs, ignoreChanges: args.opts.ignoreChanges ?? [],
+                retainOnDelete: args.opts.retainOnDelete ?? false });
         })();
         pending.push(record);
         return undefined;

@@ -6,7 +6,7 @@ import * as os from "os";
 import * as path from "path";
 import * as pulumi from "@pulumi/pulumi";
 import { program } from "../../infra/program";
-import { reusableAccountKey, sshKeyFingerprint } from "../../infra/providers/ssh-key";
+import { accountKeyFor, sshKeyFingerprint } from "../../infra/providers/ssh-key";
 import { MockRun, runUnderMocks } from "../support/pulumi-mocks";
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-keys-"));
@@ -61,6 +61,7 @@ describe("program resource graph", () => {
         assert.deepStrictEqual(droplet.sshKeys, ["fp-host-key"]);
         assert.deepStrictEqual(r.byName("host-server").ignoreChanges, ["sshKeys"], "a change of key must not replace the server");
         assert.strictEqual(r.byName("host-key").inputs.publicKey, PUB);
+        assert.strictEqual(r.byName("host-key").retainOnDelete, true, "kept in the account when the next run finds and uses it");
         const fw = r.byName("host-firewall").inputs;
         assert.deepStrictEqual(fw.inboundRules, [
             { protocol: "tcp", portRange: "22", sourceAddresses: ["203.0.113.7/32"] },
@@ -110,16 +111,15 @@ describe("program resource graph", () => {
             assert.strictEqual(sshKeyFingerprint(PUB.replace("unit-test", "another comment")), sshKeyFingerprint(PUB));
         });
 
-        it("uses the account's key under another name, and keeps managing the one it uploaded itself", () => {
+        it("uses the account's key with the same fingerprint, whatever its name (its own upload of an earlier run too)", () => {
             const fp = sshKeyFingerprint(PUB);
             const laptop = { id: 7, name: "laptop", fingerprint: fp };
             const own = { id: 8, name: "sample-app-live-pulumi", fingerprint: fp };
             const other = { id: 9, name: "ci", fingerprint: "00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd:ee:ff" };
-            assert.deepStrictEqual(reusableAccountKey([other, laptop], PUB, own.name), laptop);
-            assert.strictEqual(reusableAccountKey([other], PUB, own.name), undefined, "not in the account: upload it");
-            assert.strictEqual(reusableAccountKey(undefined, PUB, own.name), undefined);
-            assert.strictEqual(reusableAccountKey([laptop, own], PUB, own.name), undefined,
-                "the stack's own upload stays managed (dropping it would delete it from the account)");
+            assert.deepStrictEqual(accountKeyFor([other, laptop], PUB), laptop);
+            assert.deepStrictEqual(accountKeyFor([other, own], PUB), own);
+            assert.strictEqual(accountKeyFor([other], PUB), undefined, "not in the account: upload it");
+            assert.strictEqual(accountKeyFor(undefined, PUB), undefined);
         });
 
         it("digitalocean: looks the key up by fingerprint and puts the account's key on the droplet, uploading none", async () => {
@@ -155,6 +155,8 @@ describe("program resource graph", () => {
                 call: () => ({ sshKeys: [{ id: 11, name: "ci", fingerprint: "00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd:ee:ff", publicKey: "x", labels: {} }] }),
             });
             assert.strictEqual(r.byName("host-key").inputs.name, "sample-app-live-pulumi");
+            assert.strictEqual(r.byName("host-key").retainOnDelete, true,
+                "the next run finds the upload and stops declaring it: it must stay in the project, as on destroy");
             assert.deepStrictEqual(r.byName("host-server").inputs.sshKeys, ["host-key-id"]);
         });
     });
