@@ -492,15 +492,21 @@ describe("rotation: deploy script", () => {
                 const state = path.join(dir, "state", "config-commit");
                 if (recorded === null) fs.rmSync(state, { force: true });
                 else fs.writeFileSync(state, `${recorded}\n`);
-                return spawnSync("bash", ["-c", `${body}\nOLD_REVISION=${live}\n` +
-                    `parse_args "$@"; if settings_only_change; then echo restart; else echo deploy; fi`, "deploy", ...args], { encoding: "utf8" }).stdout.trim();
+                const r = spawnSync("bash", ["-c", `${body}\nOLD_REVISION=${live}\n` +
+                    `parse_args "$@"; if settings_only_change; then echo restart; else echo deploy; fi`, "deploy", ...args], { encoding: "utf8" });
+                return (r.stderr + r.stdout).trim();
             };
-            const pulumi = ["--archive", "u.tar", "--revision", "c0ffee1", "--config-commit", "c0ffee1"];
+            const upload = path.join(dir, "u.tar");
+            fs.writeFileSync(upload, "tar");
+            const pulumi = ["--archive", upload, "--revision", "c0ffee1", "--config-commit", "c0ffee1"];
             assert.strictEqual(decide("rolled-back", "c0ffee1", ...pulumi), "restart", "same commit as the last up: only the settings changed");
             assert.strictEqual(decide("rolled-back", "beef001", ...pulumi), "deploy", "a new appRevision deploys");
-            assert.strictEqual(decide("rolled-back", null, ...pulumi), "deploy", "nothing recorded (the first up, or one from before this was recorded)");
+            assert.strictEqual(decide("rolled-back", null, ...pulumi), "deploy", "nothing recorded and a new upload: the first up, or a new release");
+            // The first up since an upgrade: nothing recorded, and Pulumi uploaded nothing (a successful run removes its upload).
+            assert.strictEqual(decide("rolled-back", null, "--archive", path.join(dir, "gone.tar"), "--revision", "c0ffee1", "--config-commit", "c0ffee1"), "restart");
             assert.strictEqual(decide("", "c0ffee1", ...pulumi), "deploy", "nothing live to restart");
-            assert.strictEqual(decide("pruned", "c0ffee1", ...pulumi), "deploy", "the live release is gone from disk");
+            assert.strictEqual(decide("pruned", "c0ffee1", ...pulumi),
+                `warning: the live release pruned is gone from ${dir}/releases, so this deploys c0ffee1 (appRevision) instead of restarting it\ndeploy`);
             assert.strictEqual(decide("rolled-back", "c0ffee1", "--archive", "u.tar", "--revision", "c0ffee1"), "deploy",
                 "without --config-commit (a deploy by hand)");
             // Recorded only where a deploy from pulumi up succeeded, beside the history.

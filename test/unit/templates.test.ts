@@ -388,7 +388,7 @@ describe("environment step: the traffic ports of an existing environment", () =>
             assert.match(moved.stderr, /error: the ports of czd-unit-app-live are 'proxy 3000 slots 3001 3002' on the server, and the config says 'proxy 4000 slots 3001 3002': ports cannot change once an environment exists .*nothing was changed/);
             assert.strictEqual(fs.readFileSync(`${dir}/traffic-ports`, "utf8"), "proxy 3000 slots 3001 3002\n", "the record stays");
             const step = script({});
-            assert.ok(step.indexOf("\n  check_traffic_ports\n") < step.indexOf("\n  ensure_app_user\n"), "the check comes first");
+            assert.ok(step.indexOf("\n  check_traffic_ports\n") > 0 && step.indexOf("\n  check_traffic_ports\n") < step.indexOf("\n  ensure_app_user\n"), "the check comes first");
         } finally {
             fs.rmSync(dir, { recursive: true, force: true });
         }
@@ -431,8 +431,14 @@ describe("environment step: what environments on one server hold alone (ports, s
             const second = run("staging", "staging", { proxyPort: "5000", slot1Port: "5001", slot2Port: "5002", nrepl1Port: "5101", nrepl2Port: "5102" });
             assert.strictEqual(second.status, 1);
             assert.match(second.stderr, new RegExp(`  domain is empty, and so is that of ${APP}-live \\(stack live\\): nginx has one default server`));
+            // The live stack renamed its environment: its old one still holds the ports until it is destroyed.
+            const renamed = run("prod", "live", {});
+            assert.strictEqual(renamed.status, 1);
+            assert.match(renamed.stderr, new RegExp(`  proxyPort = 3000 is proxyPort of ${APP}-live \\(stack live\\) already\n[^]*` +
+                `\n${APP}-live \\(stack live\\) is this stack's own, from before a change of appName or environment: an environment cannot be renamed in place\\.`));
+            assert.doesNotMatch(staging.stderr, /this stack's own/);
             const step = environmentStep(parseSettings({ sshPublicKey: PUB, sshPrivateKey: PRIV, appName: APP }, "live"), layout(APP, "live", parseSettings({ sshPublicKey: PUB, sshPrivateKey: PRIV, appName: APP }, "live").ports)).script;
-            assert.ok(step.indexOf("\n  check_claims\n") < step.indexOf("\n  ensure_app_user\n"), "the check comes before any change");
+            assert.ok(step.indexOf("\n  check_claims\n") > 0 && step.indexOf("\n  check_claims\n") < step.indexOf("\n  ensure_app_user\n"), "the check comes before any change");
             assert.ok(step.includes(`for file in ${APPS_ROOT}/*/*/state/claims; do`), "it reads every environment's record");
         } finally {
             fs.rmSync(root, { recursive: true, force: true });
