@@ -23,6 +23,27 @@ export const CLOUD_DEFAULTS = {
     hetzner: { region: "fsn1", size: "cx23" },
 } as const;
 
+/**
+ * What the other cloud calls its places and sizes: a value of one cloud set for the other (a
+ * provider change that kept region and size) would fail late, in the cloud's API, after the
+ * SSH key and the firewall exist. Only values known to be the other cloud's are refused.
+ */
+const DIGITALOCEAN_REGIONS = ["nyc1", "nyc2", "nyc3", "ams2", "ams3", "sfo1", "sfo2", "sfo3", "sgp1", "lon1", "fra1", "tor1", "blr1", "syd1", "atl1", "ric1"];
+const HETZNER_LOCATIONS = ["fsn1", "nbg1", "hel1", "ash", "hil", "sin"];
+/** DigitalOcean size slugs have dashes (s-2vcpu-4gb); Hetzner server types do not (cx23, cpx21, cax11, ccx13). */
+const DIGITALOCEAN_SIZE = /-/;
+const HETZNER_TYPE = /^c[a-z]*x\d+$/;
+
+/** The other cloud's name, when a region or size is one of its known values. */
+export function otherCloudsValue(provider: "digitalocean" | "hetzner", key: "region" | "size", value: string): string | undefined {
+    if (provider === "hetzner") {
+        if (key === "region" ? DIGITALOCEAN_REGIONS.includes(value) : DIGITALOCEAN_SIZE.test(value)) return "DigitalOcean";
+    } else if (key === "region" ? HETZNER_LOCATIONS.includes(value) : HETZNER_TYPE.test(value)) {
+        return "Hetzner";
+    }
+    return undefined;
+}
+
 /** Hetzner types that are deprecated or too small for two JVMs and a build. */
 export const HETZNER_REJECTED_TYPES: Record<string, string> = {
     cx22: "deprecated by Hetzner",
@@ -223,8 +244,16 @@ export function parseSettings(raw: RawConfig, stack: string): Settings {
     if (provider === "digitalocean" || provider === "hetzner") {
         region = text("region") || CLOUD_DEFAULTS[provider].region;
         size = text("size") || CLOUD_DEFAULTS[provider].size;
-        if (!CLOUD_SLUG.test(region)) bad("region", region, `a ${provider} ${provider === "hetzner" ? "location" : "region"} slug such as ${CLOUD_DEFAULTS[provider].region}`);
-        if (!CLOUD_SLUG.test(size)) bad("size", size, `a ${provider} ${provider === "hetzner" ? "server type" : "size slug"} such as ${CLOUD_DEFAULTS[provider].size}`);
+        const what = provider === "hetzner" ? { region: "location", size: "server type" } : { region: "region", size: "size slug" };
+        if (!CLOUD_SLUG.test(region)) bad("region", region, `a ${provider} ${what.region} slug such as ${CLOUD_DEFAULTS[provider].region}`);
+        if (!CLOUD_SLUG.test(size)) bad("size", size, `a ${provider} ${what.size} such as ${CLOUD_DEFAULTS[provider].size}`);
+        for (const [key, value] of [["region", region], ["size", size]] as const) {
+            const other = otherCloudsValue(provider, key, value);
+            if (other) {
+                bad(key, value, `a ${provider} ${what[key]} such as ${CLOUD_DEFAULTS[provider][key]}: ${value} is ${other}'s ` +
+                    `(after a change of provider, \`pulumi config rm ${key}\` takes ${provider}'s default)`);
+            }
+        }
         if (provider === "hetzner" && HETZNER_REJECTED_TYPES[size]) {
             bad("size", size, `Hetzner server type ${size} is ${HETZNER_REJECTED_TYPES[size]}; use ${CLOUD_DEFAULTS.hetzner.size} or larger (2 GB RAM or more)`);
         }

@@ -93,6 +93,18 @@ describe("config validation", () => {
         assertProblem(valid({ provider: "hetzner", size: "cpx11" }), "size", "cpx11", "deprecated");
     });
 
+    it("refuses one cloud's region or size for the other (a provider change that kept them), saying how to take the default", () => {
+        assertProblem(valid({ provider: "hetzner", region: "fra1" }), "region", '"fra1"', "a hetzner location such as fsn1: fra1 is DigitalOcean's", "pulumi config rm region");
+        assertProblem(valid({ provider: "hetzner", size: "s-2vcpu-4gb" }), "size", "a hetzner server type such as cx23: s-2vcpu-4gb is DigitalOcean's");
+        assertProblem(valid({ provider: "digitalocean", region: "nbg1" }), "region", "nbg1 is Hetzner's");
+        assertProblem(valid({ provider: "digitalocean", size: "cpx31" }), "size", "a digitalocean size slug such as s-2vcpu-4gb: cpx31 is Hetzner's");
+        // Values of its own cloud, also ones this project does not list, pass.
+        for (const [provider, region, size] of [["hetzner", "ash", "cax21"], ["hetzner", "xyz9", "cx33"], ["digitalocean", "nyc3", "g-2vcpu-8gb"], ["digitalocean", "new1", "s-4vcpu-8gb"]]) {
+            const s = parseSettings(valid({ provider, region, size }), "live");
+            assert.deepStrictEqual([s.region, s.size], [region, size]);
+        }
+    });
+
     it("rejects ports outside 1024-65535", () => {
         assertProblem(valid({ slot1Port: "80" }), "slot1Port", '"80"', "1024 to 65535");
         assertProblem(valid({ nrepl2Port: "70000" }), "nrepl2Port", "1024 to 65535");
