@@ -217,7 +217,7 @@ export function parseSettings(raw: RawConfig, stack: string): Settings {
     const bad = (key: string, value: unknown, allowed: string) =>
         problems.push(`${PROJECT}:${key} = ${show(value)} is not valid: ${allowed}`);
     const missing = (key: string, why: string) =>
-        problems.push(`${PROJECT}:${key} is required ${why}; set it with \`pulumi config set ${key === "sshPrivateKey" ? "--secret " : ""}${key} <value>\``);
+        problems.push(`${PROJECT}:${key} is required ${why}; set it with \`scripts/pulumi config set ${key === "sshPrivateKey" ? "--secret " : ""}${key} <value>\``);
 
     const text = (key: ScalarKey): string => {
         const v = raw[key];
@@ -287,7 +287,7 @@ export function parseSettings(raw: RawConfig, stack: string): Settings {
             parsed = raw.sshAllowedCidrs.split(",").map(s => s.trim()).filter(Boolean);
         }
         if (!Array.isArray(parsed) || parsed.length === 0 || parsed.some(c => typeof c !== "string")) {
-            bad("sshAllowedCidrs", raw.sshAllowedCidrs, "a non-empty list of CIDRs, e.g. [\"203.0.113.7/32\"]");
+            bad("sshAllowedCidrs", raw.sshAllowedCidrs, "a non-empty list of CIDRs, e.g. [\"203.0.113.7/32\"], set one per index with `scripts/pulumi config set --path 'sshAllowedCidrs[0]' 203.0.113.7/32`");
         } else {
             sshAllowedCidrs = parsed as string[];
             for (const c of sshAllowedCidrs) {

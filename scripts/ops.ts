@@ -201,7 +201,7 @@ export async function withPrivateKey<T>(stack: string, fn: (keyPath: string) => 
     // Pulumi's stderr names the key, not its value; stdout (the key) is never echoed.
     if (r.code !== 0 || !r.stdout.trim()) {
         throw new OpsError(`cannot read sshPrivateKey of stack ${stack}: ${r.stderr.trim() || "not set"}\n` +
-            "(run npm run up first; with a hand-run Pulumi, source scripts/env.sh for the same passphrase)");
+            "(run npm run up first; run Pulumi by hand as scripts/pulumi, for the same backend and passphrase)");
     }
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-ops-"));
     const keyPath = path.join(dir, "id");
@@ -265,7 +265,7 @@ export function sshArgv(target: Target, keyPath: string, remote: string, knownHo
 
 export function sshFailureMessage(target: Target, stderr: string): string {
     return `cannot reach ${target.user}@${target.address} over SSH (port ${target.port}): ${stderr.trim() || "ssh exited 255"}\n` +
-        `check that your address is in sshAllowedCidrs (pulumi config get sshAllowedCidrs --stack ${target.stack}) and that the server is up` +
+        `check that your address is in sshAllowedCidrs (scripts/pulumi config get sshAllowedCidrs --stack ${target.stack}) and that the server is up` +
         (/host key/i.test(stderr) ? `\nif the server was recreated: ssh-keygen -R ${target.address} -f ${knownHostsFile()}` : "");
 }
 

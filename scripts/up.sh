@@ -4,25 +4,45 @@
 # for the server, then `pulumi up`. Safe to run again: every step is skipped
 # when already done.
 #
-#   scripts/up.sh [stack] [extra pulumi up arguments]      (npm run up -- [stack] ...)
+#   scripts/up.sh [stack | --stack <stack>] [extra pulumi up arguments]
+#   (npm run up -- [stack] ...)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-readonly STACK=${1:-live}
-shift || true
 # shellcheck source=scripts/env.sh
 . scripts/env.sh
 readonly KEY_FILE=${CZD_SSH_KEY:-$CZD_STATE_DIR/id_ed25519}
 readonly PULUMI=${CZD_PULUMI:-node_modules/.bin/pulumi}  # overridable for tests
 
+STACK=live
+UP_ARGS=()
+NEW_STACK=0
+
 say() { printf '==> %s\n' "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# The stack comes first, as a word or as --stack <name> (like npm run status);
+# everything after it goes to pulumi up.
+parse_arguments() {
+  if [ "${1:-}" = --stack ]; then
+    [ $# -ge 2 ] || die "--stack needs a stack name"
+    STACK=$2
+    shift 2
+  elif [ $# -gt 0 ] && [[ $1 != -* ]]; then
+    STACK=$1
+    shift
+  fi
+  [[ $STACK =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]*$ ]] ||
+    die "stack name '$STACK' must be letters, digits, '_', '.' or '-', and not start with '-' or '.'"
+  UP_ARGS=("$@")
+}
 
 check_prerequisites() {
   command -v node >/dev/null || die "Node.js 20 or later is needed: https://nodejs.org"
   command -v git >/dev/null || die "git is needed (deploys ship committed revisions of your app)"
   command -v ssh-keygen >/dev/null || die "ssh-keygen (OpenSSH client) is needed to make the server's key"
-  [ -d .git ] || die "run this from a git clone of clj-zero-downtime: the sample app is deployed from its git history"
+  git rev-parse --is-inside-work-tree >/dev/null 2>&1 ||
+    die "run this from a git clone of clj-zero-downtime: the sample app is deployed from its git history"
 }
 
 install_dependencies() {
@@ -32,10 +52,18 @@ install_dependencies() {
   fi
 }
 
+# True when the local backend holds a stack already (its secrets need the passphrase they were made with).
+backend_has_stacks() {
+  [ -n "$(find "$CZD_STATE_DIR/state/.pulumi/stacks" -name '*.json' -print -quit 2>/dev/null)" ]
+}
+
 use_local_backend() {
   mkdir -p "$CZD_STATE_DIR/state"
   chmod 700 "$CZD_STATE_DIR"
   if [ -n "${PULUMI_CONFIG_PASSPHRASE_FILE:-}" ] && [ ! -f "$PULUMI_CONFIG_PASSPHRASE_FILE" ]; then
+    if backend_has_stacks; then
+      die "the passphrase file $PULUMI_CONFIG_PASSPHRASE_FILE is missing, but $CZD_STATE_DIR/state holds stacks whose secrets it decrypts: restore it from your backup (a new passphrase cannot decrypt them)"
+    fi
     (umask 077 && head -c 32 /dev/urandom | base64 >"$PULUMI_CONFIG_PASSPHRASE_FILE")
     say "created a passphrase for this machine's stacks in $PULUMI_CONFIG_PASSPHRASE_FILE (back it up: it decrypts your secrets)"
   fi
@@ -46,18 +74,29 @@ select_stack() {
   if ! "$PULUMI" stack select "$STACK" >/dev/null 2>&1; then
     say "creating stack $STACK"
     "$PULUMI" stack init "$STACK" --secrets-provider passphrase
+    NEW_STACK=1
   fi
 }
 
+has_config() { "$PULUMI" config get "$1" --stack "$STACK" >/dev/null 2>&1; }
+
 ensure_ssh_key() {
-  if "$PULUMI" config get sshPublicKey --stack "$STACK" >/dev/null 2>&1; then
+  local public
+  if has_config sshPublicKey && has_config sshPrivateKey; then
     return 0
   fi
   if [ ! -f "$KEY_FILE" ]; then
     ssh-keygen -q -t ed25519 -N '' -C "clj-zero-downtime-$STACK" -f "$KEY_FILE"
     say "created SSH key $KEY_FILE"
   fi
-  "$PULUMI" config set sshPublicKey "$(cat "$KEY_FILE.pub")" --stack "$STACK"
+  [ -f "$KEY_FILE.pub" ] ||
+    die "$KEY_FILE has no public key beside it: make it with ssh-keygen -y -f $KEY_FILE >$KEY_FILE.pub"
+  public=$(cat "$KEY_FILE.pub")
+  # Half a pair in the stack: the rest of an interrupted run of this, or a key set by hand.
+  if has_config sshPublicKey && [ "$("$PULUMI" config get sshPublicKey --stack "$STACK")" != "$public" ]; then
+    die "stack $STACK has an sshPublicKey but no sshPrivateKey, and it is not $KEY_FILE.pub: set the private key of that pair with scripts/pulumi config set --secret sshPrivateKey --stack $STACK -- <key-file"
+  fi
+  "$PULUMI" config set sshPublicKey "$public" --stack "$STACK"
   # The private key goes in on stdin, never on a command line.
   "$PULUMI" config set --secret sshPrivateKey --stack "$STACK" -- <"$KEY_FILE"
   say "stack $STACK uses $KEY_FILE.pub (ssh -i $KEY_FILE deploy@<server>)"
@@ -80,7 +119,17 @@ check_cloud_credentials() {
   esac
 }
 
+# A new stack's first up only creates. A later one can replace the server (a
+# changed region, image or provider), so in a terminal Pulumi shows the
+# preview and asks; without one (CI) it cannot ask, and goes ahead.
+confirmation() {
+  if [ "$NEW_STACK" = 1 ] || [ ! -t 0 ]; then
+    echo --yes
+  fi
+}
+
 main() {
+  parse_arguments "$@"
   check_prerequisites
   install_dependencies
   use_local_backend
@@ -88,7 +137,8 @@ main() {
   ensure_ssh_key
   check_cloud_credentials
   say "pulumi up --stack $STACK"
-  "$PULUMI" up --stack "$STACK" --yes "$@"
+  # shellcheck disable=SC2046 # confirmation prints one word or nothing
+  "$PULUMI" up --stack "$STACK" $(confirmation) "${UP_ARGS[@]}"
 }
 
 main "$@"

@@ -259,7 +259,7 @@ describe("ops.sh with stub pulumi and ssh", () => {
         const r = run(["status"], { ...OUTPUTS, ssh: "ssh -p 2222 deploy@203.0.113.7" }, 255);
         assert.strictEqual(r.status, 255);
         assert.match(r.stderr, /cannot reach deploy@203\.0\.113\.7 over SSH \(port 2222\)/);
-        assert.match(r.stderr, /sshAllowedCidrs \(pulumi config get sshAllowedCidrs --stack live\)/);
+        assert.match(r.stderr, /sshAllowedCidrs \(scripts\/pulumi config get sshAllowedCidrs --stack live\)/);
     });
 
     it("a stack the CLI does not know: its message and a hint", () => {

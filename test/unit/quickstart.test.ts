@@ -25,13 +25,18 @@ case "$1 $2" in
 esac
 `;
 
-function runUp(home: string, env: Record<string, string>) {
+function runUp(home: string, env: Record<string, string>, args: string[] = ["live"]) {
     const bin = path.join(home, "stub");
-    return spawnSync("bash", [path.join(ROOT, "scripts", "up.sh"), "live"], {
+    return spawnSync("bash", [path.join(ROOT, "scripts", "up.sh"), ...args], {
         cwd: ROOT,
         encoding: "utf8",
         env: { PATH: process.env.PATH!, HOME: home, CZD_PULUMI: path.join(bin, "pulumi"), ...env },
     });
+}
+
+/** The stub's calls, one command line each. */
+function calls(home: string): string[] {
+    return fs.readFileSync(path.join(home, "stub", "calls.log"), "utf8").trim().split("\n").map(l => l.split("\t")[0]);
 }
 
 describe("npm run up (scripts/up.sh)", () => {
@@ -73,10 +78,81 @@ describe("npm run up (scripts/up.sh)", () => {
         assert.match(commands, /up --stack live --yes/);
     });
 
+    it("takes the stack as a word or as --stack <name> (as npm run status does), passes the rest to pulumi up, and refuses a name that is an option", () => {
+        assert.strictEqual(runUp(home, { DIGITALOCEAN_TOKEN: "t" }, ["--stack", "beta", "--diff"]).status, 0);
+        assert.strictEqual(calls(home).slice(-1)[0], "up --stack beta --yes --diff");
+        assert.ok(calls(home).includes("stack init beta --secrets-provider passphrase"));
+        assert.strictEqual(runUp(home, { DIGITALOCEAN_TOKEN: "t" }, ["--refresh"]).status, 0);
+        assert.strictEqual(calls(home).slice(-1)[0], "up --stack live --yes --refresh", "no stack named: live");
+        const bad = runUp(home, { DIGITALOCEAN_TOKEN: "t" }, ["--stack", "--yes"]);
+        assert.strictEqual(bad.status, 1);
+        assert.match(bad.stderr, /stack name '--yes' must be letters, digits, '_', '\.' or '-', and not start with '-' or '\.'/);
+    });
+
+    it("asks before it changes an existing stack in a terminal (the preview shows a server replacement); a new stack and CI go ahead", () => {
+        assert.strictEqual(runUp(home, { DIGITALOCEAN_TOKEN: "t" }).status, 0);
+        // In a pseudo-terminal, as a user runs it.
+        const tty = spawnSync("script", ["-qec", `bash ${path.join(ROOT, "scripts", "up.sh")} live`, "/dev/null"], {
+            cwd: ROOT, encoding: "utf8",
+            env: { PATH: process.env.PATH!, HOME: home, CZD_PULUMI: path.join(home, "stub", "pulumi"), DIGITALOCEAN_TOKEN: "t" },
+        });
+        assert.strictEqual(tty.status, 0, tty.stdout);
+        assert.strictEqual(calls(home).slice(-1)[0], "up --stack live", "Pulumi asks, after its preview");
+    });
+
+    it("never makes a new passphrase for a backend that holds stacks: their secrets need the old one", () => {
+        assert.strictEqual(runUp(home, { DIGITALOCEAN_TOKEN: "t" }).status, 0);
+        const stacks = path.join(home, ".clj-zero-downtime", "state", ".pulumi", "stacks", "clj-zero-downtime");
+        fs.mkdirSync(stacks, { recursive: true });
+        fs.writeFileSync(path.join(stacks, "live.json"), "{}");
+        const passphrase = path.join(home, ".clj-zero-downtime", "passphrase");
+        fs.rmSync(passphrase);
+        const r = runUp(home, { DIGITALOCEAN_TOKEN: "t" });
+        assert.strictEqual(r.status, 1);
+        assert.match(r.stderr, /the passphrase file .*passphrase is missing, but .*state holds stacks whose secrets it decrypts: restore it from your backup/);
+        assert.ok(!fs.existsSync(passphrase));
+    });
+
+    it("completes a key pair that an interrupted run left half in the stack, and refuses to pair a foreign public key", () => {
+        assert.strictEqual(runUp(home, { DIGITALOCEAN_TOKEN: "t" }).status, 0);
+        const config = path.join(home, "stub", "config");
+        const withoutPrivate = fs.readFileSync(config, "utf8").split("\n").filter(l => !l.startsWith("sshPrivateKey=")).join("\n");
+        fs.writeFileSync(config, withoutPrivate);
+        assert.strictEqual(runUp(home, { DIGITALOCEAN_TOKEN: "t" }).status, 0);
+        assert.ok(calls(home).some(c => c.startsWith("config set --secret sshPrivateKey --stack live")), "the private key is set again");
+        fs.writeFileSync(config, withoutPrivate.replace(/^sshPublicKey=.*$/m, "sshPublicKey=ssh-ed25519 AAAAothers someone"));
+        const r = runUp(home, { DIGITALOCEAN_TOKEN: "t" });
+        assert.strictEqual(r.status, 1);
+        assert.match(r.stderr, /stack live has an sshPublicKey but no sshPrivateKey, and it is not .*id_ed25519\.pub: set the private key of that pair with scripts\/pulumi config set --secret sshPrivateKey/);
+    });
+
     it("stops with a clear message when the cloud token is missing, before pulumi up", () => {
         const r = runUp(home, {});
         assert.notStrictEqual(r.status, 0);
         assert.match(r.stderr, /provider is digitalocean but no API token: export DIGITALOCEAN_TOKEN=/);
         assert.doesNotMatch(fs.readFileSync(path.join(home, "stub", "calls.log"), "utf8"), /^up /m);
+    });
+});
+
+describe("scripts/pulumi (Pulumi by hand, with the project's backend and passphrase)", () => {
+    it("runs the CLI in the project directory with the local backend and the passphrase file, from any directory; says what to do without the CLI", () => {
+        const home = fs.mkdtempSync(path.join(os.tmpdir(), "czd-wrapper-"));
+        try {
+            const cli = path.join(home, "pulumi");
+            fs.writeFileSync(cli, '#!/usr/bin/env bash\necho "cwd=$PWD args=$* backend=$PULUMI_BACKEND_URL file=${PULUMI_CONFIG_PASSPHRASE_FILE:-none}"\n', { mode: 0o755 });
+            const run = (env: Record<string, string>) => spawnSync(path.join(ROOT, "scripts", "pulumi"), ["stack", "ls"], {
+                cwd: os.tmpdir(), encoding: "utf8", env: { PATH: process.env.PATH!, HOME: home, ...env },
+            });
+            const r = run({ CZD_PULUMI: cli });
+            assert.strictEqual(r.status, 0, r.stderr);
+            assert.strictEqual(r.stdout.trim(), `cwd=${ROOT} args=stack ls backend=file://${home}/.clj-zero-downtime/state file=${home}/.clj-zero-downtime/passphrase`);
+            const own = run({ CZD_PULUMI: cli, PULUMI_CONFIG_PASSPHRASE: "" });
+            assert.match(own.stdout, /file=none$/m, "a passphrase the user set, even an empty one, is the one used: no file beside it");
+            const missing = run({ CZD_PULUMI: path.join(home, "not-installed") });
+            assert.strictEqual(missing.status, 1);
+            assert.match(missing.stderr, /the Pulumi CLI launcher is not installed yet .*: run npm run up \(or npm ci\) first/);
+        } finally {
+            fs.rmSync(home, { recursive: true, force: true });
+        }
     });
 });
