@@ -198,7 +198,11 @@ export interface EnvironmentFiles {
     postReceive: string;
 }
 
-export function renderEnvironmentFiles(settings: Settings, l: EnvironmentLayout): EnvironmentFiles {
+/**
+ * `appGitPath`: the app's directory inside its git repository ("" at the top), from appPath:
+ * a `git push` of that repository deploys that directory.
+ */
+export function renderEnvironmentFiles(settings: Settings, l: EnvironmentLayout, appGitPath = ""): EnvironmentFiles {
     const view = environmentView(settings, l);
     const nginxSite = render("nginx-site.conf", view);
     return {
@@ -207,7 +211,8 @@ export function renderEnvironmentFiles(settings: Settings, l: EnvironmentLayout)
         supervisorGroup: render("supervisor-group.conf", view),
         nginxSite,
         nginxSiteHttp: render("nginx-site.conf", { ...view, https: false }),
-        postReceive: render("post-receive.sh", view),
+        // Quoted: it comes from the user's directory names; the deploy refuses one it cannot use.
+        postReceive: render("post-receive.sh", { ...view, appGitPath: appGitPath && shellQuote(appGitPath) }),
     };
 }
 
@@ -250,8 +255,8 @@ export function environmentClaims(settings: Settings, l: EnvironmentLayout): str
 }
 
 /** The environment's setup step: app user, directories, rotation, repository, Supervisor group, nginx site. */
-export function environmentStep(settings: Settings, l: EnvironmentLayout): SetupStep {
-    const files = renderEnvironmentFiles(settings, l);
+export function environmentStep(settings: Settings, l: EnvironmentLayout, appGitPath = ""): SetupStep {
+    const files = renderEnvironmentFiles(settings, l, appGitPath);
     const rotation = renderRotationFiles(l, rotationSettings(settings));
     return step(`env-${l.environment}`, "environment.sh", {
         ...environmentView(settings, l),

@@ -27,6 +27,7 @@ export async function program() {
     const rootConnection = hostSetup?.rootConnection ?? connectionFor(host, host.sshUser, sshPrivateKey);
     const environment = new EnvironmentSetup(env.id, {
         host, connection: rootConnection, after: hostSetup ? [hostSetup.done] : [], settings, layout: env, appEnv, tlsKey,
+        appGitPath: revision.prefix.replace(/\/+$/, ""),
     });
     if (hostSetup) {
         // Deleted first on `pulumi destroy`: stops it while other stacks' environments live on this server.

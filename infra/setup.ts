@@ -84,6 +84,8 @@ export interface EnvironmentSetupArgs {
     appEnv: pulumi.Output<Record<string, string>>;
     /** Secret: the key of a `tls: custom` certificate. */
     tlsKey: pulumi.Output<string>;
+    /** The app's directory inside its git repository ("" at the top): what a `git push` deploys. */
+    appGitPath: string;
 }
 
 /** One environment (live, beta, ...) on the server: its slots, site, repository and app environment. */
@@ -99,7 +101,7 @@ export class EnvironmentSetup extends pulumi.ComponentResource {
         super(`${TYPE_PREFIX}:setup:EnvironmentSetup`, name, {}, opts);
         const shell = rootShell(args.host.sshUser);
         const connection = args.connection;
-        this.environment = stepCommand(this, name, environmentStep(args.settings, args.layout), connection, shell, args.after);
+        this.environment = stepCommand(this, name, environmentStep(args.settings, args.layout, args.appGitPath), connection, shell, args.after);
         // Its own resource with inputs that never change, so that a re-run of the setup step
         // (a replacement) never runs it: only a destroy does.
         this.teardown = new command.remote.Command(`${name}-teardown`, {

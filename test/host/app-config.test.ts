@@ -2,12 +2,16 @@
 // load: a secret reaches the app and nothing else; changing it rotates with no
 // failed request; `build: local` never runs Leiningen on the server; a server
 // without memory for a second JVM refuses the deploy before touching anything.
+// The app sits in a subdirectory of its repository, as the sample app does in
+// this project's: a `git push` of the repository deploys that directory.
 import * as assert from "assert";
+import { spawn } from "child_process";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import { makeAppRepo } from "./app-variants";
 import { httpGet, sampleAppLayout, Server, startServer, step, underLoad as underLoadOn } from "./fixture";
+import { gitSshEnv } from "./testhost";
 
 const LAYOUT = sampleAppLayout("live");
 
@@ -39,8 +43,8 @@ describe("app secrets, JVM options and local builds on a test host", function ()
 
     before(async function () {
         work = fs.mkdtempSync(path.join(os.tmpdir(), "czd-appconfig-"));
-        const app = path.join(work, "app");
-        makeAppRepo(app, { version: "1" });
+        const app = path.join(work, "repo", "app");
+        makeAppRepo(app, { version: "1" }, path.join(work, "repo"));
         server = await startServer({ name: "appconfig", index: 23, appPath: app, config: { domain: DOMAIN, startTimeout: "30" } });
         const up = server.up.bind(server);
         // Keep everything the harness logs, to prove no secret is in it.
@@ -117,7 +121,7 @@ describe("app secrets, JVM options and local builds on a test host", function ()
         process.env.LEIN_HOME = leinHome;
         try {
             // A new commit, so there is something to build.
-            const app = path.join(work, "app");
+            const app = path.join(work, "repo", "app");
             const { commitAppVersion } = await import("./app-variants");
             const sha = commitAppVersion(app, { version: "2" });
             const result = await underLoad("build: local deploy", () => server.up({ build: "local", javaOpts: "", appEnv: JSON.stringify({ API_TOKEN: SECRET2, MODE: "production" }) }));
@@ -154,5 +158,26 @@ describe("app secrets, JVM options and local builds on a test host", function ()
         assert.ok((await liveEnvironment()).split("\n").includes(`API_TOKEN=${SECRET3}`), "with the new secret");
         assert.strictEqual((await server.sh(`cat ${LAYOUT.stateDir}/previous-revision`)).trim(), pushed, "a rollback still goes back to the same release");
         assert.match(await server.sh(`tail -n 1 ${LAYOUT.historyFile}`), new RegExp(`\\t${rolledBack}\\t[12]\\trestart\\t`));
+    });
+
+    it("a git push of the repository deploys the app's directory in it (appPath below the repository's top), with 0 failed requests", async () => {
+        const hook = await server.sh(`cat ${LAYOUT.repoDir}/hooks/post-receive`);
+        assert.match(hook, /--git-path 'app' \|\| status=\$\?/);
+        const { commitAppVersion } = await import("./app-variants");
+        const sha = commitAppVersion(path.join(work, "repo", "app"), { version: "pushed" });
+        // Asynchronously: the load client runs in this process.
+        const push = await underLoad("git push of a subdirectory app", () => new Promise<{ code: number; output: string }>(resolve => {
+            const git = spawn("git", ["push", `ssh://deploy@${server.host.address}${LAYOUT.repoDir}`, "HEAD:main"],
+                { cwd: path.join(work, "repo"), env: gitSshEnv(server.host) });
+            let output = "";
+            git.stdout.on("data", d => (output += d));
+            git.stderr.on("data", d => (output += d));
+            git.on("close", code => resolve({ code: code ?? 1, output }));
+        }));
+        assert.strictEqual(push.code, 0, push.output);
+        assert.match(push.output, new RegExp(`remote: ==> deployed ${sha} to live \\(slot [12]\\)`));
+        const live = await liveVersion(server.host.address);
+        assert.strictEqual(live.revision, sha);
+        assert.strictEqual((await httpGet(server.host.address, DOMAIN)).version, "pushed");
     });
 });

@@ -145,9 +145,11 @@ function describe(opts: AppVariantOptions): string {
 
 /**
  * Create a git repo at dir (must not exist or be empty) holding sample-app
- * with the given VERSION and optional fault. Returns the commit sha.
+ * with the given VERSION and optional fault. Returns the commit sha. With
+ * repoRoot (an ancestor of dir), the repository is there and the app in its
+ * subdirectory dir, as the sample app sits in this project's repository.
  */
-export function makeAppRepo(dir: string, opts: AppVariantOptions): string {
+export function makeAppRepo(dir: string, opts: AppVariantOptions, repoRoot = dir): string {
   if (fs.existsSync(dir) && fs.readdirSync(dir).length > 0) {
     throw new Error(`makeAppRepo: ${dir} is not empty`);
   }
@@ -155,7 +157,8 @@ export function makeAppRepo(dir: string, opts: AppVariantOptions): string {
   copyAppSources(dir);
   if (opts.fault) applyFault(dir, opts.fault);
   writeVersion(dir, opts.version);
-  git(dir, ["init", "-q", "-b", "main"]);
+  git(repoRoot, ["init", "-q", "-b", "main"]);
+  if (repoRoot !== dir) fs.writeFileSync(path.join(repoRoot, "README"), "the app is in a subdirectory\n");
   return commitAll(dir, describe(opts));
 }
 

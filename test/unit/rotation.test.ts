@@ -638,6 +638,16 @@ describe("rotation: deploy script", () => {
             const rg = run("bash", [f, "--git", "/r.git", "--revision", "abc", "--config-commit", "abcdef1"]);
             assert.strictEqual(rg.status, 2, rg.out);
             assert.match(rg.out, /--config-commit goes with --archive or --jar \(pulumi up's deploys\)/);
+            for (const [args, message] of [
+                [["--archive", "x.tar", "--revision", "abc", "--git-path", "app"], /--git-path goes with --git/],
+                [["--git", "/r.git", "--revision", "abc", "--git-path", "../etc"], /--git-path needs a directory inside the repository .*not '\.\.\/etc'/],
+                [["--git", "/r.git", "--revision", "abc", "--git-path", "a/../../b"], /no '\.\.'/],
+                [["--git", "/r.git", "--revision", "abc", "--git-path", "my app"], /not 'my app'/],
+            ] as [string[], RegExp][]) {
+                const r = run("bash", [f, ...args]);
+                assert.strictEqual(r.status, 2, `${args.join(" ")}: ${r.out}`);
+                assert.match(r.out, message);
+            }
             const rc = run("bash", [f, "--archive", "x.tar", "--revision", "abc", "--config-commit", "abc;rm"]);
             assert.strictEqual(rc.status, 2, rc.out);
             assert.match(rc.out, /--config-commit needs a commit id \(hex\), not 'abc;rm'/);

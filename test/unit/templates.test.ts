@@ -148,7 +148,15 @@ describe("rendered templates", () => {
 
     it("post-receive deploys only the configured branch", () => {
         assert.match(files.postReceive, /refs\/heads\/main/);
-        assert.match(files.postReceive, new RegExp(`/srv/${APP}/live/bin/deploy --git /srv/${APP}/live/repo.git --revision "\\$newrev"`));
+        assert.match(files.postReceive, new RegExp(`/srv/${APP}/live/bin/deploy --git /srv/${APP}/live/repo.git --revision "\\$newrev" \\|\\|`));
+    });
+
+    it("post-receive deploys the app's directory of the pushed repository when appPath is below its top, quoted", () => {
+        const sub = renderEnvironmentFiles(settings, env, "apps/shop").postReceive;
+        assert.match(sub, /--revision "\$newrev" --git-path 'apps\/shop' \|\| status=\$\?/);
+        const odd = renderEnvironmentFiles(settings, env, "my app;x").postReceive;
+        assert.match(odd, /--git-path 'my app;x' \|\|/, "one quoted word: the deploy refuses it by its rules");
+        shellcheck(sub, "post-receive");
     });
 
     it("firewall: SSH from the allowed networks by family, web from anywhere, everything else dropped", () => {
