@@ -93,12 +93,31 @@ export function normalizeTarMtime(tar: Buffer, mtime: number): Buffer {
 }
 
 /**
+ * This user's cache of archives and jars, in the temporary directory. A file found there is
+ * shipped as it is, so the directory must be this user's alone: another local user who could
+ * write into it could plant the release. Created with mode 0700; refused when it is not that.
+ */
+export function privateCacheDir(sub = ""): string {
+    const uid = process.getuid?.();
+    const base = path.join(os.tmpdir(), `clj-zero-downtime-${uid ?? os.userInfo().username}`);
+    fs.mkdirSync(base, { recursive: true, mode: 0o700 });
+    const st = fs.lstatSync(base);
+    if (uid !== undefined && (!st.isDirectory() || st.uid !== uid || (st.mode & 0o077) !== 0)) {
+        throw new AppSourceError(`the cache ${base} is not a directory of this user alone (owner uid ${st.uid}, mode ${(st.mode & 0o777).toString(8)}): ` +
+            "a file in it would be deployed as it is; remove it, and it is made again");
+    }
+    const dir = path.join(base, sub);
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    return dir;
+}
+
+/**
  * Writes `git archive` of the app's committed tree at `rev.commit` to a file
  * named after the commit and returns its path. Plain tar with every time set
  * to the commit's: the same commit always gives the same bytes, so Pulumi sees
  * no change until the commit changes.
  */
-export function archiveAppRevision(rev: AppRevision, cacheDir = path.join(os.tmpdir(), "clj-zero-downtime")): string {
+export function archiveAppRevision(rev: AppRevision, cacheDir = privateCacheDir()): string {
     fs.mkdirSync(cacheDir, { recursive: true });
     const tree = rev.prefix ? `${rev.commit}:${rev.prefix}` : rev.commit;
     const file = path.join(cacheDir, `${rev.commit}-${crypto.createHash("sha1").update(tree).digest("hex").slice(0, 8)}.tar`);

@@ -5,7 +5,7 @@ import * as crypto from "crypto";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
-import { AppRevision, AppSourceError, archiveAppRevision, commandEnv } from "./app-source";
+import { AppRevision, AppSourceError, archiveAppRevision, commandEnv, privateCacheDir } from "./app-source";
 
 export interface LocalJar {
     path: string;
@@ -29,7 +29,7 @@ function findStandaloneJars(dir: string): string[] {
  * commit reuses the same bytes (jar builds are not byte-for-byte repeatable).
  */
 export function buildJarLocally(rev: AppRevision, opts: { cacheDir?: string; lein?: string } = {}): LocalJar {
-    const cacheDir = opts.cacheDir ?? path.join(os.tmpdir(), "clj-zero-downtime", "jars");
+    const cacheDir = opts.cacheDir ?? privateCacheDir("jars");
     fs.mkdirSync(cacheDir, { recursive: true });
     const cached = path.join(cacheDir, `${rev.commit}${rev.prefix ? `-${crypto.createHash("sha1").update(rev.prefix).digest("hex").slice(0, 8)}` : ""}.jar`);
     if (!fs.existsSync(cached)) {

@@ -5,7 +5,7 @@ import { execFileSync } from "child_process";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
-import { AppSourceError, archiveAppRevision, resolveAppRevision } from "../../infra/app-source";
+import { AppSourceError, archiveAppRevision, privateCacheDir, resolveAppRevision } from "../../infra/app-source";
 import { buildJarLocally } from "../../infra/local-build";
 import { parseDeployed, rotationCommand } from "../../infra/deploy";
 import { layout } from "../../infra/names";
@@ -125,6 +125,30 @@ describe("Deploy", () => {
         const listing2 = execFileSync("tar", ["-tvf", again], { encoding: "utf8" });
         const commitDate = git(repo, "show", "-s", "--format=%cd", "--date=format:%Y-%m-%d %H:%M", "HEAD");
         assert.ok(listing2.split("\n").filter(Boolean).every(l => l.includes(commitDate)), `entries carry the commit time ${commitDate}:\n${listing2}`);
+    });
+
+    it("caches archives and jars only in a directory of this user alone: one another user could write to is refused, not used", () => {
+        const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "czd-tmpdir-"));
+        const saved = process.env.TMPDIR;
+        process.env.TMPDIR = tmp;
+        try {
+            const dir = privateCacheDir("jars");
+            const base = path.dirname(dir);
+            assert.strictEqual(base, path.join(tmp, `clj-zero-downtime-${process.getuid!()}`));
+            assert.strictEqual(fs.statSync(base).mode & 0o777, 0o700);
+            fs.chmodSync(base, 0o777);
+            assert.throws(() => privateCacheDir(), (e: Error) => e instanceof AppSourceError &&
+                /the cache .* is not a directory of this user alone \(owner uid \d+, mode 777\): a file in it would be deployed as it is; remove it/.test(e.message));
+            fs.chmodSync(base, 0o700);
+            if (process.getuid!() === 0) {
+                fs.chownSync(base, 65534, 65534); // nobody's, as another user could have made it first
+                assert.throws(() => privateCacheDir(), /owner uid 65534/);
+            }
+        } finally {
+            if (saved === undefined) delete process.env.TMPDIR;
+            else process.env.TMPDIR = saved;
+            fs.rmSync(tmp, { recursive: true, force: true });
+        }
     });
 
     it("fails the preview clearly for an appPath that is not a git repository or a revision that does not exist", async () => {
