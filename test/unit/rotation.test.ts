@@ -516,6 +516,34 @@ describe("rotation: deploy script", () => {
         }
     });
 
+    it("a rollback or a deploy of a kept release takes the start of its name when one release starts so (a short id as status shows it, a build: local release by its commit)", () => {
+        const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-release-names-"));
+        try {
+            for (const name of ["0123456789abcdef-aaaa11112222", "0123456789abcdef-bbbb33334444", "fedcba9876543210", "badc0ffee0000000"]) {
+                fs.mkdirSync(path.join(dir, name));
+                fs.writeFileSync(path.join(dir, name, "app.jar"), "jar");
+            }
+            fs.mkdirSync(path.join(dir, "fedcba98-unbuilt")); // no jar: not a kept release
+            const body = ["set -euo pipefail", `readonly RELEASES_DIR=${dir} RELEASE_JAR=app.jar`, "say() { echo \"==> $*\"; }",
+                "fail() { echo \"failed: $1\"; exit 1; }", functionSource(s, "kept_releases"), functionSource(s, "expand_release_name")].join("\n");
+            const expand = (name: string) => {
+                const r = spawnSync("bash", ["-c", `${body}\nREVISION=$1; expand_release_name; echo "revision: $REVISION"`, "test", name], { encoding: "utf8" });
+                return (r.stdout + r.stderr).trim();
+            };
+            assert.strictEqual(expand("fedcba98"), "==> release fedcba98 is fedcba9876543210\nrevision: fedcba9876543210");
+            assert.strictEqual(expand("badc0ffee0000000"), "revision: badc0ffee0000000", "a whole name stays as it is");
+            assert.strictEqual(expand("0123456789abcdef"),
+                "failed: more than one kept release starts with 0123456789abcdef: 0123456789abcdef-aaaa11112222 0123456789abcdef-bbbb33334444; give more of its name");
+            assert.strictEqual(expand("0123456789abcdef-bbbb"), "==> release 0123456789abcdef-bbbb is 0123456789abcdef-bbbb33334444\nrevision: 0123456789abcdef-bbbb33334444");
+            assert.strictEqual(expand("77"), "revision: 77", "none: require_release then names the kept ones");
+            const rotate = functionBody(s, "rotate");
+            assert.ok(rotate.includes("        expand_release_name\n        say \"rolling back"), "a rollback expands the name it was given");
+            assert.ok(rotate.includes('[ "$MODE" != release ] || expand_release_name'), "so does a deploy of a kept release");
+        } finally {
+            fs.rmSync(dir, { recursive: true, force: true });
+        }
+    });
+
     it("warm-up: counts 2xx answers, tells wrong answers from a warm-up cut off by its time limit (curl against a local server)", async function () {
         this.timeout(20_000);
         const agents = new Set<string | undefined>();
