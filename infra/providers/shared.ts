@@ -26,6 +26,12 @@ export function ownerIsDefaultServer(ownerAppUrl: string | undefined, ownerAddre
     return new URL(ownerAppUrl).hostname.replace(/^\[|\]$/g, "") === ownerAddress;
 }
 
+/** The SSH port in a stack's `ssh` output (`ssh [-p N] deploy@<address>`); undefined without that output. */
+export function sshPortOf(sshOutput: string | undefined): number | undefined {
+    if (!sshOutput) return undefined;
+    return Number(/ -p (\d+) /.exec(sshOutput)?.[1] ?? 22);
+}
+
 /**
  * The server of another stack (`serverStack`), read from its outputs. That stack owns the
  * server and its firewall; this one only adds its environment. Ports that collide with the
@@ -45,9 +51,15 @@ export class SharedHost extends pulumi.ComponentResource implements Host {
         const ownerEnv = owner.requireOutput("environment") as pulumi.Output<string>;
         const ownerPorts = owner.requireOutput("ports") as pulumi.Output<Ports>;
         const ownerUrl = owner.getOutput("appUrl") as pulumi.Output<string | undefined>;
-        this.address = pulumi.all([owner.requireOutput("serverAddress") as pulumi.Output<string>, ownerEnv, ownerPorts, ownerUrl])
-            .apply(([address, env, ports, url]) => {
+        const ownerSsh = owner.getOutput("ssh") as pulumi.Output<string | undefined>;
+        this.address = pulumi.all([owner.requireOutput("serverAddress") as pulumi.Output<string>, ownerEnv, ownerPorts, ownerUrl, ownerSsh])
+            .apply(([address, env, ports, url, ssh]) => {
                 const problems = portCollisions(settings.ports, settings.environment, ports, env, settings.serverStack);
+                const ownerPort = sshPortOf(ssh);
+                if (ownerPort !== undefined && ownerPort !== settings.sshPort) {
+                    problems.push(`${PROJECT}:sshPort = ${settings.sshPort}, but the server of stack ${settings.serverStack} takes SSH on port ${ownerPort}: ` +
+                        `set sshPort to ${ownerPort} (and sshUser to the user that stack sets up with)`);
+                }
                 if (env === settings.environment) problems.push(`${PROJECT}:environment = "${env}" is the environment of stack ${settings.serverStack} already: give this one its own name`);
                 if (!settings.domain && ownerIsDefaultServer(url, address)) {
                     problems.push(`${PROJECT}:domain is empty, and the ${env} environment (stack ${settings.serverStack}) already answers on the server's address: ` +

@@ -299,5 +299,17 @@ describe("program resource graph", () => {
             const ownerWithDomain = { live: { ...live, appUrl: "https://shop.example.com/" } };
             await run({ provider: "existing", serverStack: "live", environment: "beta", ...betaPorts }, { stack: "beta", stackOutputs: ownerWithDomain });
         });
+
+        it("refuses an sshPort other than the one the owner's server takes SSH on (from its ssh output)", async () => {
+            const owner2222 = { live: { ...live, ssh: "ssh -p 2222 deploy@198.51.100.7" } };
+            await assert.rejects(
+                run({ provider: "existing", serverStack: "live", environment: "beta", domain: "beta.example.com", ...betaPorts }, { stack: "beta", stackOutputs: owner2222 }),
+                /sshPort = 22, but the server of stack live takes SSH on port 2222: set sshPort to 2222/);
+            const r = await run({ provider: "existing", serverStack: "live", environment: "beta", domain: "beta.example.com", sshPort: 2222, ...betaPorts },
+                { stack: "beta", stackOutputs: owner2222 });
+            assert.strictEqual(r.byName("sample-app-beta-env-beta").inputs.connection.port, 2222);
+            await run({ provider: "existing", serverStack: "live", environment: "beta", domain: "beta.example.com", ...betaPorts },
+                { stack: "beta", stackOutputs: { live: { ...live, ssh: "ssh deploy@198.51.100.7" } } });
+        });
     });
 });
