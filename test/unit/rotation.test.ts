@@ -516,6 +516,35 @@ describe("rotation: deploy script", () => {
         }
     });
 
+    it("unpacks a pushed revision, or with --git-path only the app's directory of it, and names a revision without that directory", () => {
+        const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-git-path-"));
+        try {
+            const work = path.join(dir, "work");
+            fs.mkdirSync(path.join(work, "apps", "shop"), { recursive: true });
+            fs.writeFileSync(path.join(work, "apps", "shop", "project.clj"), "(defproject shop \"1\")\n");
+            fs.writeFileSync(path.join(work, "README"), "top\n");
+            const g = (...args: string[]) => execFileSync("git", args, { cwd: work, encoding: "utf8",
+                env: { ...process.env, GIT_AUTHOR_NAME: "t", GIT_AUTHOR_EMAIL: "t@e", GIT_COMMITTER_NAME: "t", GIT_COMMITTER_EMAIL: "t@e" } }).trim();
+            g("init", "-q", "-b", "main");
+            g("add", ".");
+            g("commit", "-q", "-m", "one");
+            const rev = g("rev-parse", "HEAD");
+            const body = ["set -euo pipefail", 'fail() { echo "failed: $1"; exit 1; }', functionSource(s, "unpack_source")].join("\n");
+            const unpack = (gitPath: string) => {
+                const dest = fs.mkdtempSync(path.join(dir, "dest-"));
+                const r = spawnSync("bash", ["-c", `${body}\nMODE=git GIT_REPO=${work}/.git REVISION=${rev} GIT_PATH=$1; unpack_source ${dest}; find ${dest} -type f -printf '%P\\n' | sort`,
+                    "test", gitPath], { encoding: "utf8" });
+                return (r.stdout + r.stderr).trim();
+            };
+            assert.strictEqual(unpack(""), "README\napps/shop/project.clj");
+            assert.strictEqual(unpack("apps/shop"), "project.clj");
+            assert.strictEqual(unpack("apps/gone"), `failed: revision ${rev} has no directory apps/gone (where appPath puts the app in its repository)`);
+            assert.match(unpack("README"), /has no directory README/, "a file is not the app's directory");
+        } finally {
+            fs.rmSync(dir, { recursive: true, force: true });
+        }
+    });
+
     it("a rollback or a deploy of a kept release takes the start of its name when one release starts so (a short id as status shows it, a build: local release by its commit)", () => {
         const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-release-names-"));
         try {
