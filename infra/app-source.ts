@@ -93,22 +93,34 @@ export function normalizeTarMtime(tar: Buffer, mtime: number): Buffer {
 }
 
 /**
- * This user's cache of archives and jars, in the temporary directory. A file found there is
- * shipped as it is, so the directory must be this user's alone: another local user who could
- * write into it could plant the release. Created with mode 0700; refused when it is not that.
+ * This user's cache of archives and jars: `$XDG_CACHE_HOME/clj-zero-downtime` (default
+ * `~/.cache`), not the shared temporary directory. A file found there is shipped as it is, so
+ * the directory must be this user's alone: another local user who could write into it could
+ * plant the release. Created with mode 0700; refused when it is not that.
  */
 export function privateCacheDir(sub = ""): string {
     const uid = process.getuid?.();
-    const base = path.join(os.tmpdir(), `clj-zero-downtime-${uid ?? os.userInfo().username}`);
+    const base = path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), ".cache"), "clj-zero-downtime");
     fs.mkdirSync(base, { recursive: true, mode: 0o700 });
     const st = fs.lstatSync(base);
     if (uid !== undefined && (!st.isDirectory() || st.uid !== uid || (st.mode & 0o077) !== 0)) {
         throw new AppSourceError(`the cache ${base} is not a directory of this user alone (owner uid ${st.uid}, mode ${(st.mode & 0o777).toString(8)}): ` +
-            "a file in it would be deployed as it is; remove it, and it is made again");
+            `a file in it would be deployed as it is; remove it (it is made again), or run chmod 700 ${base} if it is yours`);
     }
     const dir = path.join(base, sub);
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
     return dir;
+}
+
+/** How many archives (and jars) the cache keeps: the newest; older commits are made again when deployed. */
+export const CACHE_KEEP = 10;
+
+/** Removes all but the newest `keep` files of a cache directory (it lives in the home directory, which nothing cleans). */
+export function pruneCache(dir: string, keep = CACHE_KEEP): void {
+    const files = fs.readdirSync(dir, { withFileTypes: true }).filter(e => e.isFile())
+        .map(e => ({ file: path.join(dir, e.name), mtime: fs.statSync(path.join(dir, e.name)).mtimeMs }))
+        .sort((a, b) => b.mtime - a.mtime);
+    for (const old of files.slice(keep)) fs.rmSync(old.file, { force: true });
 }
 
 /**
@@ -127,6 +139,7 @@ export function archiveAppRevision(rev: AppRevision, cacheDir = privateCacheDir(
         const commitTime = Number(git(rev.repoDir, ["show", "-s", "--format=%ct", rev.commit]));
         fs.writeFileSync(tmp, normalizeTarMtime(tar, commitTime));
         fs.renameSync(tmp, file);
+        pruneCache(cacheDir);
     }
     return file;
 }

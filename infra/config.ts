@@ -216,8 +216,13 @@ export function parseSettings(raw: RawConfig, stack: string): Settings {
     const problems: string[] = [];
     const bad = (key: string, value: unknown, allowed: string) =>
         problems.push(`${PROJECT}:${key} = ${show(value)} is not valid: ${allowed}`);
+    // How to set a key, for messages: with the project's wrapper, for this stack; a secret on stdin, never on the command line.
+    // `value` of a secret is the file it is read from.
+    const setWith = (key: string, value: string, secret = false) =>
+        `\`scripts/pulumi config set ${secret ? "--secret " : ""}${key} --stack ${stack} ${secret ? `-- < ${value}` : value}\``;
     const missing = (key: string, why: string) =>
-        problems.push(`${PROJECT}:${key} is required ${why}; set it with \`scripts/pulumi config set ${key === "sshPrivateKey" ? "--secret " : ""}${key} <value>\``);
+        problems.push(`${PROJECT}:${key} is required ${why}; set it with ` +
+            (key === "sshPrivateKey" ? setWith(key, "~/.ssh/id_ed25519", true) : setWith(key, "<value>")));
 
     const text = (key: ScalarKey): string => {
         const v = raw[key];
@@ -251,7 +256,7 @@ export function parseSettings(raw: RawConfig, stack: string): Settings {
             const other = otherCloudsValue(provider, key, value);
             if (other) {
                 bad(key, value, `a ${provider} ${what[key]} such as ${CLOUD_DEFAULTS[provider][key]}: ${value} is ${other}'s ` +
-                    `(after a change of provider, \`pulumi config rm ${key}\` takes ${provider}'s default)`);
+                    `(after a change of provider, \`scripts/pulumi config rm ${key} --stack ${stack}\` takes ${provider}'s default)`);
             }
         }
         if (provider === "hetzner" && HETZNER_REJECTED_TYPES[size]) {
@@ -287,7 +292,7 @@ export function parseSettings(raw: RawConfig, stack: string): Settings {
             parsed = raw.sshAllowedCidrs.split(",").map(s => s.trim()).filter(Boolean);
         }
         if (!Array.isArray(parsed) || parsed.length === 0 || parsed.some(c => typeof c !== "string")) {
-            bad("sshAllowedCidrs", raw.sshAllowedCidrs, "a non-empty list of CIDRs, e.g. [\"203.0.113.7/32\"], set one per index with `scripts/pulumi config set --path 'sshAllowedCidrs[0]' 203.0.113.7/32`");
+            bad("sshAllowedCidrs", raw.sshAllowedCidrs, `a non-empty list of CIDRs, e.g. ["203.0.113.7/32"], set one per index with \`scripts/pulumi config set --path 'sshAllowedCidrs[0]' 203.0.113.7/32 --stack ${stack}\``);
         } else {
             sshAllowedCidrs = parsed as string[];
             for (const c of sshAllowedCidrs) {
@@ -353,7 +358,7 @@ export function parseSettings(raw: RawConfig, stack: string): Settings {
             parsed = undefined;
         }
         if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
-            problems.push(`${PROJECT}:appEnv is not valid: an object of NAME: value pairs (set with \`pulumi config set --path 'appEnv.NAME' value\`, add --secret for secrets)`);
+            problems.push(`${PROJECT}:appEnv is not valid: an object of NAME: value pairs (set with \`scripts/pulumi config set --path 'appEnv.NAME' value --stack ${stack}\`, add --secret for secrets)`);
         } else {
             for (const [name, value] of Object.entries(parsed as Record<string, unknown>)) {
                 if (!ENV_NAME.test(name)) problems.push(`${PROJECT}:appEnv has an invalid variable name ${show(name)}: letters, digits and '_', not starting with a digit`);
@@ -395,10 +400,10 @@ export function parseSettings(raw: RawConfig, stack: string): Settings {
     const tlsCertificate = text("tlsCertificate");
     if (tls === "custom") {
         if (!/-----BEGIN CERTIFICATE-----[\s\S]+-----END CERTIFICATE-----/.test(tlsCertificate)) {
-            problems.push(`${PROJECT}:tlsCertificate is required for tls = "custom": the PEM certificate chain (set it with \`pulumi config set tlsCertificate -- < fullchain.pem\`)`);
+            problems.push(`${PROJECT}:tlsCertificate is required for tls = "custom": the PEM certificate chain (set it with \`scripts/pulumi config set tlsCertificate --stack ${stack} -- < fullchain.pem\`)`);
         }
         if (!raw.tlsKey || !/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(raw.tlsKey)) {
-            problems.push(`${PROJECT}:tlsKey is required for tls = "custom": the PEM private key, as a secret (\`pulumi config set --secret tlsKey -- < privkey.pem\`); the value is not shown`);
+            problems.push(`${PROJECT}:tlsKey is required for tls = "custom": the PEM private key, as a secret (${setWith("tlsKey", "privkey.pem", true)}); the value is not shown`);
         }
     }
     const dnsZone = text("dnsZone").toLowerCase();

@@ -211,7 +211,7 @@ export function renderEnvironmentFiles(settings: Settings, l: EnvironmentLayout,
         supervisorGroup: render("supervisor-group.conf", view),
         nginxSite,
         nginxSiteHttp: render("nginx-site.conf", { ...view, https: false }),
-        // Quoted: it comes from the user's directory names; the deploy refuses one it cannot use.
+        // Quoted: any directory name of the user's is one word to the deploy.
         postReceive: render("post-receive.sh", { ...view, appGitPath: appGitPath && shellQuote(appGitPath) }),
     };
 }

@@ -5,7 +5,7 @@ import * as crypto from "crypto";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
-import { AppRevision, AppSourceError, archiveAppRevision, commandEnv, privateCacheDir } from "./app-source";
+import { AppRevision, AppSourceError, archiveAppRevision, commandEnv, privateCacheDir, pruneCache } from "./app-source";
 
 export interface LocalJar {
     path: string;
@@ -48,6 +48,7 @@ export function buildJarLocally(rev: AppRevision, opts: { cacheDir?: string; lei
             }
             fs.copyFileSync(jars[0], `${cached}.${process.pid}.tmp`);
             fs.renameSync(`${cached}.${process.pid}.tmp`, cached);
+            pruneCache(cacheDir);
         } finally {
             fs.rmSync(work, { recursive: true, force: true });
         }

@@ -21,19 +21,34 @@ NEW_STACK=0
 say() { printf '==> %s\n' "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
-# The stack comes first, as a word or as --stack <name> (like npm run status);
-# everything after it goes to pulumi up.
+# The stack comes first, as a word, --stack <name> or --stack=<name> (like npm
+# run status); everything after it goes to pulumi up, which must not name
+# another stack (this script would have set up the wrong one).
 parse_arguments() {
-  if [ "${1:-}" = --stack ]; then
-    [ $# -ge 2 ] || die "--stack needs a stack name"
-    STACK=$2
-    shift 2
-  elif [ $# -gt 0 ] && [[ $1 != -* ]]; then
-    STACK=$1
-    shift
-  fi
+  local arg
+  case "${1:-}" in
+    --stack)
+      [ $# -ge 2 ] || die "--stack needs a stack name"
+      STACK=$2
+      shift 2
+      ;;
+    --stack=*)
+      STACK=${1#--stack=}
+      shift
+      ;;
+    -* | "") ;;
+    *)
+      STACK=$1
+      shift
+      ;;
+  esac
   [[ $STACK =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]*$ ]] ||
     die "stack name '$STACK' must be letters, digits, '_', '.' or '-', and not start with '-' or '.'"
+  for arg in "$@"; do
+    case "$arg" in
+      --stack | --stack=* | -s | -s?*) die "name the stack first (npm run up -- <stack> [pulumi up options]), not as '$arg' among the options" ;;
+    esac
+  done
   UP_ARGS=("$@")
 }
 
@@ -52,17 +67,27 @@ install_dependencies() {
   fi
 }
 
-# True when the local backend holds a stack already (its secrets need the passphrase they were made with).
-backend_has_stacks() {
-  [ -n "$(find "$CZD_STATE_DIR/state/.pulumi/stacks" -name '*.json' -print -quit 2>/dev/null)" ]
+# True when secrets exist that need the passphrase they were made with: a
+# stack in the (local) backend, or this stack's file with an encryption salt
+# (committed from another machine).
+secrets_exist() {
+  local backend_dir
+  if grep -q '^encryptionsalt:' "Pulumi.$STACK.yaml" 2>/dev/null; then
+    return 0
+  fi
+  case "$PULUMI_BACKEND_URL" in
+    file://*) backend_dir=${PULUMI_BACKEND_URL#file://} ;;
+    *) return 1 ;;
+  esac
+  [ -n "$(find "$backend_dir/.pulumi/stacks" -name '*.json*' -print -quit 2>/dev/null)" ]
 }
 
 use_local_backend() {
   mkdir -p "$CZD_STATE_DIR/state"
   chmod 700 "$CZD_STATE_DIR"
   if [ -n "${PULUMI_CONFIG_PASSPHRASE_FILE:-}" ] && [ ! -f "$PULUMI_CONFIG_PASSPHRASE_FILE" ]; then
-    if backend_has_stacks; then
-      die "the passphrase file $PULUMI_CONFIG_PASSPHRASE_FILE is missing, but $CZD_STATE_DIR/state holds stacks whose secrets it decrypts: restore it from your backup (a new passphrase cannot decrypt them)"
+    if secrets_exist; then
+      die "the passphrase file $PULUMI_CONFIG_PASSPHRASE_FILE is missing, but stacks exist whose secrets it decrypts (in $PULUMI_BACKEND_URL, or Pulumi.$STACK.yaml's encryptionsalt): restore it from your backup (a new passphrase cannot decrypt them)"
     fi
     (umask 077 && head -c 32 /dev/urandom | base64 >"$PULUMI_CONFIG_PASSPHRASE_FILE")
     say "created a passphrase for this machine's stacks in $PULUMI_CONFIG_PASSPHRASE_FILE (back it up: it decrypts your secrets)"
@@ -82,7 +107,9 @@ has_config() { "$PULUMI" config get "$1" --stack "$STACK" >/dev/null 2>&1; }
 
 ensure_ssh_key() {
   local public
-  if has_config sshPublicKey && has_config sshPrivateKey; then
+  if has_config sshPrivateKey; then
+    has_config sshPublicKey ||
+      die "stack $STACK has an sshPrivateKey but no sshPublicKey: set the public key of that pair with scripts/pulumi config set sshPublicKey \"\$(cat <key-file>.pub)\" --stack $STACK"
     return 0
   fi
   if [ ! -f "$KEY_FILE" ]; then
@@ -108,24 +135,24 @@ check_cloud_credentials() {
   case "$provider" in
     digitalocean)
       [ -n "${DIGITALOCEAN_TOKEN:-}" ] || "$PULUMI" config get digitalocean:token --stack "$STACK" >/dev/null 2>&1 \
-        || die "provider is digitalocean but no API token: export DIGITALOCEAN_TOKEN=... (or pulumi config set --secret digitalocean:token ...)" ;;
+        || die "provider is digitalocean but no API token: export DIGITALOCEAN_TOKEN=... (or scripts/pulumi config set --secret digitalocean:token --stack $STACK -- <token-file)" ;;
     hetzner)
       [ -n "${HCLOUD_TOKEN:-}" ] || "$PULUMI" config get hcloud:token --stack "$STACK" >/dev/null 2>&1 \
-        || die "provider is hetzner but no API token: export HCLOUD_TOKEN=... (or pulumi config set --secret hcloud:token ...)" ;;
+        || die "provider is hetzner but no API token: export HCLOUD_TOKEN=... (or scripts/pulumi config set --secret hcloud:token --stack $STACK -- <token-file)" ;;
     existing)
       "$PULUMI" config get host --stack "$STACK" >/dev/null 2>&1 \
         || "$PULUMI" config get serverStack --stack "$STACK" >/dev/null 2>&1 \
-        || die "provider is existing but no host: pulumi config set host <address> --stack $STACK (or serverStack <stack> to share that stack's server)" ;;
+        || die "provider is existing but no host: scripts/pulumi config set host <address> --stack $STACK (or serverStack <stack> to share that stack's server)" ;;
   esac
 }
 
 # A new stack's first up only creates. A later one can replace the server (a
-# changed region, image or provider), so in a terminal Pulumi shows the
-# preview and asks; without one (CI) it cannot ask, and goes ahead.
-confirmation() {
-  if [ "$NEW_STACK" = 1 ] || [ ! -t 0 ]; then
-    echo --yes
-  fi
+# changed region, image or provider), so where Pulumi can ask (its rule:
+# stdin and stdout are terminals, TERM is not dumb, no CI) it shows the
+# preview and asks; elsewhere it could only refuse, so it goes ahead.
+# (Not called in a $(...): its stdout would be a pipe there.)
+pulumi_should_ask() {
+  [ "$NEW_STACK" = 0 ] && [ -t 0 ] && [ -t 1 ] && [ "${TERM:-dumb}" != dumb ] && [ -z "${CI:-}" ]
 }
 
 main() {
@@ -136,9 +163,12 @@ main() {
   select_stack
   ensure_ssh_key
   check_cloud_credentials
+  if ! pulumi_should_ask; then
+    UP_ARGS=(--yes ${UP_ARGS[@]+"${UP_ARGS[@]}"})
+  fi
   say "pulumi up --stack $STACK"
-  # shellcheck disable=SC2046 # confirmation prints one word or nothing
-  "$PULUMI" up --stack "$STACK" $(confirmation) "${UP_ARGS[@]}"
+  # ${UP_ARGS[@]+...}: an empty array is "unbound" under set -u in bash before 4.4 (macOS's own).
+  "$PULUMI" up --stack "$STACK" ${UP_ARGS[@]+"${UP_ARGS[@]}"}
 }
 
 main "$@"

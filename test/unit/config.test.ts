@@ -58,6 +58,10 @@ describe("config validation", () => {
             assert.ok(found.some(p => p.includes("sshPublicKey is required")), found.join("\n"));
             assert.ok(found.some(p => p.includes("sshPrivateKey is required") && p.includes("--secret")), found.join("\n"));
         }
+        // The hint uses the project's wrapper for this stack, and a secret comes on stdin, never on the command line.
+        const found = problems({ provider: "existing", host: "203.0.113.5" });
+        assert.ok(found.some(p => p.includes("`scripts/pulumi config set --secret sshPrivateKey --stack live -- < ~/.ssh/id_ed25519`")), found.join("\n"));
+        assert.ok(found.some(p => p.includes("`scripts/pulumi config set sshPublicKey --stack live <value>`")), found.join("\n"));
     });
 
     it("rejects a public key that is not one key line, or whose comment has a quote", () => {

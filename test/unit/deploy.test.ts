@@ -5,7 +5,7 @@ import { execFileSync } from "child_process";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
-import { AppSourceError, archiveAppRevision, privateCacheDir, resolveAppRevision } from "../../infra/app-source";
+import { AppSourceError, archiveAppRevision, CACHE_KEEP, privateCacheDir, pruneCache, resolveAppRevision } from "../../infra/app-source";
 import { buildJarLocally } from "../../infra/local-build";
 import { parseDeployed, rotationCommand } from "../../infra/deploy";
 import { layout } from "../../infra/names";
@@ -128,26 +128,44 @@ describe("Deploy", () => {
     });
 
     it("caches archives and jars only in a directory of this user alone: one another user could write to is refused, not used", () => {
-        const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "czd-tmpdir-"));
-        const saved = process.env.TMPDIR;
-        process.env.TMPDIR = tmp;
+        const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "czd-cache-home-"));
+        const saved = process.env.XDG_CACHE_HOME;
+        process.env.XDG_CACHE_HOME = tmp;
         try {
             const dir = privateCacheDir("jars");
             const base = path.dirname(dir);
-            assert.strictEqual(base, path.join(tmp, `clj-zero-downtime-${process.getuid!()}`));
+            assert.strictEqual(base, path.join(tmp, "clj-zero-downtime"));
             assert.strictEqual(fs.statSync(base).mode & 0o777, 0o700);
             fs.chmodSync(base, 0o777);
             assert.throws(() => privateCacheDir(), (e: Error) => e instanceof AppSourceError &&
-                /the cache .* is not a directory of this user alone \(owner uid \d+, mode 777\): a file in it would be deployed as it is; remove it/.test(e.message));
+                /the cache .* is not a directory of this user alone \(owner uid \d+, mode 777\): a file in it would be deployed as it is; remove it \(it is made again\), or run chmod 700/.test(e.message));
             fs.chmodSync(base, 0o700);
             if (process.getuid!() === 0) {
                 fs.chownSync(base, 65534, 65534); // nobody's, as another user could have made it first
                 assert.throws(() => privateCacheDir(), /owner uid 65534/);
             }
         } finally {
-            if (saved === undefined) delete process.env.TMPDIR;
-            else process.env.TMPDIR = saved;
+            if (saved === undefined) delete process.env.XDG_CACHE_HOME;
+            else process.env.XDG_CACHE_HOME = saved;
             fs.rmSync(tmp, { recursive: true, force: true });
+        }
+    });
+
+    it("keeps the newest CACHE_KEEP files of a cache directory (it lives in the home directory), and its subdirectories", () => {
+        const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-prune-"));
+        try {
+            fs.mkdirSync(path.join(dir, "jars"));
+            const now = Date.now() / 1000;
+            for (let i = 0; i < CACHE_KEEP + 3; i++) {
+                const f = path.join(dir, `c${i}.tar`);
+                fs.writeFileSync(f, "x");
+                fs.utimesSync(f, now - i * 60, now - i * 60); // c0 is the newest
+            }
+            pruneCache(dir);
+            const left = fs.readdirSync(dir).sort();
+            assert.deepStrictEqual(left, ["jars", ...Array.from({ length: CACHE_KEEP }, (_, i) => `c${i}.tar`)].sort());
+        } finally {
+            fs.rmSync(dir, { recursive: true, force: true });
         }
     });
 

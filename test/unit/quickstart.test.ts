@@ -17,8 +17,8 @@ stdin=""
 if [ "$1 $2" = "config set" ] && [[ " $* " == *" -- "* ]]; then stdin=$(cat); fi
 printf '%s\\t%s\\n' "$*" "\${#stdin}" >>"$dir/calls.log"
 case "$1 $2" in
-  "stack select") [ -f "$dir/stack" ] ;;
-  "stack init") touch "$dir/stack" ;;
+  "stack select") [ -f "$dir/stack-$3" ] ;;
+  "stack init") touch "$dir/stack-$3" ;;
   "config get") grep -q "^$3=" "$dir/config" 2>/dev/null && grep "^$3=" "$dir/config" | cut -d= -f2- ;;
   "config set") if [ "$3" = "--secret" ]; then echo "$4=<secret:\${#stdin}>" >>"$dir/config"; else echo "$3=$4" >>"$dir/config"; fi ;;
   "up --stack") echo "stub up" ;;
@@ -84,20 +84,37 @@ describe("npm run up (scripts/up.sh)", () => {
         assert.ok(calls(home).includes("stack init beta --secrets-provider passphrase"));
         assert.strictEqual(runUp(home, { DIGITALOCEAN_TOKEN: "t" }, ["--refresh"]).status, 0);
         assert.strictEqual(calls(home).slice(-1)[0], "up --stack live --yes --refresh", "no stack named: live");
+        assert.strictEqual(runUp(home, { DIGITALOCEAN_TOKEN: "t" }, ["--stack=staging"]).status, 0);
+        assert.strictEqual(calls(home).slice(-1)[0], "up --stack staging --yes");
+        assert.ok(calls(home).includes("stack init staging --secrets-provider passphrase"));
         const bad = runUp(home, { DIGITALOCEAN_TOKEN: "t" }, ["--stack", "--yes"]);
         assert.strictEqual(bad.status, 1);
         assert.match(bad.stderr, /stack name '--yes' must be letters, digits, '_', '\.' or '-', and not start with '-' or '\.'/);
+        for (const args of [["--diff", "--stack", "beta"], ["live", "--stack=beta"], ["-s", "beta"]]) {
+            fs.rmSync(path.join(home, "stub", "calls.log"), { force: true });
+            const r = runUp(home, { DIGITALOCEAN_TOKEN: "t" }, args);
+            assert.strictEqual(r.status, 1, args.join(" "));
+            assert.match(r.stderr, /name the stack first \(npm run up -- <stack> \[pulumi up options\]\), not as '(--stack|--stack=beta|-s)' among the options/);
+            assert.ok(!fs.existsSync(path.join(home, "stub", "calls.log")), "nothing ran");
+        }
     });
 
-    it("asks before it changes an existing stack in a terminal (the preview shows a server replacement); a new stack and CI go ahead", () => {
+    it("asks before it changes an existing stack where Pulumi can ask (the preview shows a server replacement); a new stack, CI, a pipe and a dumb terminal go ahead", () => {
         assert.strictEqual(runUp(home, { DIGITALOCEAN_TOKEN: "t" }).status, 0);
-        // In a pseudo-terminal, as a user runs it.
-        const tty = spawnSync("script", ["-qec", `bash ${path.join(ROOT, "scripts", "up.sh")} live`, "/dev/null"], {
-            cwd: ROOT, encoding: "utf8",
-            env: { PATH: process.env.PATH!, HOME: home, CZD_PULUMI: path.join(home, "stub", "pulumi"), DIGITALOCEAN_TOKEN: "t" },
-        });
-        assert.strictEqual(tty.status, 0, tty.stdout);
-        assert.strictEqual(calls(home).slice(-1)[0], "up --stack live", "Pulumi asks, after its preview");
+        /** up.sh in a pseudo-terminal, as a user runs it; `pipe` appended to its command line. */
+        const inTerminal = (env: Record<string, string>, pipe = "") => {
+            const r = spawnSync("script", ["-qec", `bash ${path.join(ROOT, "scripts", "up.sh")} live${pipe}`, "/dev/null"], {
+                cwd: ROOT, encoding: "utf8",
+                env: { PATH: process.env.PATH!, HOME: home, CZD_PULUMI: path.join(home, "stub", "pulumi"), DIGITALOCEAN_TOKEN: "t", ...env },
+            });
+            assert.strictEqual(r.status, 0, r.stdout);
+            return calls(home).slice(-1)[0];
+        };
+        assert.strictEqual(inTerminal({ TERM: "xterm" }), "up --stack live", "Pulumi asks, after its preview");
+        // Where Pulumi cannot ask, it would refuse without --yes.
+        assert.strictEqual(inTerminal({ TERM: "dumb" }), "up --stack live --yes");
+        assert.strictEqual(inTerminal({ TERM: "xterm", CI: "true" }), "up --stack live --yes");
+        assert.strictEqual(inTerminal({ TERM: "xterm" }, " | cat"), "up --stack live --yes");
     });
 
     it("never makes a new passphrase for a backend that holds stacks: their secrets need the old one", () => {
@@ -109,11 +126,11 @@ describe("npm run up (scripts/up.sh)", () => {
         fs.rmSync(passphrase);
         const r = runUp(home, { DIGITALOCEAN_TOKEN: "t" });
         assert.strictEqual(r.status, 1);
-        assert.match(r.stderr, /the passphrase file .*passphrase is missing, but .*state holds stacks whose secrets it decrypts: restore it from your backup/);
+        assert.match(r.stderr, /the passphrase file .*passphrase is missing, but stacks exist whose secrets it decrypts \(in file:\/\/.*\.clj-zero-downtime\/state, .*\): restore it from your backup/);
         assert.ok(!fs.existsSync(passphrase));
     });
 
-    it("completes a key pair that an interrupted run left half in the stack, and refuses to pair a foreign public key", () => {
+    it("completes a key pair that an interrupted run left half in the stack, and refuses to pair a foreign half", () => {
         assert.strictEqual(runUp(home, { DIGITALOCEAN_TOKEN: "t" }).status, 0);
         const config = path.join(home, "stub", "config");
         const withoutPrivate = fs.readFileSync(config, "utf8").split("\n").filter(l => !l.startsWith("sshPrivateKey=")).join("\n");
@@ -124,6 +141,24 @@ describe("npm run up (scripts/up.sh)", () => {
         const r = runUp(home, { DIGITALOCEAN_TOKEN: "t" });
         assert.strictEqual(r.status, 1);
         assert.match(r.stderr, /stack live has an sshPublicKey but no sshPrivateKey, and it is not .*id_ed25519\.pub: set the private key of that pair with scripts\/pulumi config set --secret sshPrivateKey/);
+        // A private key set by hand, without its public key: never replaced by this script's pair.
+        fs.writeFileSync(config, "sshPrivateKey=<secret:hand-set>\n");
+        const hand = runUp(home, { DIGITALOCEAN_TOKEN: "t" });
+        assert.strictEqual(hand.status, 1);
+        assert.match(hand.stderr, /stack live has an sshPrivateKey but no sshPublicKey: set the public key of that pair/);
+        assert.strictEqual(fs.readFileSync(config, "utf8"), "sshPrivateKey=<secret:hand-set>\n");
+    });
+
+    it("never makes a new passphrase for a stack file that carries an encryption salt (committed from another machine)", () => {
+        const stackFile = path.join(ROOT, "Pulumi.quickstart-test.yaml");
+        fs.writeFileSync(stackFile, "encryptionsalt: v1:abc\nconfig: {}\n");
+        try {
+            const r = runUp(home, { DIGITALOCEAN_TOKEN: "t" }, ["quickstart-test"]);
+            assert.strictEqual(r.status, 1);
+            assert.match(r.stderr, /the passphrase file .* is missing, but stacks exist whose secrets it decrypts .*Pulumi\.quickstart-test\.yaml's encryptionsalt/);
+        } finally {
+            fs.rmSync(stackFile, { force: true });
+        }
     });
 
     it("stops with a clear message when the cloud token is missing, before pulumi up", () => {
@@ -135,17 +170,22 @@ describe("npm run up (scripts/up.sh)", () => {
 });
 
 describe("scripts/pulumi (Pulumi by hand, with the project's backend and passphrase)", () => {
-    it("runs the CLI in the project directory with the local backend and the passphrase file, from any directory; says what to do without the CLI", () => {
+    it("runs the CLI with the local backend and the passphrase file, in the project directory when called from outside it, also through a symlink; says what to do without the CLI", () => {
         const home = fs.mkdtempSync(path.join(os.tmpdir(), "czd-wrapper-"));
         try {
             const cli = path.join(home, "pulumi");
             fs.writeFileSync(cli, '#!/usr/bin/env bash\necho "cwd=$PWD args=$* backend=$PULUMI_BACKEND_URL file=${PULUMI_CONFIG_PASSPHRASE_FILE:-none}"\n', { mode: 0o755 });
-            const run = (env: Record<string, string>) => spawnSync(path.join(ROOT, "scripts", "pulumi"), ["stack", "ls"], {
-                cwd: os.tmpdir(), encoding: "utf8", env: { PATH: process.env.PATH!, HOME: home, ...env },
+            const run = (env: Record<string, string>, cwd = os.tmpdir(), wrapper = path.join(ROOT, "scripts", "pulumi")) => spawnSync(wrapper, ["stack", "ls"], {
+                cwd, encoding: "utf8", env: { PATH: process.env.PATH!, HOME: home, ...env },
             });
-            const r = run({ CZD_PULUMI: cli });
+            const r = run({ CZD_PULUMI: cli, CDPATH: "." });
             assert.strictEqual(r.status, 0, r.stderr);
-            assert.strictEqual(r.stdout.trim(), `cwd=${ROOT} args=stack ls backend=file://${home}/.clj-zero-downtime/state file=${home}/.clj-zero-downtime/passphrase`);
+            assert.strictEqual(r.stdout.trim(), `cwd=${fs.realpathSync(ROOT)} args=stack ls backend=file://${home}/.clj-zero-downtime/state file=${home}/.clj-zero-downtime/passphrase`);
+            assert.match(run({ CZD_PULUMI: cli }, path.join(ROOT, "infra")).stdout, new RegExp(`^cwd=${path.join(ROOT, "infra")} `),
+                "inside the project it stays where it was called: relative paths in arguments mean what they say");
+            fs.symlinkSync(path.join(ROOT, "scripts", "pulumi"), path.join(home, "czd-pulumi"));
+            assert.match(run({ CZD_PULUMI: cli }, os.tmpdir(), path.join(home, "czd-pulumi")).stdout, new RegExp(`^cwd=${fs.realpathSync(ROOT)} `), "through a symlink");
+            assert.strictEqual(run({ CZD_PULUMI: "pulumi" }, home).status, 0, "a relative CZD_PULUMI is relative to where it was called");
             const own = run({ CZD_PULUMI: cli, PULUMI_CONFIG_PASSPHRASE: "" });
             assert.match(own.stdout, /file=none$/m, "a passphrase the user set, even an empty one, is the one used: no file beside it");
             const missing = run({ CZD_PULUMI: path.join(home, "not-installed") });

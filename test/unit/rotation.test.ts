@@ -530,14 +530,21 @@ describe("rotation: deploy script", () => {
             g("commit", "-q", "-m", "one");
             const rev = g("rev-parse", "HEAD");
             const body = ["set -euo pipefail", 'fail() { echo "failed: $1"; exit 1; }', functionSource(s, "unpack_source")].join("\n");
-            const unpack = (gitPath: string) => {
+            const unpack = (gitPath: string, revision = rev) => {
                 const dest = fs.mkdtempSync(path.join(dir, "dest-"));
-                const r = spawnSync("bash", ["-c", `${body}\nMODE=git GIT_REPO=${work}/.git REVISION=${rev} GIT_PATH=$1; unpack_source ${dest}; find ${dest} -type f -printf '%P\\n' | sort`,
+                const r = spawnSync("bash", ["-c", `${body}\nMODE=git GIT_REPO=${work}/.git REVISION=${revision} GIT_PATH=$1; unpack_source ${dest}; find ${dest} -type f -printf '%P\\n' | sort`,
                     "test", gitPath], { encoding: "utf8" });
                 return (r.stdout + r.stderr).trim();
             };
             assert.strictEqual(unpack(""), "README\napps/shop/project.clj");
             assert.strictEqual(unpack("apps/shop"), "project.clj");
+            // Names with spaces and non-ASCII letters are directories like any other.
+            fs.mkdirSync(path.join(work, "apps", "café shop"));
+            fs.writeFileSync(path.join(work, "apps", "café shop", "project.clj"), "(defproject cafe \"1\")\n");
+            g("add", ".");
+            g("commit", "-q", "-m", "two");
+            const rev2 = g("rev-parse", "HEAD");
+            assert.strictEqual(unpack("apps/café shop", rev2), "project.clj");
             assert.strictEqual(unpack("apps/gone"), `failed: revision ${rev} has no directory apps/gone (where appPath puts the app in its repository)`);
             assert.match(unpack("README"), /has no directory README/, "a file is not the app's directory");
         } finally {
@@ -553,7 +560,7 @@ describe("rotation: deploy script", () => {
                 fs.writeFileSync(path.join(dir, name, "app.jar"), "jar");
             }
             fs.mkdirSync(path.join(dir, "fedcba98-unbuilt")); // no jar: not a kept release
-            const body = ["set -euo pipefail", `readonly RELEASES_DIR=${dir} RELEASE_JAR=app.jar`, "say() { echo \"==> $*\"; }",
+            const body = ["set -euo pipefail", `readonly RELEASES_DIR=${dir} RELEASE_JAR=app.jar`, s.match(/^readonly RELEASE_PREFIX_MIN=.*$/m)![0], "say() { echo \"==> $*\"; }",
                 "fail() { echo \"failed: $1\"; exit 1; }", functionSource(s, "kept_releases"), functionSource(s, "expand_release_name")].join("\n");
             const expand = (name: string) => {
                 const r = spawnSync("bash", ["-c", `${body}\nREVISION=$1; expand_release_name; echo "revision: $REVISION"`, "test", name], { encoding: "utf8" });
@@ -565,6 +572,8 @@ describe("rotation: deploy script", () => {
                 "failed: more than one kept release starts with 0123456789abcdef: 0123456789abcdef-aaaa11112222 0123456789abcdef-bbbb33334444; give more of its name");
             assert.strictEqual(expand("0123456789abcdef-bbbb"), "==> release 0123456789abcdef-bbbb is 0123456789abcdef-bbbb33334444\nrevision: 0123456789abcdef-bbbb33334444");
             assert.strictEqual(expand("77"), "revision: 77", "none: require_release then names the kept ones");
+            assert.strictEqual(expand("fedcba"), "revision: fedcba", "shorter than git's short ids: taken as a whole name");
+            assert.strictEqual(expand("fedcba9"), "==> release fedcba9 is fedcba9876543210\nrevision: fedcba9876543210");
             const rotate = functionBody(s, "rotate");
             assert.ok(rotate.includes("        expand_release_name\n        say \"rolling back"), "a rollback expands the name it was given");
             assert.ok(rotate.includes('[ "$MODE" != release ] || expand_release_name'), "so does a deploy of a kept release");
@@ -697,9 +706,10 @@ describe("rotation: deploy script", () => {
             assert.match(rg.out, /--config-commit goes with --archive or --jar \(pulumi up's deploys\)/);
             for (const [args, message] of [
                 [["--archive", "x.tar", "--revision", "abc", "--git-path", "app"], /--git-path goes with --git/],
-                [["--git", "/r.git", "--revision", "abc", "--git-path", "../etc"], /--git-path needs a directory inside the repository .*not '\.\.\/etc'/],
+                [["--git", "/r.git", "--revision", "abc", "--git-path", "../etc"], /--git-path needs a directory inside the repository \(relative, no '\.\.' and no control characters\), not '\.\.\/etc'/],
                 [["--git", "/r.git", "--revision", "abc", "--git-path", "a/../../b"], /no '\.\.'/],
-                [["--git", "/r.git", "--revision", "abc", "--git-path", "my app"], /not 'my app'/],
+                [["--git", "/r.git", "--revision", "abc", "--git-path", "/etc"], /not '\/etc'/],
+                [["--git", "/r.git", "--revision", "abc", "--git-path", "a\tb"], /no control characters/],
             ] as [string[], RegExp][]) {
                 const r = run("bash", [f, ...args]);
                 assert.strictEqual(r.status, 2, `${args.join(" ")}: ${r.out}`);
