@@ -29,18 +29,20 @@ export async function program() {
         host, connection: rootConnection, after: hostSetup ? [hostSetup.done] : [], settings, layout: env, appEnv, tlsKey,
         appGitPath: revision.prefix.replace(/\/+$/, ""),
     });
+    const deploy = new Deploy(`${env.id}-deploy`, {
+        host, settings, layout: env, revision, appEnv, sshPrivateKey, after: [environment.environment, environment.appEnv],
+    });
     if (hostSetup) {
-        // Deleted first on `pulumi destroy`: stops it while other stacks' environments live on this server.
+        // Deleted first on `pulumi destroy`, before anything of the host (its DNS records too), the
+        // environment or the deploy: Pulumi deletes a resource only after those that depend on it.
+        // So a destroy it stops while other stacks' environments live on this server changes nothing.
         new command.remote.Command("destroy-guard", {
             connection: rootConnection,
             create: "true",
             delete: `${rootPrefix(host.sshUser)}${DESTROY_GUARD} ${env.id}`,
             addPreviousOutputInEnv: false,
-        }, { parent: hostSetup, dependsOn: [environment.teardown] });
+        }, { parent: hostSetup, dependsOn: [host, environment, deploy] });
     }
-    const deploy = new Deploy(`${env.id}-deploy`, {
-        host, settings, layout: env, revision, appEnv, sshPrivateKey, after: [environment.environment, environment.appEnv],
-    });
 
     return {
         ...outputsFor(settings, env, host.address, DEPLOY_USER, environment),

@@ -254,6 +254,9 @@ export function sshArgv(target: Target, keyPath: string, remote: string, knownHo
         "-o", "IdentitiesOnly=yes",
         "-o", "BatchMode=yes",
         "-o", "ConnectTimeout=10",
+        // A connection that went dead (a laptop asleep, a changed network) ends within a minute.
+        "-o", "ServerAliveInterval=15",
+        "-o", "ServerAliveCountMax=4",
         "-o", "StrictHostKeyChecking=accept-new",
         "-o", `UserKnownHostsFile=${knownHosts}`,
         "-o", "LogLevel=ERROR",
@@ -263,10 +266,18 @@ export function sshArgv(target: Target, keyPath: string, remote: string, knownHo
     ];
 }
 
+/** What ssh's error means and what to do, by its text: a key the server refuses, a changed host key, or no way through. */
 export function sshFailureMessage(target: Target, stderr: string): string {
-    return `cannot reach ${target.user}@${target.address} over SSH (port ${target.port}): ${stderr.trim() || "ssh exited 255"}\n` +
-        `check that your address is in sshAllowedCidrs (scripts/pulumi config get sshAllowedCidrs --stack ${target.stack}) and that the server is up` +
-        (/host key/i.test(stderr) ? `\nif the server was recreated: ssh-keygen -R ${target.address} -f ${knownHostsFile()}` : "");
+    const what = `cannot reach ${target.user}@${target.address} over SSH (port ${target.port}): ${stderr.trim() || "ssh exited 255"}\n`;
+    // known_hosts names a host on another port than 22 as [address]:port.
+    const hostName = target.port === 22 ? target.address : `[${target.address}]:${target.port}`;
+    if (/host key/i.test(stderr)) {
+        return what + `the server's host key changed; if the server was recreated: ssh-keygen -R '${hostName}' -f ${knownHostsFile()}`;
+    }
+    if (/permission denied/i.test(stderr)) {
+        return what + `the server refused the stack's key: if sshPrivateKey changed, run npm run up -- ${target.stack} to put the new key on the server (README: Changing the SSH key)`;
+    }
+    return what + `check that your address is in sshAllowedCidrs (scripts/pulumi config get sshAllowedCidrs --stack ${target.stack}) and that the server is up`;
 }
 
 /** Single-quotes a word for the remote shell. */
@@ -302,8 +313,10 @@ export function statusScript(env: EnvironmentLayout): string {
         "export LC_ALL=C",
         "sec() { printf '@@%s\\n' \"$1\"; }",
         `for f in live-slot live-revision previous-revision; do sec "$f"; head -n 1 ${q(env.stateDir)}/"$f" 2>/dev/null || true; done`,
-        // The rotation script reads the kernel rule: the truth about where traffic goes.
-        `sec traffic; ${q(env.deployScript)} --status 2>&1 | sed -n 's/^traffic goes to: *slot *//p' || true`,
+        // The rotation script reads the kernel rule: the truth about where traffic goes, and a ramp left in place.
+        `rotation_status=$(${q(env.deployScript)} --status 2>&1 || true)`,
+        `sec traffic; printf '%s\\n' "$rotation_status" | sed -n 's/^traffic goes to: *slot *//p'`,
+        `sec ramp; printf '%s\\n' "$rotation_status" | sed -n 's/^traffic ramp: *//p'`,
         `sec supervisor; supervisorctl -s unix://${SUPERVISOR_SOCKET} status ${q(`${env.id}:*`)} 2>&1 || true`,
         `for n in 1 2; do sec "slot-$n"; readlink ${q(env.slotsDir)}/"$n" 2>/dev/null || true; done`,
         `sec history; tail -n 10 ${q(env.historyFile)} 2>/dev/null || true`,
@@ -346,6 +359,14 @@ export function parseSupervisorLine(line: string): { program: string; state: str
 
 const short = (rev: string) => (/^[0-9a-f]{40}$/.test(rev) ? rev.slice(0, 12) : rev);
 
+/** What the kernel rule says, when it is not the recorded live slot: a rule that sends requests nowhere fails them all. */
+function trafficWarning(liveSlot: string, traffic: string, env: EnvironmentLayout): string {
+    if (!liveSlot || !traffic || traffic === liveSlot) return "";
+    if (/^[12]$/.test(traffic)) return `  (but traffic goes to slot ${traffic})`;
+    return `  (but the switch rule says: ${traffic}; requests get no answer from the app until it is fixed: ` +
+        `${env.deployScript} --boot on the server restores it, or deploy)`;
+}
+
 export function formatStatus(target: Target, raw: string): string {
     const s = parseSections(raw);
     const one = (k: string) => (s[k] ?? [])[0] ?? "";
@@ -357,8 +378,9 @@ export function formatStatus(target: Target, raw: string): string {
     const out: string[] = [];
     out.push(`stack ${target.stack}: ${env.id} on ${target.user}@${target.address}`);
     out.push(`url:               ${target.appUrl}`);
-    out.push(`live slot:         ${liveSlot || "none (nothing deployed yet)"}` +
-        (/^[12]$/.test(traffic) && liveSlot && traffic !== liveSlot ? `  (but traffic goes to slot ${traffic})` : ""));
+    out.push(`live slot:         ${liveSlot || "none (nothing deployed yet)"}` + trafficWarning(liveSlot, traffic, env));
+    const ramp = one("ramp");
+    if (ramp) out.push(`traffic ramp:      ${ramp}`);
     out.push(`live revision:     ${liveRevision || "-"}`);
     out.push(`previous revision: ${previous || "- (nothing to roll back to)"}`);
     if (target.pulumiLiveRevision && liveRevision && target.pulumiLiveRevision !== liveRevision) {
@@ -519,6 +541,8 @@ if (require.main === module) {
     // Only as a program: a test that imports this module keeps its own Ctrl-C.
     process.on("SIGINT", onInterrupt);
     process.on("SIGTERM", onInterrupt);
+    // A closed terminal: the deploy key's file goes too.
+    process.on("SIGHUP", onInterrupt);
     main(process.argv.slice(2)).then(code => process.exit(code), e => {
         process.stderr.write(`error: ${e instanceof Error ? e.stack : String(e)}\n`);
         process.exit(1);

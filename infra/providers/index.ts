@@ -13,7 +13,7 @@ export { Host, TYPE_PREFIX } from "./host";
  * For the clouds it first asks the account for the stack's public key, so that a key the
  * user uploaded before is used, not uploaded again (which both clouds refuse).
  */
-export async function provisionHost(name: string, settings: Settings, opts?: pulumi.ComponentResourceOptions): Promise<Host> {
+export async function provisionHost(name: string, settings: Settings, opts?: pulumi.ComponentResourceOptions): Promise<Host & pulumi.ComponentResource> {
     switch (settings.provider) {
         case "digitalocean":
             return new DigitalOceanHost(name, settings, await digitalOceanAccountKey(settings), opts);

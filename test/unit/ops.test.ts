@@ -7,7 +7,7 @@ import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import {
-    formatStatus, logsCommand, parseArgs, parseSupervisorLine, rollbackCommand, sshArgv, statusScript, targetFromOutputs, UsageError,
+    formatStatus, logsCommand, parseArgs, parseSupervisorLine, rollbackCommand, sshArgv, sshFailureMessage, statusScript, targetFromOutputs, UsageError,
 } from "../../scripts/ops";
 
 const ROOT = path.join(__dirname, "..", "..");
@@ -167,7 +167,12 @@ describe("ops: status report", () => {
         assert.match(empty, /^previous revision: +- \(nothing to roll back to\)$/m);
         assert.match(empty, /^  none yet$/m);
         const noRule = formatStatus(target, raw.replace("@@traffic\n2", "@@traffic\nnone (no switch rule)"));
-        assert.match(noRule, /^live slot: +2$/m);
+        assert.match(noRule, /^live slot: +2  \(but the switch rule says: none \(no switch rule\); requests get no answer from the app until it is fixed: \/srv\/.*\/bin\/deploy --boot on the server restores it, or deploy\)$/m);
+        assert.match(formatStatus(target, raw.replace("@@traffic\n2", "@@traffic\nunknown:3005")), /^live slot: +2  \(but the switch rule says: unknown:3005;/m);
+        assert.match(formatStatus(target, raw), /^live slot: +2$/m, "the rule agrees: nothing to say");
+        assert.doesNotMatch(formatStatus(target, raw), /traffic ramp/);
+        const ramp = formatStatus(target, raw.replace("@@traffic\n2", "@@traffic\n2\n@@ramp\n10 % of new requests go to port 3001 (a deploy is ramping, or stopped during its ramp: the next deploy moves them back)"));
+        assert.match(ramp, /^traffic ramp: +10 % of new requests go to port 3001 \(a deploy is ramping/m);
         const odd = formatStatus(target, raw.replace("@@traffic\n2", "@@traffic\n1"));
         assert.match(odd, /^live slot: +2  \(but traffic goes to slot 1\)$/m);
     });
@@ -260,6 +265,22 @@ describe("ops.sh with stub pulumi and ssh", () => {
         assert.strictEqual(r.status, 255);
         assert.match(r.stderr, /cannot reach deploy@203\.0\.113\.7 over SSH \(port 2222\)/);
         assert.match(r.stderr, /sshAllowedCidrs \(scripts\/pulumi config get sshAllowedCidrs --stack live\)/);
+    });
+
+    it("an SSH failure's advice follows ssh's error: a changed host key (with the port as known_hosts names it), a refused key, or no way through", () => {
+        const t = { ...targetFromOutputs("beta", { ...OUTPUTS, ssh: "ssh -p 2222 deploy@203.0.113.7" }) };
+        const changed = sshFailureMessage(t, "WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!\nHost key verification failed.");
+        assert.match(changed, /the server's host key changed; if the server was recreated: ssh-keygen -R '\[203\.0\.113\.7\]:2222' -f /);
+        assert.doesNotMatch(changed, /sshAllowedCidrs/);
+        assert.match(sshFailureMessage({ ...t, port: 22 }, "Host key verification failed."), /ssh-keygen -R '203\.0\.113\.7' -f /);
+        const refused = sshFailureMessage(t, "deploy@203.0.113.7: Permission denied (publickey).");
+        assert.match(refused, /the server refused the stack's key: if sshPrivateKey changed, run npm run up -- beta/);
+        assert.match(sshFailureMessage(t, "ssh: connect to host 203.0.113.7 port 2222: Connection timed out"), /sshAllowedCidrs .*--stack beta/);
+    });
+
+    it("ssh gives up on a connection that went dead instead of waiting for ever", () => {
+        const argv = sshArgv(targetFromOutputs("live", OUTPUTS), "/k", "true", "/kh");
+        assert.ok(argv.includes("ServerAliveInterval=15") && argv.includes("ServerAliveCountMax=4"), argv.join(" "));
     });
 
     it("a stack the CLI does not know: its message and a hint", () => {

@@ -261,7 +261,17 @@ describe("program resource graph", () => {
         assert.strictEqual(teardown.triggers, undefined, "never replaced, so a setup re-run never tears down");
         const guard = r.byName("destroy-guard");
         assert.strictEqual(guard.inputs.delete, "/usr/local/lib/clj-zero-downtime/check-other-environments sample-app-live");
-        assert.deepStrictEqual(guard.dependsOn, [r.byName("sample-app-live-teardown").urn], "checked before anything is removed");
+        assert.deepStrictEqual(guard.dependsOn.sort(), [r.byName("host").urn, r.byName("sample-app-live").urn, r.byName("sample-app-live-deploy").urn].sort(),
+            "checked before anything is removed: the host's resources, the environment's and the deploy's depend on nothing that is deleted sooner");
+        // Every resource of the stack but the setup steps it runs after is deleted after the guard.
+        const cloud = await run({ provider: "digitalocean", domain: "shop.example.com", dnsZone: "example.com" });
+        const cloudGuard = cloud.byName("destroy-guard");
+        for (const component of ["host", "sample-app-live", "sample-app-live-deploy"]) {
+            assert.ok(cloudGuard.dependsOn.includes(cloud.byName(component).urn), component);
+        }
+        assert.ok(["host-dns-a", "host-dns-aaaa", "host-server", "sample-app-live-deploy-rotate", "sample-app-live-app-env", "sample-app-live-teardown"]
+            .every(name => cloud.byName(name).parentUrn && [cloud.byName("host").urn, cloud.byName("sample-app-live").urn, cloud.byName("sample-app-live-deploy").urn]
+                .includes(cloud.byName(name).parentUrn!)), "they are children of those components");
     });
 
     describe("an environment on another stack's server (serverStack)", () => {
