@@ -138,7 +138,7 @@ export function hostSteps(settings: Settings): SetupStep[] {
             sshdDropinContent: embeddable(render("sshd-dropin.conf", {}), "sshd drop-in"),
             toolDir: TOOL_DIR,
             destroyGuard: DESTROY_GUARD,
-            destroyGuardContent: embeddable(render("check-other-environments.sh", { destroyGuard: DESTROY_GUARD, managedMarker: MANAGED_MARKER }), "destroy guard"),
+            destroyGuardContent: embeddable(render("check-other-environments.sh", { destroyGuard: DESTROY_GUARD, managedMarker: MANAGED_MARKER, allClaimsFiles: ALL_CLAIMS_FILES }), "destroy guard"),
         }),
         step("firewall", "firewall-step.sh", {
             toolDir: TOOL_DIR,

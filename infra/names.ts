@@ -36,8 +36,9 @@ export const SCHEDULER_SYSCTL = "/etc/sysctl.d/60-clj-zero-downtime.conf";
  * (a reload, never a restart; the deploy's NAT rule and the slots are not touched).
  */
 export const CERTBOT_DEPLOY_HOOK = "/etc/letsencrypt/renewal-hooks/deploy/clj-zero-downtime-reload-nginx";
-/** Where certbot keeps the current certificate of a lineage (symlinks into its archive). */
+/** Where certbot keeps the current certificate of a lineage (symlinks into its archive), and its renewal settings. */
 export const LETSENCRYPT_LIVE_DIR = "/etc/letsencrypt/live";
+export const LETSENCRYPT_RENEWAL_DIR = "/etc/letsencrypt/renewal";
 /** Per-environment directories: the webroot certbot answers HTTP-01 challenges from, and `custom` certificates. */
 export const ACME_WEBROOT_DIR = "/var/lib/clj-zero-downtime/acme";
 export const CUSTOM_TLS_DIR = "/etc/clj-zero-downtime/tls";
@@ -119,6 +120,8 @@ export interface EnvironmentLayout {
     certName: string;
     letsencryptCertificate: string;
     letsencryptKey: string;
+    /** certbot's settings of the lineage: the ACME server it renews from. */
+    letsencryptRenewalConf: string;
     /** `tls: custom`: root-owned directory with the certificate chain (0644) and the key (0600). */
     customTlsDir: string;
     customCertificate: string;
@@ -198,6 +201,7 @@ export function layout(appName: string, environment: string, ports: Ports): Envi
         certName: id,
         letsencryptCertificate: `${LETSENCRYPT_LIVE_DIR}/${id}/fullchain.pem`,
         letsencryptKey: `${LETSENCRYPT_LIVE_DIR}/${id}/privkey.pem`,
+        letsencryptRenewalConf: `${LETSENCRYPT_RENEWAL_DIR}/${id}.conf`,
         customTlsDir: `${CUSTOM_TLS_DIR}/${id}`,
         customCertificate: `${CUSTOM_TLS_DIR}/${id}/fullchain.pem`,
         customKey: `${CUSTOM_TLS_DIR}/${id}/privkey.pem`,

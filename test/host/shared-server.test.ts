@@ -134,7 +134,7 @@ describe("live and beta on one server", function () {
         const guard = (await server.resources()).find(r => r.name === "destroy-guard")!;
         const check = await server.host.ssh((guard.inputs as { delete: string }).delete, { allowFail: true });
         assert.notStrictEqual(check.code, 0);
-        assert.match(check.stderr, /pulumi destroy of sample-app-live stopped: this server also runs sample-app-beta/);
+        assert.match(check.stderr, /pulumi destroy of sample-app-live stopped: this server also runs sample-app-beta \(stack beta\)\.\nDestroy their stacks first \(scripts\/pulumi destroy --stack <that stack>\), then run this destroy again; nothing was removed\./);
     });
 
     it("pulumi destroy of beta removes beta alone, with 0 failed requests on live and no reload of nginx", async () => {

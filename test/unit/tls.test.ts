@@ -8,12 +8,12 @@ import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import { parseSettings, Settings } from "../../infra/config";
-import { environmentStep, letsencryptStep, renderEnvironmentFiles, renderTlsInstaller } from "../../infra/host-files";
+import { environmentStep, environmentView, letsencryptStep, renderEnvironmentFiles, renderTlsInstaller } from "../../infra/host-files";
 import { CERTBOT_DEPLOY_HOOK, layout } from "../../infra/names";
 import { program } from "../../infra/program";
 import { render } from "../../infra/render";
 import { runUnderMocks } from "../support/pulumi-mocks";
-import { functionSource, shellcheck, tmpdir } from "../support/shell";
+import { functionBody, functionSource, shellcheck, tmpdir } from "../support/shell";
 
 const PUB = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGxhbWJkYWxhbWJkYWxhbWJkYWxhbWJkYWxhbWJkYQ unit@test";
 const PRIV = "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n";
@@ -135,6 +135,55 @@ describe("HTTPS", () => {
             assert.ok(script.includes(`install_file 0755 root:root ${CERTBOT_DEPLOY_HOOK}`));
             assert.match(script, /readonly CERTBOT_PACKAGES=\(certbot\)/);
             assert.ok(script.includes(renderEnvironmentFiles(le, env).nginxSite.trimEnd()), "switches to the HTTPS site it embeds");
+        });
+
+        it("letsencrypt step: after a change of acmeServer (staging to production) the certificate is renewed from the new server at once, not kept until due", () => {
+            const dir = tmpdir("acme-server");
+            try {
+                const production = "https://acme-v02.api.letsencrypt.org/directory";
+                const conf = path.join(dir, "renewal.conf");
+                const script = letsencryptStep(settingsFor({ tls: "letsencrypt", acmeServer: production }), env).script.split(env.letsencryptRenewalConf).join(conf);
+                /** obtain_certificate with a certbot that records its arguments; what it was given and logged. */
+                const obtain = () => {
+                    const r = spawnSync("bash", ["-c", ["set -euo pipefail", "log() { echo \"log: $*\"; }", 'die() { echo "die: $*"; exit 1; }',
+                        `certbot() { echo "certbot $*" >>${dir}/calls; }`, functionSource(script, "certificate_server"), functionSource(script, "obtain_certificate"),
+                        "obtain_certificate"].join("\n")], { encoding: "utf8" });
+                    const calls = fs.existsSync(path.join(dir, "calls")) ? fs.readFileSync(path.join(dir, "calls"), "utf8") : "";
+                    fs.rmSync(path.join(dir, "calls"), { force: true });
+                    return { out: r.stdout + r.stderr, calls };
+                };
+                const first = obtain();
+                assert.match(first.calls, /^certbot certonly --non-interactive --agree-tos --keep-until-expiring --webroot /, `no certificate yet: a plain request\n${first.out}`);
+                fs.writeFileSync(conf, "version = 2.1.0\narchive_dir = /etc/letsencrypt/archive/x\n[renewalparams]\nserver = https://acme-staging-v02.api.letsencrypt.org/directory\n");
+                const switched = obtain();
+                assert.match(switched.calls, /certbot certonly --non-interactive --agree-tos --keep-until-expiring --force-renewal /);
+                assert.match(switched.out, /log: the certificate for app\.example\.com came from https:\/\/acme-staging-v02\.api\.letsencrypt\.org\/directory; getting one from https:\/\/acme-v02/);
+                fs.writeFileSync(conf, `[renewalparams]\nserver = ${production}\n`);
+                const same = obtain();
+                assert.match(same.calls, /^certbot certonly --non-interactive --agree-tos --keep-until-expiring --webroot /, "the same server: kept until due");
+            } finally {
+                fs.rmSync(dir, { recursive: true, force: true });
+            }
+        });
+
+        it("teardown removes the environment's certificates, whichever TLS mode it had: certbot's lineage, the ACME webroot, a custom key", () => {
+            const dir = tmpdir("tls-teardown");
+            try {
+                const paths = { renewal: path.join(dir, "renewal.conf"), custom: path.join(dir, "custom"), webroot: path.join(dir, "webroot") };
+                const teardown = render("teardown.sh", { ...environmentView(le, env), letsencryptRenewalConf: paths.renewal, customTlsDir: paths.custom, acmeWebroot: paths.webroot });
+                fs.mkdirSync(paths.custom);
+                fs.writeFileSync(path.join(paths.custom, "privkey.pem"), KEY);
+                fs.mkdirSync(paths.webroot);
+                fs.writeFileSync(paths.renewal, "server = x\n");
+                const r = spawnSync("bash", ["-c", ["set -euo pipefail", "log() { echo \"log: $*\"; }", `certbot() { echo "certbot $*" >>${dir}/calls; }`,
+                    functionSource(teardown, "remove_tls"), "remove_tls"].join("\n")], { encoding: "utf8" });
+                assert.strictEqual(r.status, 0, r.stderr);
+                assert.strictEqual(fs.readFileSync(path.join(dir, "calls"), "utf8"), `certbot delete --non-interactive --cert-name ${env.id}\n`);
+                assert.ok(!fs.existsSync(paths.custom) && !fs.existsSync(paths.webroot), "the key and the webroot are gone");
+                assert.match(functionBody(teardown, "main"), /remove_site\n  remove_tls\n  remove_files/);
+            } finally {
+                fs.rmSync(dir, { recursive: true, force: true });
+            }
         });
 
         it("the environment step installs the HTTPS site only once its certificate exists, and the HTTP one before", () => {
