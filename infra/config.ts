@@ -400,7 +400,7 @@ export function parseSettings(raw: RawConfig, stack: string): Settings {
     const tlsCertificate = text("tlsCertificate");
     if (tls === "custom") {
         if (!/-----BEGIN CERTIFICATE-----[\s\S]+-----END CERTIFICATE-----/.test(tlsCertificate)) {
-            problems.push(`${PROJECT}:tlsCertificate is required for tls = "custom": the PEM certificate chain (set it with \`scripts/pulumi config set tlsCertificate --stack ${stack} -- < fullchain.pem\`)`);
+            problems.push(`${PROJECT}:tlsCertificate is required for tls = "custom": the PEM certificate chain (set it with ${setWith("tlsCertificate", "-- < fullchain.pem")})`);
         }
         if (!raw.tlsKey || !/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(raw.tlsKey)) {
             problems.push(`${PROJECT}:tlsKey is required for tls = "custom": the PEM private key, as a secret (${setWith("tlsKey", "privkey.pem", true)}); the value is not shown`);

@@ -368,6 +368,18 @@ describe("lib.sh: root never writes into a directory another user owns", () => {
     });
 });
 
+/**
+ * An environment step's guard run alone with the library: `<check>; echo checked; <record>`, with
+ * the functions and lines they need; the record's install_file writes as root (the test's user).
+ */
+function runCheckThenRecord(script: string, check: string, record: string, needs: { functions?: string[]; lines?: RegExp[] } = {}) {
+    const fn = (name: string) => functionSource(script, name);
+    const code = ["STEP=test; set -euo pipefail", render("lib.sh", {}), ...(needs.lines ?? []).map(l => script.match(l)![0]),
+        ...(needs.functions ?? []).map(fn), fn(check), fn(record).replace(/install_file 0644 \S+/, "install_file 0644 root:root"),
+        `${check}; echo checked; ${record}`].join("\n");
+    return spawnSync("bash", ["-c", code], { encoding: "utf8" });
+}
+
 describe("environment step: the traffic ports of an existing environment", () => {
     it("stop the setup before it changes anything when the config moves them, naming both; the first setup records them", () => {
         const dir = tmpdir("ports");
@@ -378,14 +390,8 @@ describe("environment step: the traffic ports of an existing environment", () =>
                 return environmentStep(s, env).script.split(`${env.stateDir}/traffic-ports`).join(`${dir}/traffic-ports`);
             };
             /** The step's check, then its record, with the library's install_file; what they said. */
-            const run = (extra: Record<string, string>) => {
-                const sc = script(extra);
-                const fn = (name: string) => functionSource(sc, name);
-                const code = ["STEP=test; set -euo pipefail", render("lib.sh", {}), sc.match(/^readonly TRAFFIC_PORTS_FILE=.*$/m)![0],
-                    fn("check_traffic_ports"), fn("record_traffic_ports").replace(/install_file 0644 \S+/, "install_file 0644 root:root"),
-                    "check_traffic_ports; echo checked; record_traffic_ports"].join("\n");
-                return spawnSync("bash", ["-c", code], { encoding: "utf8" });
-            };
+            const run = (extra: Record<string, string>) =>
+                runCheckThenRecord(script(extra), "check_traffic_ports", "record_traffic_ports", { lines: [/^readonly TRAFFIC_PORTS_FILE=.*$/m] });
             const first = run({});
             assert.strictEqual(first.status, 0, first.stderr);
             assert.strictEqual(fs.readFileSync(`${dir}/traffic-ports`, "utf8"), "proxy 3000 slots 3001 3002\n");
@@ -413,11 +419,7 @@ describe("environment step: what environments on one server hold alone (ports, s
                 const env = layout(APP, environment, s.ports);
                 fs.mkdirSync(`${root}/${APP}/${environment}/state`, { recursive: true });
                 const sc = environmentStep(s, env).script.split(`${APPS_ROOT}/`).join(`${root}/`);
-                const fn = (name: string) => functionSource(sc, name);
-                const code = ["STEP=test; set -euo pipefail", render("lib.sh", {}), fn("own_claims"), fn("conflicting_claims"), fn("check_claims"),
-                    fn("record_claims").replace(/install_file 0644 \S+/, "install_file 0644 root:root"),
-                    "check_claims; echo checked; record_claims"].join("\n");
-                return spawnSync("bash", ["-c", code], { encoding: "utf8" });
+                return runCheckThenRecord(sc, "check_claims", "record_claims", { functions: ["own_claims", "conflicting_claims"] });
             };
             const claims = (environment: string) => fs.readFileSync(`${root}/${APP}/${environment}/state/claims`, "utf8");
             assert.strictEqual(run("live", "live", {}).status, 0);
@@ -445,7 +447,8 @@ describe("environment step: what environments on one server hold alone (ports, s
             assert.match(renamed.stderr, new RegExp(`  proxyPort = 3000 is proxyPort of ${APP}-live \\(stack live\\) already\n[^]*` +
                 `\n${APP}-live \\(stack live\\) is this stack's own, from before a change of appName or environment: an environment cannot be renamed in place\\.`));
             assert.doesNotMatch(staging.stderr, /this stack's own/);
-            const step = environmentStep(parseSettings({ sshPublicKey: PUB, sshPrivateKey: PRIV, appName: APP }, "live"), layout(APP, "live", parseSettings({ sshPublicKey: PUB, sshPrivateKey: PRIV, appName: APP }, "live").ports)).script;
+            const liveSettings = parseSettings({ sshPublicKey: PUB, sshPrivateKey: PRIV, appName: APP }, "live");
+            const step = environmentStep(liveSettings, layout(APP, "live", liveSettings.ports)).script;
             assert.ok(step.indexOf("\n  check_claims\n") > 0 && step.indexOf("\n  check_claims\n") < step.indexOf("\n  ensure_app_user\n"), "the check comes before any change");
             assert.ok(step.includes(`for file in ${APPS_ROOT}/*/*/state/claims; do`), "it reads every environment's record");
         } finally {
@@ -463,11 +466,7 @@ describe("environment step: the stack that owns an environment", () => {
                 const s = parseSettings({ sshPublicKey: PUB, sshPrivateKey: PRIV, appName: APP, environment: "live" }, stack);
                 const env = layout(APP, "live", s.ports);
                 const sc = environmentStep(s, env).script.split(`${env.stateDir}/owner-stack`).join(`${dir}/owner-stack`);
-                const fn = (name: string) => functionSource(sc, name);
-                const code = ["STEP=test; set -euo pipefail", render("lib.sh", {}), sc.match(/^readonly OWNER_STACK_FILE=.*$/m)![0],
-                    fn("check_owner_stack"), fn("record_owner_stack").replace(/install_file 0644 \S+/, "install_file 0644 root:root"),
-                    "check_owner_stack; echo checked; record_owner_stack"].join("\n");
-                return spawnSync("bash", ["-c", code], { encoding: "utf8" });
+                return runCheckThenRecord(sc, "check_owner_stack", "record_owner_stack", { lines: [/^readonly OWNER_STACK_FILE=.*$/m] });
             };
             assert.strictEqual(run("live").status, 0);
             assert.strictEqual(fs.readFileSync(`${dir}/owner-stack`, "utf8"), "live\n");
