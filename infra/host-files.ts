@@ -254,6 +254,11 @@ export function environmentClaims(settings: Settings, l: EnvironmentLayout): str
     return [`# ${l.id} (stack ${settings.stack})`, ...ports, `server ${settings.domain || "_"} domain`].join("\n");
 }
 
+/** `pulumi destroy`'s script for one environment; it waits as long for a running deploy as a deploy waits for another. */
+export function renderTeardown(settings: Settings, l: EnvironmentLayout): string {
+    return render("teardown.sh", { ...environmentView(settings, l), lockTimeoutSeconds: settings.lockTimeout });
+}
+
 /** The environment's setup step: app user, directories, rotation, repository, Supervisor group, nginx site. */
 export function environmentStep(settings: Settings, l: EnvironmentLayout, appGitPath = ""): SetupStep {
     const files = renderEnvironmentFiles(settings, l, appGitPath);
@@ -261,7 +266,7 @@ export function environmentStep(settings: Settings, l: EnvironmentLayout, appGit
     return step(`env-${l.environment}`, "environment.sh", {
         ...environmentView(settings, l),
         deployScriptContent: embeddable(rotation.deployScript, "deploy script"),
-        teardownContent: embeddable(render("teardown.sh", environmentView(settings, l)), "teardown script"),
+        teardownContent: embeddable(renderTeardown(settings, l), "teardown script"),
         switchHelperContent: embeddable(rotation.switchHelper, "switch helper"),
         sudoersContent: embeddable(rotation.sudoers, "sudoers rule"),
         restoreUnitContent: embeddable(rotation.restoreUnit, "boot unit"),

@@ -1,14 +1,14 @@
 // Rendered templates: assertions on the lines that matter, then the real tools
 // (nginx -t, bash -n, shellcheck, supervisord) on what was rendered.
 import * as assert from "assert";
-import { execFileSync, spawnSync } from "child_process";
+import { execFileSync, spawn, spawnSync } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
 import { parseSettings, Settings } from "../../infra/config";
-import { appEnvFile, AUTOGROUP_SETTING, environmentStep, environmentView, hostSteps, renderEnvironmentFiles, renderFirewall, SCHEDULER_SYSCTL_CONTENT } from "../../infra/host-files";
+import { appEnvFile, AUTOGROUP_SETTING, environmentStep, environmentView, hostSteps, renderEnvironmentFiles, renderFirewall, renderTeardown, SCHEDULER_SYSCTL_CONTENT } from "../../infra/host-files";
 import { APPS_ROOT, DESTROY_GUARD, layout, MANAGED_MARKER, SCHEDULER_SYSCTL } from "../../infra/names";
 import { render } from "../../infra/render";
-import { functionSource, shellcheck, tmpdir } from "../support/shell";
+import { functionBody, functionSource, shellcheck, tmpdir } from "../support/shell";
 import { startSupervisord, Supervisord } from "../support/supervisord";
 
 const PUB = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGxhbWJkYWxhbWJkYWxhbWJkYWxhbWJkYWxhbWJkYQ unit@test";
@@ -185,7 +185,7 @@ describe("rendered templates", () => {
             if (text.startsWith("#!/usr/bin/env bash")) shellcheck(text, name);
         }
         shellcheck(renderFirewall(s), "firewall");
-        shellcheck(render("teardown.sh", environmentView(s, env)), "teardown");
+        shellcheck(renderTeardown(s, env), "teardown");
         shellcheck(render("check-other-environments.sh", { destroyGuard: DESTROY_GUARD, managedMarker: MANAGED_MARKER }), "destroy-guard");
     });
 
@@ -379,6 +379,65 @@ function runCheckThenRecord(script: string, check: string, record: string, needs
         `${check}; echo checked; ${record}`].join("\n");
     return spawnSync("bash", ["-c", code], { encoding: "utf8" });
 }
+
+describe("teardown: a running deploy of the environment", () => {
+    const APP = "sample-app";
+    /** Runs the teardown's wait_for_deploys, then `echo removing`, with the deploy lock at LOCK and the given lockTimeout. */
+    function waitThenRemove(lock: string, lockTimeout: string) {
+        const s = settingsFor({ lockTimeout });
+        const script = renderTeardown(s, { ...layout(APP, "live", s.ports), lockFile: lock });
+        return { script, run: () => spawnSync("bash", ["-c", `set -euo pipefail\nSTEP=t\n${render("lib.sh", {})}\n${functionSource(script, "wait_for_deploys")}\nwait_for_deploys\necho removing`], { encoding: "utf8" }) };
+    }
+    /** A process that holds LOCK (as a deploy holds it) for `seconds`; resolves once it holds it. */
+    async function holdLock(lock: string, seconds: number) {
+        // One process (bash execs sleep with the locked fd), so that killing it by pid frees the lock.
+        const holder = spawn("bash", ["-c", `exec 9<"$1"; flock 9; exec sleep ${seconds}`, "hold", lock], { stdio: "ignore" });
+        for (let i = 0; i < 100 && spawnSync("flock", ["-n", lock, "true"]).status === 0; i++) await new Promise(r => setTimeout(r, 20));
+        return holder;
+    }
+
+    it("is the first thing teardown does", () => {
+        const { script } = waitThenRemove("/x/deploy.lock", "600");
+        assert.match(script, /\nmain\(\) \{\n  wait_for_deploys\n  stop_slots\n/);
+        assert.match(functionBody(script, "wait_for_deploys"), /flock -w 600 9/, "it waits as long as lockTimeout says");
+    });
+
+    it("waits for the deploy to finish, then removes; with no deploy (or no lock file yet) it goes on at once", async () => {
+        const dir = tmpdir("teardown-lock");
+        const lock = path.join(dir, "deploy.lock");
+        let holder: ReturnType<typeof spawn> | undefined;
+        try {
+            assert.match(waitThenRemove(lock, "5").run().stdout, /^removing$/m, "no lock file: nothing was ever deployed");
+            fs.writeFileSync(lock, "");
+            assert.match(waitThenRemove(lock, "5").run().stdout, /^removing$/m);
+            holder = await holdLock(lock, 1);
+            const started = Date.now();
+            const r = waitThenRemove(lock, "10").run();
+            assert.strictEqual(r.status, 0, r.stderr);
+            assert.match(r.stdout, /a deploy of sample-app-live is running; waiting up to 10s for it to finish\n(.|\n)*^removing$/m);
+            assert.ok(Date.now() - started >= 500, "it went on before the deploy had finished");
+        } finally {
+            holder?.kill();
+            fs.rmSync(dir, { recursive: true, force: true });
+        }
+    });
+
+    it("a deploy that outlasts lockTimeout stops the teardown before it removes anything, and says so", async () => {
+        const dir = tmpdir("teardown-lock");
+        const lock = path.join(dir, "deploy.lock");
+        fs.writeFileSync(lock, "");
+        const holder = await holdLock(lock, 30);
+        try {
+            const r = waitThenRemove(lock, "1").run();
+            assert.strictEqual(r.status, 1);
+            assert.doesNotMatch(r.stdout, /removing/);
+            assert.match(r.stderr, new RegExp(`a deploy of sample-app-live still held ${lock} after 1s; nothing was removed\\. Run pulumi destroy again when it has finished`));
+        } finally {
+            holder.kill();
+            fs.rmSync(dir, { recursive: true, force: true });
+        }
+    });
+});
 
 describe("environment step: the traffic ports of an existing environment", () => {
     it("stop the setup before it changes anything when the config moves them, naming both; the first setup records them", () => {
