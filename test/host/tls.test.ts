@@ -128,10 +128,37 @@ describe("HTTPS on a Debian 12 server: pebble (real HTTP-01 validation), failure
         assert.notStrictEqual(curl(`https://${DOMAIN}/`, address, ["-k"]).code, 0, "no HTTPS without a certificate");
     });
 
-    it("letsencrypt: issues through pebble's real HTTP-01 check; HTTPS serves the app with it, HTTP redirects except the ACME path", async () => {
+    it("letsencrypt: an ACME server this server cannot talk to fails the apply saying so, not with the DNS hint; HTTP keeps serving", async () => {
+        const unreachable = "https://127.0.0.1:1/directory";
+        const result = await step("pulumi up with tls letsencrypt, acmeServer unreachable", () =>
+            server.up({ ...acme, acmeServer: unreachable }, { throwOnError: false }));
+        assert.strictEqual(result.ok, false, "the apply must fail");
+        const tls = result.resources.find(r => r.name === `${ID}-tls`)!;
+        const message = tls.stderr + tls.stdout;
+        log(`error shown: ${message.split("\n").filter(l => /error:/.test(l)).join(" | ")}`);
+        assert.match(message, /certbot: .*Connection refused/, "certbot's own reason is shown");
+        assert.match(message, /This server could not talk to https:\/\/127\.0\.0\.1:1\/directory: check the URL, that this server may make outgoing HTTPS connections/);
+        assert.doesNotMatch(message, /does not resolve from this server|resolves to/);
+        assert.strictEqual(curl(`http://${DOMAIN}/`, address).status, 200, "HTTP still serves the app");
+    });
+
+    it("letsencrypt: issues through pebble's real HTTP-01 check (after waiting for a certbot that held certbot's lock); HTTPS serves the app with it, HTTP redirects except the ACME path", async () => {
         pebble.dns.set(DOMAIN, address);
-        const result = await step("pulumi up with tls letsencrypt, DNS pointing at the server", () => server.up(acme));
-        log(`tls step: ${(result.resources.find(r => r.name === `${ID}-tls`)?.stdout ?? "").trim().split("\n").join(" | ")}`);
+        // Another certbot (a renewal from certbot.timer) holds certbot's lock on its config directory for 6 s.
+        const holder = (await server.sh(
+            "setsid python3 -c 'import fcntl, sys, time; f = open(\"/etc/letsencrypt/.certbot.lock\", \"a\"); " +
+            "fcntl.lockf(f, fcntl.LOCK_EX); open(\"/run/czd-certbot-lock-held\", \"w\").close(); time.sleep(6)' " +
+            "</dev/null >/dev/null 2>&1 & echo $!")).trim();
+        let result;
+        try {
+            await server.sh("for i in $(seq 50); do [ -e /run/czd-certbot-lock-held ] && exit 0; sleep 0.1; done; exit 1");
+            result = await step("pulumi up with tls letsencrypt, DNS pointing at the server, certbot's lock held for 6 s", () => server.up(acme));
+        } finally {
+            await server.sh(`kill ${holder} 2>/dev/null; rm -f /run/czd-certbot-lock-held; true`);
+        }
+        const tlsOut = result.resources.find(r => r.name === `${ID}-tls`)?.stdout ?? "";
+        log(`tls step: ${tlsOut.trim().split("\n").join(" | ")}`);
+        assert.match(tlsOut, /another certbot is running on this server \(a renewal\?\); trying again in 5s/);
         issuingRoot = path.join(work, "pebble-root.pem");
         fs.writeFileSync(issuingRoot, await pebble.issuingRootPem());
         const https = curl(`https://${DOMAIN}/`, address, ["--cacert", issuingRoot]);

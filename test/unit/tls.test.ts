@@ -146,7 +146,7 @@ describe("HTTPS", () => {
                 /** obtain_certificate with a certbot that records its arguments; what it was given and logged. */
                 const obtain = () => {
                     const r = spawnSync("bash", ["-c", ["set -euo pipefail", "log() { echo \"log: $*\"; }", 'die() { echo "die: $*"; exit 1; }',
-                        `certbot() { echo "certbot $*" >>${dir}/calls; }`, functionSource(script, "certificate_server"), functionSource(script, "obtain_certificate"),
+                        `certbot() { echo "certbot $*" >>${dir}/calls; }`, ...["certificate_server", "request_certificate", "obtain_certificate"].map(f => functionSource(script, f)),
                         "obtain_certificate"].join("\n")], { encoding: "utf8" });
                     const calls = fs.existsSync(path.join(dir, "calls")) ? fs.readFileSync(path.join(dir, "calls"), "utf8") : "";
                     fs.rmSync(path.join(dir, "calls"), { force: true });
@@ -164,6 +164,72 @@ describe("HTTPS", () => {
             } finally {
                 fs.rmSync(dir, { recursive: true, force: true });
             }
+        });
+
+        describe("letsencrypt step: when certbot fails, advice by its reason", () => {
+            const script = letsencryptStep(settingsFor({ tls: "letsencrypt" }), env).script;
+            /**
+             * obtain_certificate with a certbot that fails with OUTPUTS[0], OUTPUTS[1]... in turn (then
+             * succeeds), no pause between tries; what it printed, its exit code and certbot's calls.
+             */
+            function obtainWith(outputs: string[]) {
+                const dir = tmpdir("certbot-fails");
+                try {
+                    outputs.forEach((o, i) => fs.writeFileSync(path.join(dir, `out${i + 1}`), o));
+                    const certbot = `certbot() { local n; n=$(( $(cat ${dir}/n 2>/dev/null || echo 0) + 1 )); echo "$n" >${dir}/n; ` +
+                        `if [ -f ${dir}/out$n ]; then cat ${dir}/out$n; return 1; fi; echo "Successfully received certificate."; }`;
+                    const r = spawnSync("bash", ["-c", ["set -euo pipefail", 'log() { echo "log: $*"; }', 'die() { echo "die: $*"; exit 1; }',
+                        'dns_hint() { printf "(the DNS hint)"; }', certbot,
+                        ...script.match(/^readonly CERTBOT_BUSY_PAUSE=.*$/m)!.map(l => l.replace(/PAUSE=\d+/, "PAUSE=0")),
+                        ...["certbot_busy", "certbot_advice", "certificate_server", "request_certificate", "obtain_certificate"].map(f => functionSource(script, f)),
+                        "obtain_certificate"].join("\n")], { encoding: "utf8" });
+                    return { status: r.status, out: r.stdout + r.stderr, calls: Number(fs.readFileSync(path.join(dir, "n"), "utf8")) };
+                } finally {
+                    fs.rmSync(dir, { recursive: true, force: true });
+                }
+            }
+            const busy = "Another instance of Certbot is already running.\nAsk for help or search for solutions at https://community.letsencrypt.org.\n";
+
+            it("waits while another certbot (a renewal) holds certbot's lock, then gets the certificate", () => {
+                const r = obtainWith([busy, busy]);
+                assert.strictEqual(r.status, 0, r.out);
+                assert.strictEqual(r.calls, 3);
+                assert.match(r.out, /log: another certbot is running on this server \(a renewal\?\); trying again in 0s\n(.|\n)*log: obtained a certificate/);
+            });
+            it("gives up after 24 tries (2 minutes), saying another certbot kept running", () => {
+                const r = obtainWith(Array(30).fill(busy));
+                assert.strictEqual(r.status, 1);
+                assert.strictEqual(r.calls, 24);
+                assert.match(r.out, /die: could not obtain a certificate for app\.example\.com .*Another certbot kept running on this server for 0s \(see: ps -C certbot\); run pulumi up again when it has finished\. The site keeps serving HTTP meanwhile\./);
+                assert.doesNotMatch(r.out, /DNS hint/);
+            });
+            it("a rate limit: when to try again is certbot's, and the staging server for trying things", () => {
+                const r = obtainWith(["An unexpected error occurred:\nError creating new order :: too many certificates (5) already issued for this exact set of domains in the last 168 hours: app.example.com, retry after 2026-11-28T10:00:00Z: see https://letsencrypt.org/docs/rate-limits/\n"]);
+                assert.strictEqual(r.status, 1);
+                assert.strictEqual(r.calls, 1, "a rate limit is not waited for");
+                assert.match(r.out, /certbot: Error creating new order :: too many certificates/);
+                assert.match(r.out, /limits how many certificates it issues: certbot says above when to try again\. While you try things, use the staging server, acmeServer = https:\/\/acme-staging-v02\.api\.letsencrypt\.org\/directory\./);
+                assert.doesNotMatch(r.out, /DNS hint/);
+            });
+            // As certbot 2.1 (Debian 12) prints them: the acme library's own message for a refused or
+            // unreachable server, requests' for a name that does not resolve or a certificate it does not trust.
+            for (const [what, output] of [
+                ["refused", "An unexpected error occurred:\nValueError: Requesting 127.0.0.1/directory: Connection refused\n"],
+                ["untrusted", "An unexpected error occurred:\nrequests.exceptions.SSLError: HTTPSConnectionPool(host='acme.example', port=443): Max retries exceeded with url: /directory (Caused by SSLError(SSLCertVerificationError(1, '[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed')))\n"],
+            ]) {
+                it(`an ACME server it cannot talk to (${what}): the URL, outgoing HTTPS, trust`, () => {
+                    const r = obtainWith([output]);
+                    assert.strictEqual(r.status, 1);
+                    assert.match(r.out, /This server could not talk to https:\/\/acme-v02\.api\.letsencrypt\.org\/directory: check the URL, that this server may make outgoing HTTPS connections, and that it trusts the certificate of the ACME server/);
+                    assert.doesNotMatch(r.out, /DNS hint/);
+                });
+            }
+            it("a failed validation (the usual case: DNS, port 80): the DNS hint", () => {
+                const r = obtainWith(["Certbot failed to authenticate some domains (authenticator: webroot).\n  Domain: app.example.com\n  Type:   dns\n  Detail: DNS problem: NXDOMAIN looking up A for app.example.com\n"]);
+                assert.strictEqual(r.status, 1);
+                assert.strictEqual(r.calls, 1);
+                assert.match(r.out, /its reason is above\)\. \(the DNS hint\) The site keeps serving HTTP meanwhile\./);
+            });
         });
 
         it("teardown removes the environment's certificates, whichever TLS mode it had: certbot's lineage, the ACME webroot, a custom key", () => {
