@@ -5,6 +5,7 @@ import { Settings } from "./config";
 import {
     ACME_CHALLENGE_PATH,
     ALL_CLAIMS_FILES,
+    CLAIMS_LOCK,
     CERTBOT_DEPLOY_HOOK,
     DEPLOY_USER,
     DESTROY_GUARD,
@@ -45,6 +46,8 @@ export const PACKAGES = [
 /** Bounds for a fresh server's first boot and for apt locks held by unattended upgrades. */
 export const FIRST_BOOT_TIMEOUT_SECONDS = 600;
 export const APT_LOCK_WAIT_SECONDS = 600;
+/** Another environment's check and record of its claims take a second; this bounds a stuck one. */
+export const CLAIMS_LOCK_WAIT_SECONDS = 120;
 export const CLIENT_MAX_BODY_SIZE = "25m";
 export const SUPERVISORD_CONF = "/etc/supervisor/supervisord.conf";
 
@@ -158,8 +161,9 @@ export function environmentView(settings: Settings, l: EnvironmentLayout) {
         ...l,
         releaseJar: RELEASE_JAR,
         programList: l.programs.map(p => p.name).join(","),
-        // Recorded on the server at the first setup; a later setup with other ports stops before it changes anything.
+        // Recorded on the server (in the claims) at the first setup; a later setup with other ports stops before it changes anything.
         trafficPorts: `proxy ${l.ports.proxy} slots ${l.ports.slot1} ${l.ports.slot2}`,
+        trafficPortKeys: [PORT_CONFIG_KEYS.proxy, PORT_CONFIG_KEYS.slot1, PORT_CONFIG_KEYS.slot2].join(" "),
         // Recorded the same way: another stack that names the same environment stops before it overwrites it.
         ownerStack: settings.stack,
         deployBranch: settings.deployBranch,
@@ -279,6 +283,8 @@ export function environmentStep(settings: Settings, l: EnvironmentLayout, appGit
         installTlsContent: settings.tls === "custom" ? embeddable(renderTlsInstaller(settings, l), "install-tls") : "",
         claims: embeddable(environmentClaims(settings, l), "claims", "CZD_CLAIMS"),
         allClaimsFiles: ALL_CLAIMS_FILES,
+        claimsLock: CLAIMS_LOCK,
+        claimsLockWait: CLAIMS_LOCK_WAIT_SECONDS,
     });
 }
 

@@ -7,6 +7,8 @@ export const DEPLOY_USER = "deploy";
 
 /** Directory for files that belong to this tool rather than to one app. */
 export const TOOL_DIR = "/usr/local/lib/clj-zero-downtime";
+/** The tool's own state on a server that is no one environment's (ACME webroots, the claims lock). */
+export const TOOL_STATE_DIR = "/var/lib/clj-zero-downtime";
 /** Host firewall script and the systemd unit that applies it at boot. */
 export const FIREWALL_SCRIPT = `${TOOL_DIR}/firewall.sh`;
 export const FIREWALL_UNIT = "czd-firewall.service";
@@ -40,7 +42,7 @@ export const CERTBOT_DEPLOY_HOOK = "/etc/letsencrypt/renewal-hooks/deploy/clj-ze
 export const LETSENCRYPT_LIVE_DIR = "/etc/letsencrypt/live";
 export const LETSENCRYPT_RENEWAL_DIR = "/etc/letsencrypt/renewal";
 /** Per-environment directories: the webroot certbot answers HTTP-01 challenges from, and `custom` certificates. */
-export const ACME_WEBROOT_DIR = "/var/lib/clj-zero-downtime/acme";
+export const ACME_WEBROOT_DIR = `${TOOL_STATE_DIR}/acme`;
 export const CUSTOM_TLS_DIR = "/etc/clj-zero-downtime/tls";
 /** The URL path of HTTP-01 challenges (RFC 8555): served from the webroot, never redirected. */
 export const ACME_CHALLENGE_PATH = "/.well-known/acme-challenge/";
@@ -51,6 +53,9 @@ const stateDirOf = (baseDir: string) => `${baseDir}/state`;
 const CLAIMS_NAME = "claims";
 /** The claims files of every environment on a server, as a shell glob (see EnvironmentLayout.claimsFile). */
 export const ALL_CLAIMS_FILES = `${stateDirOf(`${APPS_ROOT}/*/*`)}/${CLAIMS_NAME}`;
+
+/** Held by an environment's setup while it checks and records its claims against the others'. */
+export const CLAIMS_LOCK = `${TOOL_STATE_DIR}/claims.lock`;
 
 /** A release directory holds the build tree and this jar, copied out of `target/`. */
 export const RELEASE_JAR = "app.jar";

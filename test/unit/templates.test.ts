@@ -5,8 +5,8 @@ import { execFileSync, spawn, spawnSync } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
 import { parseSettings, Settings } from "../../infra/config";
-import { appEnvFile, AUTOGROUP_SETTING, environmentStep, environmentView, hostSteps, renderEnvironmentFiles, renderFirewall, renderTeardown, SCHEDULER_SYSCTL_CONTENT } from "../../infra/host-files";
-import { APPS_ROOT, DESTROY_GUARD, layout, MANAGED_MARKER, SCHEDULER_SYSCTL } from "../../infra/names";
+import { appEnvFile, AUTOGROUP_SETTING, CLAIMS_LOCK_WAIT_SECONDS, environmentStep, environmentView, hostSteps, renderEnvironmentFiles, renderFirewall, renderTeardown, SCHEDULER_SYSCTL_CONTENT } from "../../infra/host-files";
+import { APPS_ROOT, CLAIMS_LOCK, DESTROY_GUARD, layout, MANAGED_MARKER, SCHEDULER_SYSCTL } from "../../infra/names";
 import { render } from "../../infra/render";
 import { functionBody, functionSource, shellcheck, tmpdir } from "../support/shell";
 import { startSupervisord, Supervisord } from "../support/supervisord";
@@ -440,29 +440,98 @@ describe("teardown: a running deploy of the environment", () => {
 });
 
 describe("environment step: the traffic ports of an existing environment", () => {
-    it("stop the setup before it changes anything when the config moves them, naming both; the first setup records them", () => {
+    it("stop the setup before it changes anything when the config moves them, naming both; the claims record them", () => {
         const dir = tmpdir("ports");
         try {
             const script = (extra: Record<string, string>) => {
                 const s = parseSettings({ sshPublicKey: PUB, sshPrivateKey: PRIV, appName: APP, ...extra }, "live");
                 const env = layout(APP, "live", s.ports);
-                return environmentStep(s, env).script.split(`${env.stateDir}/traffic-ports`).join(`${dir}/traffic-ports`);
+                return environmentStep(s, env).script.split(env.stateDir).join(dir);
             };
             /** The step's check, then its record, with the library's install_file; what they said. */
-            const run = (extra: Record<string, string>) =>
-                runCheckThenRecord(script(extra), "check_traffic_ports", "record_traffic_ports", { lines: [/^readonly TRAFFIC_PORTS_FILE=.*$/m] });
+            const run = (extra: Record<string, string>) => runCheckThenRecord(script(extra), "check_traffic_ports", "record_claims",
+                { functions: ["recorded_traffic_ports", "own_claims"], lines: [/^readonly LEGACY_TRAFFIC_PORTS_FILE=.*$/m] });
+            const claims = () => fs.readFileSync(`${dir}/claims`, "utf8");
             const first = run({});
             assert.strictEqual(first.status, 0, first.stderr);
-            assert.strictEqual(fs.readFileSync(`${dir}/traffic-ports`, "utf8"), "proxy 3000 slots 3001 3002\n");
-            assert.strictEqual(run({}).status, 0, "the same ports again");
+            assert.match(claims(), /^port 3000 proxyPort\nport 3001 slot1Port\nport 3002 slot2Port\n/m);
+            assert.strictEqual(run({ nrepl1Port: "7101" }).status, 0, "the same traffic ports again (an nREPL port may change)");
             const moved = run({ proxyPort: "4000" });
             assert.strictEqual(moved.status, 1);
             assert.doesNotMatch(moved.stdout, /checked/);
             assert.match(moved.stderr, /error: the ports of czd-unit-app-live are 'proxy 3000 slots 3001 3002' on the server, and the config says 'proxy 4000 slots 3001 3002': ports cannot change once an environment exists .*nothing was changed/);
-            assert.strictEqual(fs.readFileSync(`${dir}/traffic-ports`, "utf8"), "proxy 3000 slots 3001 3002\n", "the record stays");
+            assert.match(claims(), /^port 3000 proxyPort$/m, "the record stays");
+            const slots = run({ slot2Port: "3003" });
+            assert.match(slots.stderr, /are 'proxy 3000 slots 3001 3002' on the server, and the config says 'proxy 3000 slots 3001 3003'/);
             const step = script({});
             assert.ok(step.indexOf("\n  check_traffic_ports\n") > 0 && step.indexOf("\n  check_traffic_ports\n") < step.indexOf("\n  ensure_app_user\n"), "the check comes first");
         } finally {
+            fs.rmSync(dir, { recursive: true, force: true });
+        }
+    });
+
+    it("a server set up before the claims: the traffic-ports file it recorded counts, until the claims replace it", () => {
+        const dir = tmpdir("ports-legacy");
+        try {
+            const run = (extra: Record<string, string>) => {
+                const s = parseSettings({ sshPublicKey: PUB, sshPrivateKey: PRIV, appName: APP, ...extra }, "live");
+                const env = layout(APP, "live", s.ports);
+                return runCheckThenRecord(environmentStep(s, env).script.split(env.stateDir).join(dir), "check_traffic_ports", "record_claims",
+                    { functions: ["recorded_traffic_ports", "own_claims"], lines: [/^readonly LEGACY_TRAFFIC_PORTS_FILE=.*$/m] });
+            };
+            fs.writeFileSync(`${dir}/traffic-ports`, "proxy 3000 slots 3001 3002\n");
+            const moved = run({ slot1Port: "3005" });
+            assert.strictEqual(moved.status, 1);
+            assert.match(moved.stderr, /are 'proxy 3000 slots 3001 3002' on the server, and the config says 'proxy 3000 slots 3005 3002'/);
+            const same = run({});
+            assert.strictEqual(same.status, 0, same.stderr);
+            assert.ok(!fs.existsSync(`${dir}/traffic-ports`), "one record: the claims");
+            assert.match(fs.readFileSync(`${dir}/claims`, "utf8"), /^port 3001 slot1Port$/m);
+        } finally {
+            fs.rmSync(dir, { recursive: true, force: true });
+        }
+    });
+});
+
+describe("environment step: the server-wide lock around the claims", () => {
+    const s = parseSettings({ sshPublicKey: PUB, sshPrivateKey: PRIV, appName: APP }, "live");
+    const step = environmentStep(s, layout(APP, "live", s.ports)).script;
+    const steps = ["check_owner_stack", "check_traffic_ports", "check_claims", "ensure_app_user", "ensure_directories", "record_owner_stack", "record_claims"];
+    /** claim_environment with its lock at LOCK (a wait of 1 s) and steps that say their names; then whether a new process can take the lock. */
+    function claim(lock: string) {
+        const fn = functionSource(step, "claim_environment").split(CLAIMS_LOCK).join(lock).split(`${CLAIMS_LOCK_WAIT_SECONDS}s`).join("1s").split(`-w ${CLAIMS_LOCK_WAIT_SECONDS} `).join("-w 1 ");
+        const code = ["STEP=test; set -euo pipefail", render("lib.sh", {}), ...steps.map(name => `${name}() { echo ${name}; }`), fn,
+            // A daemon started after it (supervisord, nginx) must not hold the lock.
+            `claim_environment; sleep 30 & daemon=$!; flock -n ${lock} echo "lock free"; kill $daemon`].join("\n");
+        return spawnSync("bash", ["-c", code], { encoding: "utf8" });
+    }
+
+    it("comes first in the setup, and takes the checks and the records", () => {
+        assert.match(step, /\nmain\(\) \{\n  claim_environment\n  install_scripts\n/);
+        assert.strictEqual(step.match(/check_claims$/gm)!.length, 1, "the checks run only under the lock");
+        const dir = tmpdir("claims-lock");
+        try {
+            const r = claim(path.join(dir, "lib", "claims.lock"));
+            assert.strictEqual(r.status, 0, r.stderr);
+            assert.strictEqual(r.stdout, [...steps, "lock free", ""].join("\n"), "in this order, and the lock is released after them");
+        } finally {
+            fs.rmSync(dir, { recursive: true, force: true });
+        }
+    });
+
+    it("waits for another environment's setup to record its claims; a stuck one stops this setup before it changes anything", async () => {
+        const dir = tmpdir("claims-lock");
+        const lock = path.join(dir, "claims.lock");
+        fs.writeFileSync(lock, "");
+        const holder = spawn("bash", ["-c", `exec 9>>"$1"; flock 9; exec sleep 30`, "hold", lock], { stdio: "ignore" });
+        try {
+            for (let i = 0; i < 100 && spawnSync("flock", ["-n", lock, "true"]).status === 0; i++) await new Promise(r => setTimeout(r, 20));
+            const r = claim(lock);
+            assert.strictEqual(r.status, 1);
+            assert.strictEqual(r.stdout, "", `no check or change ran: ${r.stderr}`);
+            assert.match(r.stderr, new RegExp(`error: another environment's setup on this server held ${lock} for 1s; nothing was changed\\. Run pulumi up again when it has finished`));
+        } finally {
+            holder.kill();
             fs.rmSync(dir, { recursive: true, force: true });
         }
     });
@@ -478,7 +547,7 @@ describe("environment step: what environments on one server hold alone (ports, s
                 const env = layout(APP, environment, s.ports);
                 fs.mkdirSync(`${root}/${APP}/${environment}/state`, { recursive: true });
                 const sc = environmentStep(s, env).script.split(`${APPS_ROOT}/`).join(`${root}/`);
-                return runCheckThenRecord(sc, "check_claims", "record_claims", { functions: ["own_claims", "conflicting_claims"] });
+                return runCheckThenRecord(sc, "check_claims", "record_claims", { functions: ["own_claims", "conflicting_claims"], lines: [/^readonly LEGACY_TRAFFIC_PORTS_FILE=.*$/m] });
             };
             const claims = (environment: string) => fs.readFileSync(`${root}/${APP}/${environment}/state/claims`, "utf8");
             assert.strictEqual(run("live", "live", {}).status, 0);
