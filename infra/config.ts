@@ -217,9 +217,9 @@ export function parseSettings(raw: RawConfig, stack: string): Settings {
     const bad = (key: string, value: unknown, allowed: string) =>
         problems.push(`${PROJECT}:${key} = ${show(value)} is not valid: ${allowed}`);
     // How to set a key, for messages: with the project's wrapper, for this stack; a secret on stdin, never on the command line.
-    // `value` of a secret is the file it is read from.
-    const setWith = (key: string, value: string, secret = false) =>
-        `\`scripts/pulumi config set ${secret ? "--secret " : ""}${key} --stack ${stack} ${secret ? `-- < ${value}` : value}\``;
+    // `value` of a secret is the file it is read from; `path`: key is a path into a list or object (`'appEnv.NAME'`).
+    const setWith = (key: string, value: string, secret = false, path = false) =>
+        `\`scripts/pulumi config set ${secret ? "--secret " : ""}${path ? "--path " : ""}${key} --stack ${stack} ${secret ? `-- < ${value}` : value}\``;
     const missing = (key: string, why: string) =>
         problems.push(`${PROJECT}:${key} is required ${why}; set it with ` +
             (key === "sshPrivateKey" ? setWith(key, "~/.ssh/id_ed25519", true) : setWith(key, "<value>")));
@@ -292,7 +292,7 @@ export function parseSettings(raw: RawConfig, stack: string): Settings {
             parsed = raw.sshAllowedCidrs.split(",").map(s => s.trim()).filter(Boolean);
         }
         if (!Array.isArray(parsed) || parsed.length === 0 || parsed.some(c => typeof c !== "string")) {
-            bad("sshAllowedCidrs", raw.sshAllowedCidrs, `a non-empty list of CIDRs, e.g. ["203.0.113.7/32"], set one per index with \`scripts/pulumi config set --path 'sshAllowedCidrs[0]' 203.0.113.7/32 --stack ${stack}\``);
+            bad("sshAllowedCidrs", raw.sshAllowedCidrs, `a non-empty list of CIDRs, e.g. ["203.0.113.7/32"], set one per index with ${setWith("'sshAllowedCidrs[0]'", "203.0.113.7/32", false, true)}`);
         } else {
             sshAllowedCidrs = parsed as string[];
             for (const c of sshAllowedCidrs) {
@@ -358,7 +358,7 @@ export function parseSettings(raw: RawConfig, stack: string): Settings {
             parsed = undefined;
         }
         if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
-            problems.push(`${PROJECT}:appEnv is not valid: an object of NAME: value pairs (set with \`scripts/pulumi config set --path 'appEnv.NAME' value --stack ${stack}\`, add --secret for secrets)`);
+            problems.push(`${PROJECT}:appEnv is not valid: an object of NAME: value pairs (set with ${setWith("'appEnv.NAME'", "value", false, true)}; a secret with ${setWith("'appEnv.NAME'", "file", true, true)})`);
         } else {
             for (const [name, value] of Object.entries(parsed as Record<string, unknown>)) {
                 if (!ENV_NAME.test(name)) problems.push(`${PROJECT}:appEnv has an invalid variable name ${show(name)}: letters, digits and '_', not starting with a digit`);

@@ -182,6 +182,7 @@ describe("config validation", () => {
         assertProblem(valid({ sshAllowedCidrs: '["10.0.0.0/33"]' }), "prefix length 33 is larger than 32");
         assertProblem(valid({ sshAllowedCidrs: '["10.0.0.1"]' }), "expected <address>/<prefix length>");
         assertProblem(valid({ sshAllowedCidrs: "[]" }), "non-empty list");
+        assertProblem(valid({ sshAllowedCidrs: "[]" }), "`scripts/pulumi config set --path 'sshAllowedCidrs[0]' --stack live 203.0.113.7/32`");
         const s = parseSettings(valid({ sshAllowedCidrs: '["203.0.113.7/32","2001:db8::/32"]' }), "live");
         assert.deepStrictEqual(s.sshAllowedCidrs, ["203.0.113.7/32", "2001:db8::/32"]);
     });
@@ -201,6 +202,7 @@ describe("config validation", () => {
         assert.ok(found.some(p => p.includes("appEnv.TOKEN") && p.includes("single line")));
         assert.ok(found.every(p => !p.includes("secret-line2")));
         assertProblem(valid({ appEnv: "[1,2]" }), "appEnv is not valid");
+        assertProblem(valid({ appEnv: "[1,2]" }), "`scripts/pulumi config set --path 'appEnv.NAME' --stack live value`; a secret with `scripts/pulumi config set --secret --path 'appEnv.NAME' --stack live -- < file`");
     });
 
     it("reports every problem at once", () => {
