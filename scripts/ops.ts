@@ -39,7 +39,7 @@ export const USAGE = `usage: npm run status   [-- --stack <stack>]
        npm run rollback [-- --stack <stack>] [--revision <commit>]
 
   --stack      the stack (environment) to act on; default: live
-  --slot       logs: the slot whose log to show; default: the live slot
+  --slot       logs: the slot whose log to show; default: the live slot, followed across deploys
   --lines      logs: how many lines to show first; default: ${DEFAULT_LINES}
   --no-follow  logs: print the lines and exit instead of following (Ctrl-C ends following)
   --revision   rollback: go to this kept release instead of the previous revision`;
@@ -437,24 +437,96 @@ async function status(target: Target, keyPath: string): Promise<number> {
 }
 
 /**
- * The remote side of `logs`. Following: tail -F runs in the background while `cat` waits
- * for stdin to close; ssh closes it when it ends (Ctrl-C, a dropped connection), and then
- * tail is killed, so no tail is left on the server even without a terminal.
+ * The longest the old slot's log is still followed after a deploy switched away from it,
+ * when the deploy lock does not say earlier that the deploy has finished. The deploy drains
+ * the old slot for up to drainTimeout (30 s by default) after the switch, then Supervisor
+ * gives it stopwaitsecs (drainTimeout + 10) to stop: about 75 s in all by default, so 300 s
+ * covers that four times over (and drainTimeouts up to about two minutes). Normally the lock
+ * ends it much sooner; the bound is for a lock that cannot be tested, or a deploy that hangs.
  */
-export function logsCommand(env: EnvironmentLayout, opts: Pick<Options, "slot" | "lines" | "follow">): string {
+export const OLD_LOG_FOLLOW_SECONDS = 300;
+
+/**
+ * The remote side of `logs`. Following: tail -F runs in the background while the remote
+ * shell waits for stdin to close; ssh closes it when it ends (Ctrl-C, a dropped connection),
+ * and then tail is killed, so no tail is left on the server even without a terminal.
+ * Following the live slot (no --slot) keeps following it across deploys: see followLiveScript.
+ */
+export function logsCommand(env: EnvironmentLayout, opts: Pick<Options, "slot" | "lines" | "follow">,
+    oldLogSeconds = OLD_LOG_FOLLOW_SECONDS): string {
     const live = `$(head -n 1 ${shq(`${env.stateDir}/live-slot`)} 2>/dev/null || true)`;
     const pick = opts.slot
         ? `slot=${opts.slot}`
         : `slot=${live}; if [ -z "$slot" ]; then echo "nothing deployed to ${env.environment} yet: no live slot (use --slot 1|2)" >&2; exit 3; fi`;
     // Each slot's log path comes from infra/names.ts, the one place that names it.
-    const log = `case "$slot" in ${env.programs.map(p => `${p.slot}) log=${shq(p.log)} ;;`).join(" ")} ` +
+    const log = `case "$slot" in ${slotLogCases(env, "log=")} ` +
         `*) echo "live-slot holds '$slot', not 1 or 2" >&2; exit 3 ;; esac`;
     const header = `echo "==> $log (slot $slot${opts.slot ? "" : ", live"})" >&2`;
     const exists = `[ -r "$log" ] || { echo "no log yet at $log" >&2; exit 4; }`;
+    const start = [pick, log, header, exists].join("; ");
+    if (opts.follow && !opts.slot) return `${start}\n${followLiveScript(env, opts.lines, oldLogSeconds)}`;
     const tail = opts.follow
         ? `tail -n ${opts.lines} -F "$log" & t=$!; cat >/dev/null; kill "$t" 2>/dev/null; wait "$t" 2>/dev/null; exit 0`
         : `tail -n ${opts.lines} "$log"`;
-    return [pick, log, header, exists, tail].join("; ");
+    return `${start}; ${tail}`;
+}
+
+/** `1) <assign>'<slot 1's log>' ;; 2) ...` for a case statement. */
+function slotLogCases(env: EnvironmentLayout, assign: string): string {
+    return env.programs.map(p => `${p.slot}) ${assign}${shq(p.log)} ;;`).join(" ");
+}
+
+/**
+ * Follows the live slot (`$slot`, already checked) across deploys. A deploy rewrites
+ * live-slot at its switch, then drains and stops the old slot while it still holds the
+ * deploy lock. So: once a second, when live-slot names the other slot, its log is followed
+ * from where it ended when we started (or last stopped following it), which shows the new
+ * slot's boot and warm-up; the old log is followed on until the deploy lock is free (or
+ * the lock file is gone), at most oldLogSeconds, so its drain and shutdown lines show too.
+ * An empty or invalid live-slot is ignored. Never two tails of one log: a switch back to a
+ * slot still followed keeps its tail.
+ *
+ * Multi-line, with small functions, because it keeps state (a tail and an offset per slot).
+ * The wait for stdin to close is `read -t 1` in the foreground, which is also the poll
+ * clock: no stdin watcher in the background (whose stdin bash would make /dev/null). Every
+ * way out (stdin closed, a signal) goes through the EXIT trap, which stops every tail.
+ */
+function followLiveScript(env: EnvironmentLayout, lines: number, oldLogSeconds: number): string {
+    return `live_file=${shq(`${env.stateDir}/live-slot`)}
+lock_file=${shq(env.lockFile)}
+log_of() { case "$1" in ${slotLogCases(env, "echo ")} esac; }
+size_of() { stat -c %s -- "$1" 2>/dev/null || echo 0; }
+# The deploy holds an flock on the lock file from start to end; a shared lock is refused while it does.
+deploy_done() { [ ! -e "$lock_file" ] || flock -n -s "$lock_file" true 2>/dev/null; }
+pid=("" "" ""); off=(0 0 0)
+# follow <slot> <tail options>: tails the slot's log, unless it is already followed.
+follow() { if [ -z "\${pid[$1]}" ]; then tail "\${@:2}" -F "$(log_of "$1")" & pid[$1]=$!; fi; }
+# unfollow <slot>: stops its tail and remembers where its log ended, to go on from there.
+unfollow() {
+    if [ -n "\${pid[$1]}" ]; then kill "\${pid[$1]}" 2>/dev/null; wait "\${pid[$1]}" 2>/dev/null; pid[$1]=""; fi
+    off[$1]=$(size_of "$(log_of "$1")")
+}
+trap 'unfollow 1; unfollow 2' EXIT
+trap 'exit 0' HUP INT TERM PIPE
+# Where each log ends now: a slot we switch to is shown from there.
+for s in 1 2; do off[s]=$(size_of "$(log_of "$s")"); done
+follow "$slot" -n ${lines}
+switched=$SECONDS
+while :; do
+    read -r -t 1 _; rc=$?
+    # 0: a line (ignored); over 128: a second passed; else stdin is closed: ssh has gone.
+    if [ "$rc" -ne 0 ] && [ "$rc" -le 128 ]; then exit 0; fi
+    old=$((3 - slot))
+    if [ -n "\${pid[old]}" ] && { deploy_done || [ $((SECONDS - switched)) -ge ${oldLogSeconds} ]; }; then unfollow "$old"; fi
+    new=$(head -n 1 "$live_file" 2>/dev/null || true)
+    if [ "$new" = "$old" ]; then
+        # A log smaller than where we left it was rotated: the new file from its start.
+        [ "$(size_of "$(log_of "$new")")" -ge "\${off[new]}" ] || off[new]=0
+        echo "==> live slot is now $new: $(log_of "$new")" >&2
+        follow "$new" -c "+$((off[new] + 1))"
+        slot=$new; switched=$SECONDS
+    fi
+done`;
 }
 
 async function logs(target: Target, keyPath: string, opts: Options): Promise<number> {

@@ -163,8 +163,43 @@ describe("day-2 operations on a test host", function () {
         assert.deepStrictEqual(keyDirs(), [], "the key directory is removed");
     });
 
-    it("rollback goes back to v1 (X-App-Version 1 through nginx), streams the rotation, passes its exit code through", async () => {
-        const r = ops(["rollback", "--stack", ENV]);
+    it("rollback goes back to v1 (X-App-Version 1 through nginx), streams the rotation, passes its exit code through; logs follows it to the new slot", async () => {
+        const before = (await server.sh(`cat ${STATE}/live-slot`)).trim();
+        const next = before === "1" ? "2" : "1";
+        const offset = Number((await server.sh(`stat -c %s ${program(next).log} 2>/dev/null || echo 0`)).trim());
+        // Someone follows the live slot's log while the rollback runs.
+        const follower = spawn("bash", [OPS, "logs", "--stack", ENV, "--lines", "1"], { cwd: ROOT, env: env(), stdio: ["ignore", "pipe", "pipe"], detached: true });
+        let followed = "";
+        let followErr = "";
+        follower.stdout.setEncoding("utf8").on("data", d => (followed += d));
+        follower.stderr.setEncoding("utf8").on("data", d => (followErr += d));
+        const followerExited = new Promise<number | null>(res => follower.on("close", code => res(code)));
+        const waitFor = async (what: string, check: () => boolean) => {
+            for (const deadline = Date.now() + 30_000; !check(); await new Promise(res => setTimeout(res, 100))) {
+                if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${followed}${followErr}`);
+            }
+        };
+        let r;
+        try {
+            await waitFor("logs to start following", () => followErr.includes(`(slot ${before}, live)`));
+            r = ops(["rollback", "--stack", ENV]);
+            await waitFor("logs to follow the new slot", () => followErr.includes(`==> live slot is now ${next}: ${program(next).log}`));
+            // What the new slot wrote since logs started (its boot, the warm-up) is shown, from its first line.
+            const written = (await server.sh(`tail -c +${offset + 1} ${program(next).log}`)).split("\n").filter(Boolean);
+            assert.ok(written.length > 0, "the new slot wrote to its log");
+            await waitFor("the new slot's first line since the start", () => followed.includes(written[0]));
+        } finally {
+            process.kill(-follower.pid!, "SIGINT");
+        }
+        assert.strictEqual(await followerExited, 0, followErr);
+        let left = "";
+        for (let i = 0; i < 30; i++) {
+            left = (await server.sh("pgrep -u deploy -a -x tail || true")).trim();
+            if (!left) break;
+            await new Promise(res => setTimeout(res, 100));
+        }
+        assert.strictEqual(left, "", "no tail left on the server");
+
         assert.strictEqual(r.code, 0, r.output);
         log(`rollback:\n${r.output.replace(/^/gm, "        | ")}`);
         assert.match(r.output, new RegExp(`==> rolling back ${ENV} from ${commits.v2} to ${commits.v1}`));

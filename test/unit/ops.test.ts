@@ -2,13 +2,14 @@
 // report from sample raw data, the commands sent to the server, and, with stubs for both
 // `pulumi` and `ssh`, the "no server yet" message, the key handling and exit codes.
 import * as assert from "assert";
-import { spawnSync } from "child_process";
+import { ChildProcess, spawn, spawnSync } from "child_process";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import {
-    formatStatus, logsCommand, parseArgs, parseSupervisorLine, rollbackCommand, sshArgv, sshFailureMessage, statusScript, targetFromOutputs, UsageError,
+    formatStatus, logsCommand, OLD_LOG_FOLLOW_SECONDS, parseArgs, parseSupervisorLine, rollbackCommand, sshArgv, sshFailureMessage, statusScript, targetFromOutputs, UsageError,
 } from "../../scripts/ops";
+import { EnvironmentLayout } from "../../infra/names";
 
 const ROOT = path.join(__dirname, "..", "..");
 const OPS = path.join(ROOT, "scripts", "ops.sh");
@@ -94,7 +95,11 @@ describe("ops: commands for the server", () => {
         const follow = logsCommand(target.layout, { lines: 20, follow: true });
         assert.match(follow, /slot=\$\(head -n 1 '\/srv\/shop\/live\/state\/live-slot'/);
         assert.match(follow, /case "\$slot" in 1\) log='\/var\/log\/shop\/live-1\.log' ;; 2\) log='\/var\/log\/shop\/live-2\.log' ;;/);
-        assert.match(follow, /tail -n 20 -F "\$log" & t=\$!; cat >\/dev\/null; kill "\$t"/);
+        assert.match(follow, /^lock_file='\/srv\/shop\/live\/state\/deploy\.lock'$/m);
+        assert.match(follow, /^follow "\$slot" -n 20$/m);
+        assert.match(follow, new RegExp(`-ge ${OLD_LOG_FOLLOW_SECONDS} \\]`));
+        const slot = logsCommand(target.layout, { slot: 2, lines: 20, follow: true });
+        assert.match(slot, /^slot=2; .*; tail -n 20 -F "\$log" & t=\$!; cat >\/dev\/null; kill "\$t" 2>\/dev\/null; wait "\$t" 2>\/dev\/null; exit 0$/);
         const once = logsCommand(target.layout, { slot: 1, lines: 5, follow: false });
         assert.match(once, /^slot=1; /);
         assert.match(once, /tail -n 5 "\$log"$/);
@@ -104,11 +109,220 @@ describe("ops: commands for the server", () => {
         for (const [name, script] of [
             ["status", statusScript(target.layout)],
             ["logs", logsCommand(target.layout, { lines: 5, follow: true })],
+            ["logs --slot 1", logsCommand(target.layout, { slot: 1, lines: 5, follow: true })],
             ["logs --no-follow", logsCommand(target.layout, { slot: 2, lines: 5, follow: false })],
         ]) {
             const r = spawnSync("shellcheck", ["-s", "bash", "-"], { input: script, encoding: "utf8" });
             assert.strictEqual(r.status, 0, `${name}: ${r.stdout}`);
             assert.strictEqual(spawnSync("bash", ["-n"], { input: script }).status, 0, name);
+        }
+    });
+});
+
+/**
+ * The generated `logs` command run for real with bash, against logs, live-slot and a
+ * deploy lock in a temp directory: a deploy is played by rewriting live-slot while a
+ * child process holds the lock (an fd opened read-only, as the rotation script does).
+ */
+describe("ops: logs following, run with bash", function () {
+    this.timeout(20000);
+    const base = targetFromOutputs("live", OUTPUTS).layout;
+    let dir: string;
+    let env: EnvironmentLayout;
+    const started: ChildProcess[] = [];
+
+    const logPath = (slot: 1 | 2) => env.programs.find(p => p.slot === slot)!.log;
+    const append = (slot: 1 | 2, line: string) => fs.appendFileSync(logPath(slot), `${line}\n`);
+    /** As the rotation script's write_state: a temp file renamed over live-slot. */
+    const setLive = (value: string) => {
+        fs.writeFileSync(path.join(env.stateDir, ".live-slot.tmp"), value);
+        fs.renameSync(path.join(env.stateDir, ".live-slot.tmp"), path.join(env.stateDir, "live-slot"));
+    };
+    const sleep = (ms: number) => new Promise(resolve => setTimeout(resolve, ms));
+    async function until(what: string, check: () => boolean, ms = 5000) {
+        const deadline = Date.now() + ms;
+        while (!check()) {
+            if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+            await sleep(50);
+        }
+    }
+    const alive = (pid: number) => {
+        try {
+            process.kill(pid, 0);
+            return true;
+        } catch {
+            return false;
+        }
+    };
+    /** The tail processes a shell started (its children named tail). */
+    const tailsOf = (pid: number) => (spawnSync("pgrep", ["-P", String(pid), "-x", "tail"], { encoding: "utf8" }).stdout ?? "")
+        .split("\n").filter(Boolean).map(Number);
+
+    function run(opts: { slot?: 1 | 2 }, oldLogSeconds?: number) {
+        const child = spawn("bash", ["-c", logsCommand(env, { ...opts, lines: 5, follow: true }, oldLogSeconds)], { stdio: ["pipe", "pipe", "pipe"] });
+        started.push(child);
+        const out = { stdout: "", stderr: "", code: undefined as number | null | undefined, tails: new Set<number>() };
+        child.stdout!.setEncoding("utf8").on("data", d => (out.stdout += d));
+        child.stderr!.setEncoding("utf8").on("data", d => (out.stderr += d));
+        child.on("exit", code => (out.code = code));
+        const tails = () => {
+            const pids = tailsOf(child.pid!);
+            pids.forEach(p => out.tails.add(p));
+            return pids;
+        };
+        /** Ends stdin as ssh does when it goes: the command exits 0 and leaves no tail. */
+        const end = async () => {
+            tails();
+            assert.ok(out.tails.size > 0, "it ran tail");
+            child.stdin!.end();
+            await until("the command to exit", () => out.code !== undefined);
+            assert.strictEqual(out.code, 0, out.stderr);
+            for (const pid of out.tails) assert.ok(!alive(pid), `tail ${pid} is gone`);
+        };
+        return { child, out, tails, end };
+    }
+
+    /** Holds the deploy lock like the rotation script (flock on an fd opened read-only) until killed. */
+    async function holdLock() {
+        const holder = spawn("bash", ["-c", `exec 9<"$1"; flock 9; echo locked; exec sleep 60`, "lock", env.lockFile],
+            { stdio: ["ignore", "pipe", "inherit"] });
+        started.push(holder);
+        let said = "";
+        holder.stdout!.setEncoding("utf8").on("data", d => (said += d));
+        await until("the lock", () => said.includes("locked"));
+        return async () => {
+            holder.kill("SIGTERM");
+            await until("the lock holder to exit", () => holder.exitCode !== null || holder.signalCode !== null);
+        };
+    }
+
+    beforeEach(() => {
+        dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-ops-logs-"));
+        fs.mkdirSync(path.join(dir, "state"));
+        fs.mkdirSync(path.join(dir, "log"));
+        env = {
+            ...base,
+            stateDir: path.join(dir, "state"),
+            lockFile: path.join(dir, "state", "deploy.lock"),
+            programs: base.programs.map(p => ({ ...p, log: path.join(dir, "log", `live-${p.slot}.log`) })),
+        };
+        fs.writeFileSync(env.lockFile, "");
+        setLive("1\n");
+        append(1, "old line 1");
+        append(2, "slot 2 before the follow started");
+    });
+    afterEach(() => {
+        for (const c of started.splice(0)) {
+            if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
+        }
+        fs.rmSync(dir, { recursive: true, force: true });
+    });
+
+    it("follows the new live slot after a deploy's switch (from where its log was), and the old one until the deploy lock is free", async () => {
+        const { child, out, tails, end } = run({});
+        try {
+            await until("the first lines", () => out.stdout.includes("old line 1"));
+            assert.match(out.stderr, /^==> .*live-1\.log \(slot 1, live\)$/m);
+            append(1, "slot 1 serves");
+            await until("slot 1's new line", () => out.stdout.includes("slot 1 serves"));
+            // The deploy boots slot 2 after the follow started: these lines are shown once it is live.
+            append(2, "slot 2 boots");
+            append(2, "slot 2 warmed up");
+            const release = await holdLock();
+            setLive("2\n");
+            await until("the switch message", () => out.stderr.includes(`==> live slot is now 2: ${logPath(2)}\n`));
+            append(1, "slot 1 drains");
+            append(2, "slot 2 serves");
+            await until("slot 2's lines and slot 1's drain", () =>
+                ["slot 2 boots", "slot 2 warmed up", "slot 2 serves", "slot 1 drains"].every(l => out.stdout.includes(l)), 3000);
+            assert.ok(!out.stdout.includes("slot 2 before the follow started"), out.stdout);
+            assert.strictEqual(tails().length, 2, "both logs followed while the deploy runs");
+            await sleep(1500);
+            assert.strictEqual(tails().length, 2, "still both while the lock is held");
+            append(1, "slot 1 stopped");
+            await until("slot 1's last line", () => out.stdout.includes("slot 1 stopped"));
+            await release();
+            // The next poll (about a second) sees the lock free and lets slot 1's log go.
+            await until("one tail left", () => tails().length === 1, 4000);
+            append(1, "slot 1 after the deploy");
+            append(2, "slot 2 after the deploy");
+            await until("slot 2's line after the deploy", () => out.stdout.includes("slot 2 after the deploy"));
+            await sleep(300);
+            assert.ok(!out.stdout.includes("slot 1 after the deploy"), out.stdout);
+            assert.strictEqual(out.stdout.split("\n").filter(l => l === "slot 2 boots").length, 1, "shown once");
+            await end();
+        } finally {
+            tails().forEach(p => process.kill(p, "SIGKILL"));
+            child.kill("SIGKILL");
+        }
+    });
+
+    it("ignores an empty or invalid live-slot, keeps one tail per log on a switch back, and lets the old log go without a lock file", async () => {
+        const { child, out, tails, end } = run({});
+        try {
+            await until("the first lines", () => out.stdout.includes("old line 1"));
+            const release = await holdLock();
+            setLive("2\n");
+            await until("the switch to 2", () => out.stderr.includes("==> live slot is now 2"));
+            for (const bad of ["", "3\n", "x\n"]) setLive(bad);
+            await sleep(1300);
+            assert.doesNotMatch(out.stderr, /live slot is now (?!2)/);
+            // A deploy right after switches back while slot 1's log is still followed: its tail is kept.
+            const before = tails();
+            assert.strictEqual(before.length, 2);
+            setLive("1\n");
+            await until("the switch back to 1", () => out.stderr.includes("==> live slot is now 1"));
+            await sleep(300);
+            assert.deepStrictEqual(tails().sort(), before.sort(), "the same two tails");
+            append(1, "slot 1 again");
+            await until("slot 1's line", () => out.stdout.includes("slot 1 again"));
+            await sleep(300);
+            assert.strictEqual(out.stdout.split("\n").filter(l => l === "slot 1 again").length, 1, out.stdout);
+            await release();
+            // No lock file: no deploy runs, so slot 2's log is let go at the next poll.
+            fs.rmSync(env.lockFile);
+            await until("one tail left", () => tails().length === 1, 4000);
+            await end();
+        } finally {
+            tails().forEach(p => process.kill(p, "SIGKILL"));
+            child.kill("SIGKILL");
+        }
+    });
+
+    it("lets the old log go after the bound even while the lock stays held", async () => {
+        const { child, out, tails, end } = run({}, 1);
+        try {
+            await until("the first lines", () => out.stdout.includes("old line 1"));
+            await holdLock();
+            setLive("2\n");
+            await until("the switch to 2", () => out.stderr.includes("==> live slot is now 2"));
+            assert.strictEqual(tails().length, 2);
+            await until("one tail left", () => tails().length === 1, 4000);
+            await end();
+        } finally {
+            tails().forEach(p => process.kill(p, "SIGKILL"));
+            child.kill("SIGKILL");
+        }
+    });
+
+    it("--slot 1 keeps following slot 1 after a switch", async () => {
+        const { child, out, tails, end } = run({ slot: 1 });
+        try {
+            await until("the first lines", () => out.stdout.includes("old line 1"));
+            assert.match(out.stderr, /^==> .*live-1\.log \(slot 1\)$/m);
+            setLive("2\n");
+            await sleep(1500);
+            append(2, "slot 2 serves");
+            append(1, "slot 1 drains");
+            await until("slot 1's line", () => out.stdout.includes("slot 1 drains"));
+            await sleep(300);
+            assert.ok(!out.stdout.includes("slot 2"), out.stdout);
+            assert.doesNotMatch(out.stderr, /live slot is now/);
+            assert.strictEqual(tails().length, 1);
+            await end();
+        } finally {
+            tails().forEach(p => process.kill(p, "SIGKILL"));
+            child.kill("SIGKILL");
         }
     });
 });
