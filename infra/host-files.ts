@@ -284,6 +284,7 @@ export function environmentStep(settings: Settings, l: EnvironmentLayout, appGit
         claims: embeddable(environmentClaims(settings, l), "claims", "CZD_CLAIMS"),
         allClaimsFiles: ALL_CLAIMS_FILES,
         claimsLock: CLAIMS_LOCK,
+        authorizedKey: settings.sshPublicKey,
         claimsLockWait: CLAIMS_LOCK_WAIT_SECONDS,
     });
 }

@@ -2,6 +2,7 @@
 // server the live stack owns (serverStack), deploys without touching live, and
 // `pulumi destroy` of beta removes beta alone, all while live serves under load.
 import * as assert from "assert";
+import { execFileSync } from "child_process";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
@@ -32,6 +33,8 @@ describe("live and beta on one server", function () {
     let work: string;
     let app: string;
     let betaState: string;
+    /** Beta's own key pair (another machine's): root accepts it by hand, as a user would set up; the deploy user only through beta's setup. */
+    const betaKey = { sshPublicKey: "", sshPrivateKey: "" };
     let betaResources: RemoteResource[] = [];
     const commits: Record<string, string> = {};
 
@@ -54,7 +57,7 @@ describe("live and beta on one server", function () {
         betaResources = await collect({
             config: {
                 provider: "existing", serverStack: "live", environment: "beta", domain: BETA_DOMAIN, ...BETA_PORTS,
-                sshPublicKey: server.config.sshPublicKey, sshPrivateKey: server.config.sshPrivateKey, appPath: app, ...overrides,
+                ...betaKey, appPath: app, ...overrides,
             },
             secretKeys: ["sshPrivateKey", "appEnv", "tlsKey"],
             stack: "beta",
@@ -73,6 +76,10 @@ describe("live and beta on one server", function () {
         betaState = path.join(work, "beta-state.json");
         server = await startServer({ name: "shared", index: 24, appPath: app, config: { domain: LIVE_DOMAIN, environment: "live" } });
         await step("live stack: setup and deploy v1", () => server.up({ appRevision: commits.v1 }));
+        execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "beta-stack", "-f", path.join(work, "beta-key")]);
+        betaKey.sshPublicKey = fs.readFileSync(path.join(work, "beta-key.pub"), "utf8").trim();
+        betaKey.sshPrivateKey = fs.readFileSync(path.join(work, "beta-key"), "utf8");
+        await server.sh("cat >>/root/.ssh/authorized_keys", "root", `${betaKey.sshPublicKey}\n`);
         await step("beta stack: its environment on live's server, deploy v2", () => beta({ appRevision: commits.v2 }));
     });
 
@@ -85,6 +92,9 @@ describe("live and beta on one server", function () {
         assert.strictEqual((await httpGet(server.host.address, LIVE_DOMAIN)).version, "1");
         assert.strictEqual((await httpGet(server.host.address, BETA_DOMAIN)).version, "2");
         assert.ok(betaResources.every(r => !r.name.startsWith("setup-") && r.name !== "destroy-guard"), "beta does not set up the host");
+        // Beta deploys as the deploy user with its own key, which only its environment step authorized.
+        const deployKeys = await server.sh("cat ~deploy/.ssh/authorized_keys");
+        assert.ok(deployKeys.includes(betaKey.sshPublicKey) && deployKeys.includes(server.config.sshPublicKey), deployKeys);
         assert.match(await server.sh("iptables -t nat -S CZD-sample-app-beta"), /--dport 3100 .*--to-ports 310[12]/);
         assert.deepStrictEqual((await betaPresence()).slice(0, 6), ["group", "beta-jvm", "dir", "site", "rule", "sudoers"]);
     });

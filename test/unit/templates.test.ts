@@ -493,6 +493,32 @@ describe("environment step: the traffic ports of an existing environment", () =>
     });
 });
 
+describe("environment step: the stack's key for the deploy user", () => {
+    it("adds this stack's key, keeps the others, once; on a server another stack owns only this step adds it", () => {
+        const dir = tmpdir("deploy-key");
+        try {
+            const other = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOtherStackKeyOtherStackKeyOtherStackKey1 owner";
+            fs.mkdirSync(path.join(dir, ".ssh"));
+            fs.writeFileSync(path.join(dir, ".ssh", "authorized_keys"), `${other}\n`);
+            const s = parseSettings({ sshPublicKey: PUB, sshPrivateKey: PRIV, appName: APP, provider: "existing", serverStack: "live" }, "beta");
+            const step = environmentStep(s, layout(APP, "beta", s.ports)).script;
+            assert.match(step, /\nmain\(\) \{\n  claim_environment\n  authorize_deploy_key "\$STACK_KEY"\n/);
+            const run = () => spawnSync("bash", ["-c", ["STEP=test; set -euo pipefail", render("lib.sh", {}),
+                `getent() { echo "deploy:x:1000:1000::${dir}:/bin/bash"; }`, step.match(/^readonly STACK_KEY=.*$/m)![0],
+                functionSource(step, "authorize_deploy_key").split("deploy:deploy").join("root:root"), 'authorize_deploy_key "$STACK_KEY"'].join("\n")],
+                { encoding: "utf8" });
+            for (const attempt of [1, 2]) {
+                const r = run();
+                assert.strictEqual(r.status, 0, r.stderr);
+                assert.strictEqual(fs.readFileSync(path.join(dir, ".ssh", "authorized_keys"), "utf8"), `${other}\n${PUB}\n`, `after run ${attempt}`);
+            }
+            assert.strictEqual(fs.statSync(path.join(dir, ".ssh", "authorized_keys")).mode & 0o777, 0o600);
+        } finally {
+            fs.rmSync(dir, { recursive: true, force: true });
+        }
+    });
+});
+
 describe("environment step: the server-wide lock around the claims", () => {
     const s = parseSettings({ sshPublicKey: PUB, sshPrivateKey: PRIV, appName: APP }, "live");
     const step = environmentStep(s, layout(APP, "live", s.ports)).script;
@@ -507,7 +533,7 @@ describe("environment step: the server-wide lock around the claims", () => {
     }
 
     it("comes first in the setup, and takes the checks and the records", () => {
-        assert.match(step, /\nmain\(\) \{\n  claim_environment\n  install_scripts\n/);
+        assert.match(step, /\nmain\(\) \{\n  claim_environment\n/);
         assert.strictEqual(step.match(/check_claims$/gm)!.length, 1, "the checks run only under the lock");
         const dir = tmpdir("claims-lock");
         try {
