@@ -212,6 +212,13 @@ export function cidrProblem(cidr: string): string | undefined {
  * Turns raw config into settings, or throws one ConfigError listing every problem:
  * each names the key, the bad value and what is allowed.
  */
+/**
+ * javaOpts are words on the slot's java command line (split by the shell on purpose), so only
+ * characters the shell takes literally: no quotes, globs (`*`), parentheses or expansions.
+ */
+export const JAVA_OPTS_ALLOWED = /^[A-Za-z0-9 ._:=+,\/%@-]*$/;
+export const JAVA_OPTS_ALLOWED_TEXT = "JVM options separated by spaces, made of letters, digits and . _ : = + , / % @ - only (no quotes, '*', '$', parentheses or other shell characters)";
+
 export function parseSettings(raw: RawConfig, stack: string): Settings {
     const problems: string[] = [];
     const bad = (key: string, value: unknown, allowed: string) =>
@@ -347,7 +354,7 @@ export function parseSettings(raw: RawConfig, stack: string): Settings {
     const keepReleases = integer("keepReleases", 2, 100, "a whole number from 2 to 100 (the live and the previous release are always kept)");
 
     const javaOpts = text("javaOpts");
-    if (/[\n'"`$\\;&|<>]/.test(javaOpts)) bad("javaOpts", javaOpts, "JVM options separated by spaces, without quotes, '$', '`', '\\', ';', '&', '|', '<', '>' or newlines");
+    if (!JAVA_OPTS_ALLOWED.test(javaOpts)) bad("javaOpts", javaOpts, JAVA_OPTS_ALLOWED_TEXT);
 
     let appEnvNames: string[] = [];
     if (raw.appEnv !== undefined && raw.appEnv.trim() !== "") {

@@ -5,7 +5,7 @@
 // from the layout (names.ts); the templates never spell one themselves.
 
 import { createHash } from "crypto";
-import { BOOT_PRIORITIES, RAMP_SECONDS_MAX, RAMP_STEPS_PERCENT, Settings, URL_PATH, WARMUP_REQUESTS_MAX } from "./config";
+import { BOOT_PRIORITIES, JAVA_OPTS_ALLOWED, RAMP_SECONDS_MAX, RAMP_STEPS_PERCENT, Settings, URL_PATH, WARMUP_REQUESTS_MAX } from "./config";
 import { EnvironmentLayout, RELEASE_JAR, slotProgram, SUPERVISOR_SOCKET, SUPERVISOR_START_SECONDS } from "./names";
 import { render } from "./render";
 
@@ -129,7 +129,7 @@ export function validateRotationInput(layout: EnvironmentLayout, settings: Rotat
         `warmupRequests ${settings.warmupRequests} (integer 0..${WARMUP_REQUESTS_MAX})`);
     check(Number.isInteger(settings.rampSeconds) && settings.rampSeconds >= 0 && settings.rampSeconds <= RAMP_SECONDS_MAX,
         `rampSeconds ${settings.rampSeconds} (integer 0..${RAMP_SECONDS_MAX})`);
-    check(/^[A-Za-z0-9 ._:=+,\/%-]*$/.test(settings.javaOpts), `javaOpts ${JSON.stringify(settings.javaOpts)}`);
+    check(JAVA_OPTS_ALLOWED.test(settings.javaOpts), `javaOpts ${JSON.stringify(settings.javaOpts)}`);
     check((BOOT_PRIORITIES as readonly string[]).includes(settings.bootPriority), `bootPriority ${JSON.stringify(settings.bootPriority)} (one of ${BOOT_PRIORITIES.join(", ")})`);
     checkSeconds(settings.startTimeoutSeconds, "startTimeoutSeconds", 1);
     checkSeconds(settings.drainTimeoutSeconds, "drainTimeoutSeconds", 0);

@@ -190,6 +190,12 @@ describe("config validation", () => {
     it("rejects a malformed domain and javaOpts that could break out of the command", () => {
         assertProblem(valid({ domain: "not_a domain" }), "domain", "fully qualified");
         assertProblem(valid({ javaOpts: "-Xmx512m; rm -rf /" }), "javaOpts");
+        // Refused in preview, with what is allowed, rather than later by the rotation's own check.
+        for (const opts of ["-Xlog:gc*", "-Dx=(y)", "-Dname='a b'", "-Dp=$HOME"]) {
+            assertProblem(valid({ javaOpts: opts }), `javaOpts = ${JSON.stringify(opts)} is not valid: JVM options separated by spaces, made of letters, digits and . _ : = + , / % @ - only`);
+        }
+        assert.strictEqual(parseSettings(valid({ javaOpts: "-Dmail=ops@example.com -Xlog:gc:file=/tmp/gc.log -XX:MaxRAMPercentage=50" }), "live").javaOpts,
+            "-Dmail=ops@example.com -Xlog:gc:file=/tmp/gc.log -XX:MaxRAMPercentage=50");
         assert.strictEqual(parseSettings(valid({ domain: "App.Example.com", javaOpts: "-Xmx512m -XX:+UseG1GC" }), "live").domain, "app.example.com");
     });
 
