@@ -516,6 +516,34 @@ describe("rotation: deploy script", () => {
         }
     });
 
+    it("records state all or nothing: a write that fails (a full disk) keeps the old value and says so; on_exit then gives the manual fix", () => {
+        const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-state-"));
+        try {
+            fs.mkdirSync(path.join(dir, "releases"));
+            fs.writeFileSync(path.join(dir, "live-slot"), "1\n");
+            fs.writeFileSync(path.join(dir, "live-revision"), "old\n");
+            // The temporary file is /dev/full for one run: each write to it fails with ENOSPC, as on a full disk.
+            const run = (full: string) => spawnSync("bash", ["-c", ["set -euo pipefail", `STATE_DIR=${dir} RELEASES_DIR=${dir}/releases NEW_SLOT=2 OLD_REVISION=old REVISION=new`,
+                ...["write_state", "record_switch"].map(fn => functionSource(s, fn)),
+                full ? `ln -s /dev/full "${dir}/.${full}.tmp.$$"` : ":",
+                'if record_switch; then echo recorded; else echo "not recorded: $?"; fi'].join("\n")], { encoding: "utf8" });
+            const state = () => ["live-slot", "live-revision", "previous-revision"].map(f => fs.existsSync(path.join(dir, f)) ? fs.readFileSync(path.join(dir, f), "utf8") : "-");
+            const failed = run("live-slot");
+            assert.strictEqual(failed.stdout, "not recorded: 1\n", failed.stderr);
+            assert.deepStrictEqual(state(), ["1\n", "old\n", "-"], "the old values stay, not an empty file");
+            assert.deepStrictEqual(fs.readdirSync(dir).filter(f => f.startsWith(".")), [], "no temporary file left");
+            const later = run("live-revision");
+            assert.strictEqual(later.stdout, "not recorded: 1\n");
+            assert.deepStrictEqual(state(), ["2\n", "old\n", "old\n"], "it stops at the first record it could not write");
+            const ok = run("");
+            assert.strictEqual(ok.stdout, "recorded\n", ok.stderr);
+            assert.deepStrictEqual(state(), ["2\n", "new\n", "old\n"]);
+            assert.match(functionBody(s, "on_exit"), /if ! record_switch; then\n\s+warn "traffic already goes to slot \$NEW_SLOT \(\$REVISION\), but this server could not record it \(is the disk full\? df -h \$STATE_DIR\)[^"]*echo \$NEW_SLOT > \$STATE_DIR\/live-slot; echo \$REVISION > \$STATE_DIR\/live-revision"/);
+        } finally {
+            fs.rmSync(dir, { recursive: true, force: true });
+        }
+    });
+
     it("unpacks a pushed revision, or with --git-path only the app's directory of it, and names a revision without that directory", () => {
         const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-git-path-"));
         try {
