@@ -544,6 +544,36 @@ describe("rotation: deploy script", () => {
         }
     });
 
+    it("prunes to the newest keepReleases releases with a jar, keeps live, previous and the slots' whatever their age, and removes builds that did not finish", () => {
+        const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-prune-"));
+        try {
+            const releases = path.join(dir, "releases");
+            const slots = path.join(dir, "slots");
+            fs.mkdirSync(slots);
+            // Oldest first: r1 (previous), r2, r3 (its build failed), r4, r5 (linked from slot 1), f1 and f2 (failed builds), r6 (live, this deploy).
+            const names = ["r1", "r2", "r3", "r4", "r5", "f1", "f2", "r6"];
+            names.forEach((name, i) => {
+                fs.mkdirSync(path.join(releases, name, "src"), { recursive: true });
+                if (!name.startsWith("f") && name !== "r3") fs.writeFileSync(path.join(releases, name, "app.jar"), "jar");
+                const t = new Date(Date.UTC(2026, 10, 1, 0, i));
+                fs.utimesSync(path.join(releases, name), t, t);
+            });
+            fs.symlinkSync(path.join(releases, "r5"), path.join(slots, "1"));
+            fs.writeFileSync(path.join(dir, "live-revision"), "r6\n");
+            fs.writeFileSync(path.join(dir, "previous-revision"), "r1\n");
+            const r = spawnSync("bash", ["-c", ["set -euo pipefail", `STATE_DIR=${dir} RELEASES_DIR=${releases} SLOTS_DIR=${slots} RELEASE_JAR=app.jar KEEP_RELEASES=2 REVISION=r6`,
+                oneLineFunction(s, "say"), ...["read_state", "slot_revision", "prune_releases"].map(fn => functionSource(s, fn)), "prune_releases"].join("\n")],
+                { encoding: "utf8" });
+            assert.strictEqual(r.status, 0, r.stderr);
+            assert.deepStrictEqual(fs.readdirSync(releases).sort(), ["r1", "r5", "r6"],
+                `the 2 newest with a jar (r6, r5; r5 also a slot's), previous r1; r2 and r4 pruned; failed builds gone\n${r.stdout}${r.stderr}`);
+            assert.match(r.stdout + r.stderr, /removing f2: its build did not finish/);
+            assert.match(r.stdout + r.stderr, /pruning release r4/);
+        } finally {
+            fs.rmSync(dir, { recursive: true, force: true });
+        }
+    });
+
     it("unpacks a pushed revision, or with --git-path only the app's directory of it, and names a revision without that directory", () => {
         const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-git-path-"));
         try {
