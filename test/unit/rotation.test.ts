@@ -724,6 +724,11 @@ describe("rotation: deploy script", () => {
             assert.strictEqual(build("cat >/dev/null", { LEIN_FAILS: "1" }), `lein uberjar failed for abc (full output: ${dir}/releases/abc/build.log)`);
             // the reader goes away after 3 lines, as an ended SSH session does
             assert.strictEqual(build("head -n 3 >/dev/null"), "its output was closed (the SSH session or pipe that ran it ended)");
+            assert.ok(fs.existsSync(path.join(dir, "releases", "abc", "app.jar")), "the build finished all the same: the next deploy reuses its jar");
+            assert.match(fs.readFileSync(path.join(dir, "releases", "abc", "build.log"), "utf8"), /compiling 30\n$/, "build.log has all of lein's output");
+            assert.strictEqual(build("head -n 3 >/dev/null", { LEIN_FAILS: "1" }), `lein uberjar failed for abc (full output: ${dir}/releases/abc/build.log)`,
+                "a failed build is a failed build, output or not");
+            assert.ok(!fs.existsSync(path.join(dir, "releases", "abc", "app.jar")));
         } finally {
             fs.rmSync(dir, { recursive: true, force: true });
         }
