@@ -689,6 +689,25 @@ describe("rotation: deploy script", () => {
         }
     });
 
+    it("refuses to start a slot whose port another process holds (it would pass the gate in the new slot's place)", async () => {
+        const server = http.createServer((_req, res) => res.end("stray")).listen(0, "127.0.0.1");
+        await new Promise(resolve => server.once("listening", resolve));
+        const taken = (server.address() as { port: number }).port;
+        try {
+            const check = (port: number) => spawnSync("bash", ["-c", ["set -euo pipefail", 'fail() { echo "failed: $1"; exit 1; }', `declare -A SLOT_PORT=([2]=${port})`,
+                functionSource(s, "check_port_free"), "check_port_free 2 && echo free"].join("\n")], { encoding: "utf8" });
+            const r = check(taken);
+            assert.strictEqual(r.status, 1);
+            assert.strictEqual(r.stdout, `failed: port ${taken} of slot 2 is taken by a process that is not slot 2 (Supervisor has it stopped); nothing was changed. ` +
+                `Find it with: sudo ss -tlnp 'sport = :${taken}', stop it, and deploy again\n`);
+            await new Promise(resolve => server.close(resolve));
+            assert.strictEqual(check(taken).stdout, "free\n");
+            assert.match(functionBody(s, "start_slot"), /stop_leftover_slot "\$slot"\n\s+check_port_free "\$slot"\n\s+point_slot/, "checked after a leftover slot is stopped, before anything changes");
+        } finally {
+            server.close();
+        }
+    });
+
     it("documents the history columns", () => {
         assert.match(s, /time\(ISO 8601\)\s+environment\s+revision\s+slot\s+outcome\s+build_s\s+boot_s\s+gate_s\s+drain_s\s+warmup_s/);
     });
