@@ -162,7 +162,7 @@ describe("app secrets, JVM options and local builds on a test host", function ()
 
     it("a git push of the repository deploys the app's directory in it (appPath below the repository's top), with 0 failed requests", async () => {
         const hook = await server.sh(`cat ${LAYOUT.repoDir}/hooks/post-receive`);
-        assert.match(hook, /--git-path 'app' \|\| status=\$\?/);
+        assert.match(hook, /--revision "\$newrev" --git-path 'app'\)/);
         const { commitAppVersion } = await import("./app-variants");
         const sha = commitAppVersion(path.join(work, "repo", "app"), { version: "pushed" });
         // Asynchronously: the load client runs in this process.

@@ -574,6 +574,35 @@ describe("rotation: deploy script", () => {
         }
     });
 
+    it("a push that waited for the lock is not deployed once a newer push moved its branch; --git-ref goes with --git only", () => {
+        const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-superseded-"));
+        try {
+            const repo = path.join(dir, "repo.git");
+            const g = (...args: string[]) => execFileSync("git", args, { cwd: dir, encoding: "utf8",
+                env: { ...process.env, GIT_AUTHOR_NAME: "t", GIT_AUTHOR_EMAIL: "t@e", GIT_COMMITTER_NAME: "t", GIT_COMMITTER_EMAIL: "t@e" } }).trim();
+            g("init", "-q", "--bare", "-b", "main", repo);
+            const tree = g("--git-dir", repo, "hash-object", "-t", "tree", "-w", "/dev/null");
+            const first = g("--git-dir", repo, "commit-tree", "-m", "one", tree);
+            const second = g("--git-dir", repo, "commit-tree", "-p", first, "-m", "two", tree);
+            g("--git-dir", repo, "update-ref", "refs/heads/main", second);
+            const check = (revision: string, ref: string, mode = "git") => spawnSync("bash", ["-c", ["set -euo pipefail",
+                `MODE=${mode} GIT_REPO=${repo} GIT_REF=${ref} REVISION=${revision}`, oneLineFunction(s, "say"),
+                'record_history() { echo "history: $1"; }', functionSource(s, "superseded"),
+                'if superseded; then echo skipped; else echo deploys; fi'].join("\n")], { encoding: "utf8" });
+            assert.strictEqual(check(first, "refs/heads/main").stdout,
+                `==> not deploying ${first.slice(0, 12)}: main moved on to ${second.slice(0, 12)} (a newer push) while it waited; that push deploys it\nhistory: superseded by ${second.slice(0, 12)}\nskipped\n`);
+            assert.strictEqual(check(second, "refs/heads/main").stdout, "deploys\n", "the branch's head");
+            assert.strictEqual(check(first, '""').stdout, "deploys\n", "no --git-ref (a deploy by hand)");
+            assert.strictEqual(check(first, "refs/heads/main", "archive").stdout, "deploys\n");
+            assert.match(functionBody(s, "main"), /acquire_lock\n\s+if superseded; then return 0; fi\n/, "checked once the lock is held");
+            const usage = spawnSync("bash", ["-c", `${s.replace(/\nmain "\$@"\n$/, "\n")}\nparse_args --archive a.tar --revision x --git-ref refs/heads/main`], { encoding: "utf8" });
+            assert.strictEqual(usage.status, 2);
+            assert.match(usage.stderr, /^deploy: --git-ref goes with --git$/m);
+        } finally {
+            fs.rmSync(dir, { recursive: true, force: true });
+        }
+    });
+
     it("unpacks a pushed revision, or with --git-path only the app's directory of it, and names a revision without that directory", () => {
         const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-git-path-"));
         try {

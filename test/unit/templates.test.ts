@@ -146,16 +146,50 @@ describe("rendered templates", () => {
         fs.rmSync(dir, { recursive: true, force: true });
     });
 
-    it("post-receive deploys only the configured branch", () => {
-        assert.match(files.postReceive, /refs\/heads\/main/);
-        assert.match(files.postReceive, new RegExp(`/srv/${APP}/live/bin/deploy --git /srv/${APP}/live/repo.git --revision "\\$newrev" \\|\\|`));
+    /** Runs the rendered post-receive hook with the deploy script replaced by a stub that records its arguments and exits with `exit`. */
+    function push(hook: string, lines: string, exit: number) {
+        const dir = tmpdir("post-receive");
+        try {
+            const stub = path.join(dir, "deploy");
+            fs.writeFileSync(stub, `#!/bin/bash\nprintf '%s\\n' "$@" >>${dir}/calls; echo ---- >>${dir}/calls\nexit ${exit}\n`, { mode: 0o755 });
+            const r = spawnSync("bash", ["-c", hook.split(env.deployScript).join(stub)], { input: lines, encoding: "utf8" });
+            const calls = fs.existsSync(path.join(dir, "calls")) ? fs.readFileSync(path.join(dir, "calls"), "utf8").split("----\n").filter(Boolean).map(c => c.trimEnd().split("\n")) : [];
+            // The command the hook prints to deploy again, run as a user would paste it (with the stub).
+            const again = /on the server: (.*)$/m.exec(r.stdout)?.[1];
+            let pasted: string[] | undefined;
+            if (again) {
+                fs.rmSync(path.join(dir, "calls"), { force: true });
+                spawnSync("bash", ["-c", again.split(env.deployScript).join(stub)], { encoding: "utf8" });
+                pasted = fs.readFileSync(path.join(dir, "calls"), "utf8").split("----\n")[0].trimEnd().split("\n");
+            }
+            return { status: r.status, stdout: r.stdout, calls, pasted };
+        } finally {
+            fs.rmSync(dir, { recursive: true, force: true });
+        }
+    }
+    const sha = "0123456789abcdef0123456789abcdef01234567";
+
+    it("post-receive deploys only the configured branch, naming it so that a newer push supersedes a waiting one", () => {
+        const r = push(files.postReceive, `${"0".repeat(40)} ${sha} refs/heads/main\n${"0".repeat(40)} ${sha} refs/heads/topic\n`, 0);
+        assert.strictEqual(r.status, 0);
+        assert.deepStrictEqual(r.calls, [["--git", env.repoDir, "--revision", sha, "--git-ref", "refs/heads/main"]]);
+        assert.match(r.stdout, /refs\/heads\/topic was stored but not deployed: only main deploys to live/);
+    });
+
+    it("post-receive: a failed deploy fails the push and says how to deploy that commit again (pushing it again would run no hook)", () => {
+        const r = push(files.postReceive, `${"0".repeat(40)} ${sha} refs/heads/main\n`, 1);
+        assert.strictEqual(r.status, 1);
+        assert.match(r.stdout, /the push of 0123456789ab is stored, and live keeps serving what it served\. To deploy it again, push a new commit \(git commit --allow-empty -m redeploy\), or on the server: /);
+        assert.deepStrictEqual(r.pasted, ["--git", env.repoDir, "--revision", sha], "the printed command deploys the same commit");
     });
 
     it("post-receive deploys the app's directory of the pushed repository when appPath is below its top, quoted", () => {
         const sub = renderEnvironmentFiles(settings, env, "apps/shop").postReceive;
-        assert.match(sub, /--revision "\$newrev" --git-path 'apps\/shop' \|\| status=\$\?/);
-        const odd = renderEnvironmentFiles(settings, env, "my app;x").postReceive;
-        assert.match(odd, /--git-path 'my app;x' \|\|/, "one quoted word, whatever the directory is called");
+        assert.deepStrictEqual(push(sub, `${"0".repeat(40)} ${sha} refs/heads/main\n`, 0).calls[0].slice(-4, -2), ["--git-path", "apps/shop"]);
+        const odd = renderEnvironmentFiles(settings, env, "my app;x $HOME").postReceive;
+        const r = push(odd, `${"0".repeat(40)} ${sha} refs/heads/main\n`, 1);
+        assert.deepStrictEqual(r.calls[0].slice(-4, -2), ["--git-path", "my app;x $HOME"], "one word, whatever the directory is called");
+        assert.deepStrictEqual(r.pasted!.slice(-2), ["--git-path", "my app;x $HOME"], "and so in the printed command");
         shellcheck(sub, "post-receive");
     });
 
