@@ -379,7 +379,7 @@ describe("rotation: deploy script", () => {
 
     it("swaps slot links atomically and writes state via temp + rename", () => {
         assert.match(s, /ln -sfn "\$rel" "\$tmp"\n\s+mv -T "\$tmp" "\$SLOTS_DIR\/\$slot"/);
-        assert.match(s, /printf '%s\\n' "\$2" >"\$tmp"\n\s+mv -f "\$tmp" "\$STATE_DIR\/\$1"/);
+        assert.match(s, /if printf '%s\\n' "\$2" >"\$tmp" && mv -f "\$tmp" "\$STATE_DIR\/\$1"; then return 0; fi/);
     });
 
     it("rotates in order: start at the boot priority, gate, warm up, switch, then drain", () => {
