@@ -97,6 +97,13 @@ export interface EnvironmentLayout {
     repoDir: string;
     /** Mode 0600, owned by the app user: the app's environment variables (secrets included). */
     envFile: string;
+    /** Root's, 0644: the configured javaOpts, one line of words. */
+    javaOptsFile: string;
+    /**
+     * The app user's, 0700: per slot, the settings it last started with (`<n>.env`,
+     * `<n>.java-opts`) and the request it took them for (`<n>.request`); see `settingsRequest`.
+     */
+    slotSettingsDir: string;
     lockFile: string;
     historyFile: string;
     deployScript: string;
@@ -138,8 +145,12 @@ export interface EnvironmentLayout {
      * `bootFlag`: while it exists, run-slot starts the slot's JVM at idle CPU priority
      * (SCHED_IDLE). The deploy creates it before starting the idle slot and removes it
      * once that slot is live; the switch helper raises the live JVM back to normal.
+     * `settingsRequest`: a deploy writes a new token there before it starts the slot, and
+     * run-slot then takes the current settings (envFile, javaOptsFile); a start without a
+     * new token (a reboot's restore, Supervisor restarting a crashed JVM) keeps the settings
+     * the slot last started with, so a settings change whose deploy failed never reaches it.
      */
-    programs: { slot: Slot; name: string; port: number; nreplPort: number; log: string; bootFlag: string }[];
+    programs: { slot: Slot; name: string; port: number; nreplPort: number; log: string; bootFlag: string; settingsRequest: string }[];
 }
 
 export function environmentId(appName: string, environment: string): string {
@@ -188,6 +199,8 @@ export function layout(appName: string, environment: string, ports: Ports): Envi
         binDir,
         repoDir: `${baseDir}/repo.git`,
         envFile: `${baseDir}/app.env`,
+        javaOptsFile: `${baseDir}/java-opts`,
+        slotSettingsDir: `${baseDir}/slot-settings`,
         lockFile: `${stateDir}/deploy.lock`,
         historyFile: `${stateDir}/history`,
         deployScript: `${binDir}/deploy`,
@@ -219,6 +232,7 @@ export function layout(appName: string, environment: string, ports: Ports): Envi
             nreplPort: slotNreplPort(ports, slot),
             log: `${logDir}/${environment}-${slot}.log`,
             bootFlag: `${slotsDir}/${slot}.booting`,
+            settingsRequest: `${slotsDir}/${slot}.settings-request`,
         })),
     };
 }

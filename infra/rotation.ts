@@ -118,6 +118,7 @@ export function validateRotationInput(layout: EnvironmentLayout, settings: Rotat
         check(SAFE_ID.test(p.name), `program name ${JSON.stringify(p.name)}`);
         check(SAFE_PATH.test(p.log), `log path ${JSON.stringify(p.log)}`);
         check(SAFE_PATH.test(p.bootFlag), `boot flag path ${JSON.stringify(p.bootFlag)}`);
+        check(SAFE_PATH.test(p.settingsRequest), `settings request path ${JSON.stringify(p.settingsRequest)}`);
         checkPort(p.port, `slot ${p.slot} port`);
         check(p.port !== layout.ports.proxy, `slot ${p.slot} port equals the proxy port`);
     }
@@ -168,10 +169,12 @@ export function rotationView(layout: EnvironmentLayout, settings: RotationSettin
         slot1Port: s1.port,
         slot1Log: s1.log,
         slot1BootFlag: s1.bootFlag,
+        slot1SettingsRequest: s1.settingsRequest,
         slot2Program: `${layout.id}:${s2.name}`,
         slot2Port: s2.port,
         slot2Log: s2.log,
         slot2BootFlag: s2.bootFlag,
+        slot2SettingsRequest: s2.settingsRequest,
         domain: settings.domain,
         healthPath: settings.healthPath,
         startTimeoutSeconds: settings.startTimeoutSeconds,

@@ -160,6 +160,33 @@ describe("app secrets, JVM options and local builds on a test host", function ()
         assert.match(await server.sh(`tail -n 1 ${LAYOUT.historyFile}`), new RegExp(`\\t${rolledBack}\\t[12]\\trestart\\t`));
     });
 
+    it("a settings change whose deploy failed never reaches the live slot: restarted (a crash, a reboot), it keeps the settings it ran with", async () => {
+        const before = (await liveVersion(server.host.address)).revision;
+        const slot = (await server.sh(`cat ${LAYOUT.stateDir}/live-slot`)).trim();
+        const secret = (await liveEnvironment()).split("\n").find(l => l.startsWith("API_TOKEN="));
+        assert.ok(secret, "the live slot has a secret");
+        const bad = await step("pulumi up with a JVM option the JVM refuses, and another secret", () =>
+            server.up({ javaOpts: "-XX:+NoSuchOptionForThisTest", appEnv: JSON.stringify({ API_TOKEN: "never-live", MODE: "production" }) }, { throwOnError: false }));
+        assert.strictEqual(bad.ok, false, "the deploy fails");
+        assert.strictEqual((await liveVersion(server.host.address)).revision, before, "the live slot keeps serving");
+        // As Supervisor restarts a JVM that crashed (and a reboot's restore starts it).
+        await server.sh(`supervisorctl restart ${ID}:${ID}-${slot} >/dev/null`);
+        let live = { status: 0, revision: "" };
+        for (let i = 0; i < 100 && live.status !== 200; i++) {
+            await new Promise(r => setTimeout(r, 200));
+            live = await liveVersion(server.host.address).catch(() => ({ status: 0, revision: "" }));
+        }
+        assert.strictEqual(live.status, 200, "the restarted slot serves");
+        assert.strictEqual(live.revision, before);
+        const env = (await liveEnvironment()).split("\n");
+        assert.ok(env.includes(secret!), "with the secret it had, not the failed deploy's");
+        const pid = (await server.sh(`supervisorctl pid ${ID}:${ID}-${slot}`)).trim();
+        assert.doesNotMatch(await server.sh(`tr '\\0' ' ' </proc/${pid}/cmdline`), /NoSuchOption/, "nor its JVM option");
+        assert.strictEqual((await server.sh(`stat -c '%a %U:%G' ${LAYOUT.slotSettingsDir} ${LAYOUT.slotSettingsDir}/${slot}.env`)).trim(),
+            "700 sample-app:sample-app\n600 sample-app:sample-app", "the slot's copy of the secrets is the app user's alone");
+        await step("pulumi up with the settings fixed", () => server.up({ appEnv: JSON.stringify({ API_TOKEN: secret!.slice("API_TOKEN=".length), MODE: "production" }) }));
+    });
+
     it("a git push of the repository deploys the app's directory in it (appPath below the repository's top), with 0 failed requests", async () => {
         const hook = await server.sh(`cat ${LAYOUT.repoDir}/hooks/post-receive`);
         assert.match(hook, /--revision "\$newrev" --git-path 'app'\)/);

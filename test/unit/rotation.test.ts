@@ -737,6 +737,23 @@ describe("rotation: deploy script", () => {
         }
     });
 
+    it("a deploy's new slot asks for the current settings with a token it has not seen; a reboot's restore does not ask", () => {
+        const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-request-"));
+        try {
+            const file = path.join(dir, "2.settings-request");
+            const run = () => spawnSync("bash", ["-c", ["set -euo pipefail", `declare -a SLOT_SETTINGS_REQUEST=("" "" "${file}")`,
+                functionSource(s, "request_current_settings"), "request_current_settings 2"].join("\n")], { encoding: "utf8" });
+            assert.strictEqual(run().status, 0);
+            const first = fs.readFileSync(file, "utf8");
+            assert.strictEqual(run().status, 0);
+            assert.notStrictEqual(fs.readFileSync(file, "utf8"), first, "every deploy's request is new");
+            assert.deepStrictEqual(fs.readdirSync(dir), ["2.settings-request"], "written through a temporary file");
+            assert.match(functionBody(s, "start_slot"), /set_boot_priority "\$slot" "\$priority"\n(\s*#.*\n)*\s+\[ "\$MODE" = boot \] \|\| request_current_settings "\$slot"\n/);
+        } finally {
+            fs.rmSync(dir, { recursive: true, force: true });
+        }
+    });
+
     it("documents the history columns", () => {
         assert.match(s, /time\(ISO 8601\)\s+environment\s+revision\s+slot\s+outcome\s+build_s\s+boot_s\s+gate_s\s+drain_s\s+warmup_s/);
     });

@@ -102,10 +102,54 @@ describe("rendered templates", () => {
     });
 
     it("run-slot exports the slot's ports and the app env without evaluating it", () => {
-        assert.match(files.runSlot, new RegExp(`1\\) PORT=3001 NREPL_PORT=7001 BOOT_FLAG=${env.slotsDir}/1.booting ;;`));
-        assert.match(files.runSlot, new RegExp(`2\\) PORT=3002 NREPL_PORT=7002 BOOT_FLAG=${env.slotsDir}/2.booting ;;`));
-        assert.match(files.runSlot, /exec "\$\{launcher\[@\]\}" java -Xmx256m -jar "\$jar"/);
+        assert.match(files.runSlot, new RegExp(`1\\) PORT=3001 NREPL_PORT=7001 BOOT_FLAG=${env.slotsDir}/1.booting SETTINGS_REQUEST=${env.slotsDir}/1.settings-request ;;`));
+        assert.match(files.runSlot, new RegExp(`2\\) PORT=3002 NREPL_PORT=7002 BOOT_FLAG=${env.slotsDir}/2.booting SETTINGS_REQUEST=${env.slotsDir}/2.settings-request ;;`));
+        assert.match(files.runSlot, /exec "\$\{launcher\[@\]\}" java "\$\{java_opts\[@\]\}" -jar "\$jar"/);
         assert.match(files.runSlot, /export "\$\{line\?\}"/);
+        assert.doesNotMatch(files.runSlot, /Xmx256m/, "javaOpts come from the slot's settings, not the script");
+    });
+
+    it("run-slot takes the current appEnv and javaOpts only when a deploy asks (a new request token); any other start keeps the slot's last ones", () => {
+        const dir = tmpdir("runslot-settings");
+        try {
+            const script = path.join(dir, "run-slot");
+            fs.writeFileSync(script, files.runSlot.split(env.baseDir).join(dir));
+            fs.mkdirSync(path.join(dir, "releases", "r1"), { recursive: true });
+            fs.writeFileSync(path.join(dir, "releases", "r1", "app.jar"), "");
+            fs.mkdirSync(path.join(dir, "slots"));
+            fs.mkdirSync(path.join(dir, "slot-settings"), { mode: 0o700 });
+            fs.symlinkSync(path.join(dir, "releases", "r1"), path.join(dir, "slots", "1"));
+            // A stand-in `java` that reports its arguments and the secret it was given.
+            fs.mkdirSync(path.join(dir, "bin"));
+            fs.writeFileSync(path.join(dir, "bin", "java"), '#!/bin/bash\necho "args: $* secret: $SECRET"\n', { mode: 0o755 });
+            const start = () => {
+                const out = execFileSync("bash", [script, "1"], { encoding: "utf8", env: { ...process.env, PATH: `${path.join(dir, "bin")}:${process.env.PATH}` } });
+                return /^args: .*$/m.exec(out)![0];
+            };
+            const configure = (secret: string, opts: string) => {
+                fs.writeFileSync(path.join(dir, "app.env"), appEnvFile({ SECRET: secret }));
+                fs.writeFileSync(path.join(dir, "java-opts"), `${opts}\n`);
+            };
+            const request = (token: string) => fs.writeFileSync(path.join(dir, "slots", "1.settings-request"), `${token}\n`);
+            const jar = path.join(dir, "releases", "r1", "app.jar");
+            configure("one", "-Xmx64m -Dx=1");
+            assert.strictEqual(start(), `args: -Xmx64m -Dx=1 -jar ${jar} secret: one`, "no settings of its own yet: the current ones");
+            assert.strictEqual(fs.statSync(path.join(dir, "slot-settings", "1.env")).mode & 0o777, 0o600, "its copy of the secrets is private");
+            configure("two", "-Xmx128m");
+            assert.strictEqual(start(), `args: -Xmx64m -Dx=1 -jar ${jar} secret: one`, "a restart (a reboot, a crash) keeps them");
+            request("deploy-a");
+            assert.strictEqual(start(), `args: -Xmx128m -jar ${jar} secret: two`, "a deploy's request takes the current ones");
+            configure("three", "-Xmx256m");
+            assert.strictEqual(start(), `args: -Xmx128m -jar ${jar} secret: two`, "the same request again: kept");
+            request("deploy-b");
+            assert.strictEqual(start(), `args: -Xmx256m -jar ${jar} secret: three`);
+            fs.rmSync(path.join(dir, "java-opts"));
+            fs.rmSync(path.join(dir, "app.env"));
+            request("deploy-c");
+            assert.strictEqual(start(), `args: -jar ${jar} secret: `, "no settings files (a new environment): none");
+        } finally {
+            fs.rmSync(dir, { recursive: true, force: true });
+        }
     });
 
     it("run-slot starts the JVM at idle CPU priority exactly while the slot's boot flag exists", () => {
@@ -116,6 +160,7 @@ describe("rendered templates", () => {
         fs.mkdirSync(path.join(dir, "releases", "r1"), { recursive: true });
         fs.writeFileSync(path.join(dir, "releases", "r1", "app.jar"), "");
         fs.mkdirSync(path.join(dir, "slots"));
+        fs.mkdirSync(path.join(dir, "slot-settings"));
         fs.symlinkSync(path.join(dir, "releases", "r1"), path.join(dir, "slots", "1"));
         // A stand-in `java` that reports the scheduling policy it was started with.
         fs.mkdirSync(path.join(dir, "bin"));
@@ -138,8 +183,8 @@ describe("rendered templates", () => {
         const tricky = "p@ss $(touch " + path.join(dir, "pwned") + ") `id` 'q' \"d\"";
         fs.writeFileSync(envFile, appEnvFile({ SECRET: tricky, PLAIN: "x=y" }));
         // Source only the loader function, pointed at the test file.
-        const loader = functionSource(files.runSlot, "load_app_env").split(env.envFile).join(envFile);
-        const script = `${loader}\nload_app_env\nprintf '%s\\n' "$SECRET" "$PLAIN"\n`;
+        const loader = functionSource(files.runSlot, "load_app_env");
+        const script = `${loader}\nload_app_env ${envFile}\nprintf '%s\\n' "$SECRET" "$PLAIN"\n`;
         const out = execFileSync("bash", ["-c", script], { encoding: "utf8" });
         assert.strictEqual(out, `${tricky}\nx=y\n`);
         assert.ok(!fs.existsSync(path.join(dir, "pwned")), "the value was evaluated by the shell");
