@@ -952,6 +952,25 @@ print("ready", flush=True); sys.stdin.read()`], { stdio: ["pipe", "pipe", "inher
         fs.rmSync(dir, { recursive: true, force: true });
     });
 
+    it("a nat table it cannot read (iptables' lock held past its wait) fails show, switch and ramp, changing nothing, instead of answering 'no rule'", () => {
+        const bin = path.join(dir, "busy-bin");
+        fs.mkdirSync(bin, { recursive: true });
+        // The helper sets its own PATH: iptables is replaced as a shell function, and it runs in the test's namespace all the same.
+        const busyHelper = path.join(bin, "switch");
+        fs.writeFileSync(busyHelper, files.switchHelper.replace(/\nmain "\$@"\n$/, "\n") + `iptables() { echo "$*" >>${bin}/calls\n` +
+            `case " $* " in *" -S "*) echo "Another app is currently holding the xtables lock. Stopped waiting after 5s." >&2; return 4 ;; esac; }\nmain "$@"\n`);
+        const busy = (...args: string[]) => inNs(["bash", busyHelper, ...args]);
+        for (const args of [["show", "shop-production"], ["switch", "shop-production", "1"], ["ramp", "shop-production", "2", "10"]]) {
+            fs.rmSync(path.join(bin, "calls"), { force: true });
+            const r = busy(...args);
+            assert.strictEqual(r.status, 1, `${args.join(" ")}: ${r.stdout}${r.stderr}`);
+            assert.strictEqual(r.stdout, "", args.join(" "));
+            assert.match(r.stderr, /cannot read iptables' nat table, so the switch rule of shop-production is unknown; nothing was changed\. iptables said: Another app is currently holding the xtables lock/);
+            const calls = fs.existsSync(path.join(bin, "calls")) ? fs.readFileSync(path.join(bin, "calls"), "utf8") : "";
+            assert.doesNotMatch(calls, / -(A|I|R|D|N|F|X) /, `${args.join(" ")} changed nothing: ${calls}`);
+        }
+    });
+
     it("ramps a share of new connections to the new slot, shows it, and ends the ramp with one switch either way", () => {
         assert.strictEqual(show(), "", "no rule yet");
         const early = helperRun("ramp", "shop-production", "2", "10");
