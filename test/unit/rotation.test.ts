@@ -574,6 +574,52 @@ describe("rotation: deploy script", () => {
         }
     });
 
+    it("--git names the release by the full commit id, whatever names the revision (a branch, a short id); a name that is no commit fails", () => {
+        const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-resolve-"));
+        try {
+            const repo = path.join(dir, "repo.git");
+            const g = (...args: string[]) => execFileSync("git", args, { cwd: dir, encoding: "utf8",
+                env: { ...process.env, GIT_AUTHOR_NAME: "t", GIT_AUTHOR_EMAIL: "t@e", GIT_COMMITTER_NAME: "t", GIT_COMMITTER_EMAIL: "t@e" } }).trim();
+            g("init", "-q", "--bare", "-b", "main", repo);
+            const commit = g("--git-dir", repo, "commit-tree", "-m", "one", g("--git-dir", repo, "hash-object", "-t", "tree", "-w", "/dev/null"));
+            g("--git-dir", repo, "update-ref", "refs/heads/main", commit);
+            const resolve = (revision: string) => spawnSync("bash", ["-c", ["set -euo pipefail", 'fail() { echo "failed: $1"; exit 1; }',
+                `GIT_REPO=${repo} REVISION=${revision}`, oneLineFunction(s, "say"), functionSource(s, "resolve_git_revision"),
+                'resolve_git_revision; echo "release: $REVISION"'].join("\n")], { encoding: "utf8" });
+            assert.strictEqual(resolve("main").stdout, `==> main is commit ${commit}\nrelease: ${commit}\n`);
+            assert.strictEqual(resolve(commit.slice(0, 9)).stdout, `==> ${commit.slice(0, 9)} is commit ${commit}\nrelease: ${commit}\n`);
+            assert.strictEqual(resolve(commit).stdout, `release: ${commit}\n`);
+            assert.strictEqual(resolve("nope").stdout, `failed: nope is not a commit in ${repo}\n`);
+            assert.match(functionBody(s, "main"), /acquire_lock\n\s+\[ "\$MODE" != git \] \|\| resolve_git_revision\n\s+if superseded; then return 0; fi\n/);
+        } finally {
+            fs.rmSync(dir, { recursive: true, force: true });
+        }
+    });
+
+    it("jar_is_zip: a whole jar passes; one cut short (its end record lost), an empty file or a text file does not", () => {
+        const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-jar-"));
+        try {
+            const jar = path.join(dir, "app.jar");
+            execFileSync("python3", ["-c", `import zipfile, os
+z = zipfile.ZipFile("${jar}", "w", zipfile.ZIP_DEFLATED)
+z.writestr("big.bin", os.urandom(300000))
+z.writestr("app/core.clj", "(ns app.core)")
+z.close()`]);
+            const check = (file: string) => spawnSync("bash", ["-c", `set -euo pipefail\n${functionSource(s, "jar_is_zip")}\nif jar_is_zip "$1"; then echo jar; else echo no; fi`, "x", file], { encoding: "utf8" }).stdout.trim();
+            assert.strictEqual(check(jar), "jar");
+            const commented = path.join(dir, "commented.jar");
+            execFileSync("python3", ["-c", `import zipfile\nz = zipfile.ZipFile("${commented}", "w")\nz.writestr("a", "b")\nz.comment = b"PK built by hand"\nz.close()`]);
+            assert.strictEqual(check(commented), "jar", "a zip comment (even one that looks like a signature) is allowed");
+            const whole = fs.readFileSync(jar);
+            for (const [name, bytes] of [["half", whole.subarray(0, whole.length >> 1)], ["short", whole.subarray(0, whole.length - 10)], ["empty", Buffer.alloc(0)], ["text", Buffer.from("jar\n")]] as const) {
+                fs.writeFileSync(path.join(dir, name), bytes);
+                assert.strictEqual(check(path.join(dir, name)), "no", name);
+            }
+        } finally {
+            fs.rmSync(dir, { recursive: true, force: true });
+        }
+    });
+
     it("a push that waited for the lock is not deployed once a newer push moved its branch; --git-ref goes with --git only", () => {
         const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-superseded-"));
         try {
@@ -594,7 +640,7 @@ describe("rotation: deploy script", () => {
             assert.strictEqual(check(second, "refs/heads/main").stdout, "deploys\n", "the branch's head");
             assert.strictEqual(check(first, '""').stdout, "deploys\n", "no --git-ref (a deploy by hand)");
             assert.strictEqual(check(first, "refs/heads/main", "archive").stdout, "deploys\n");
-            assert.match(functionBody(s, "main"), /acquire_lock\n\s+if superseded; then return 0; fi\n/, "checked once the lock is held");
+            assert.match(functionBody(s, "main"), /acquire_lock\n.*\n\s+if superseded; then return 0; fi\n/, "checked once the lock is held");
             const usage = spawnSync("bash", ["-c", `${s.replace(/\nmain "\$@"\n$/, "\n")}\nparse_args --archive a.tar --revision x --git-ref refs/heads/main`], { encoding: "utf8" });
             assert.strictEqual(usage.status, 2);
             assert.match(usage.stderr, /^deploy: --git-ref goes with --git$/m);
@@ -767,25 +813,40 @@ describe("rotation: deploy script", () => {
             // prints a line every 20 ms, then makes the uberjar, or fails with LEIN_FAILS set
             fs.writeFileSync(path.join(bin, "lein"), [
                 "#!/bin/bash", 'for i in $(seq 30); do echo "compiling $i"; sleep 0.02; done',
-                '[ -z "${LEIN_FAILS:-}" ] || exit 1', "mkdir -p target && echo jar >target/app-0.1.0-standalone.jar", "",
+                '[ -z "${LEIN_FAILS:-}" ] || exit 1', "mkdir -p target",
+                `python3 -c "import zipfile; zipfile.ZipFile('target/app-0.1.0-standalone.jar', 'w').writestr('app/core.clj', '(ns app.core)')"`, "",
             ].join("\n"), { mode: 0o755 });
             const script = path.join(dir, "build.sh");
             fs.writeFileSync(script, [
                 "set -Eeuo pipefail", "trap '' PIPE", `PATH=${bin}:$PATH`,
-                oneLineFunction(s, "now_us"), oneLineFunction(s, "say"), ...["set_secs_since", "secs_since", "output_lost", "fail", "build_release"].map(fn => functionSource(s, fn)),
+                oneLineFunction(s, "now_us"), oneLineFunction(s, "say"),
+                ...["set_secs_since", "secs_since", "output_lost", "fail", "jar_is_zip", "release_built", "install_jar", "build_release"].map(fn => functionSource(s, fn)),
                 `unpack_source() { echo '(defproject app "0.1.0")' >"$1/project.clj"; }`,
                 `RELEASES_DIR=${dir}/releases REVISION=abc RELEASE_JAR=app.jar MODE=archive BUILD_NICE=10 EXITING=0 REASON="" STAGE=""`,
                 `trap 'echo "$REASON" >${dir}/reason' EXIT`,
                 "build_release", "",
             ].join("\n"));
-            const build = (pipeTo: string, env: Record<string, string> = {}) => {
-                fs.rmSync(path.join(dir, "releases"), { recursive: true, force: true });
+            let said = "";
+            const build = (pipeTo: string, env: Record<string, string> = {}, keep = false) => {
+                if (!keep) fs.rmSync(path.join(dir, "releases"), { recursive: true, force: true });
                 fs.rmSync(path.join(dir, "reason"), { force: true });
-                spawnSync("bash", ["-c", `bash ${script} | ${pipeTo}`], { encoding: "utf8", env: { ...process.env, ...env } });
+                said = spawnSync("bash", ["-c", `bash ${script} | ${pipeTo}`], { encoding: "utf8", env: { ...process.env, ...env } }).stdout;
                 return fs.readFileSync(path.join(dir, "reason"), "utf8").trim();
             };
-            assert.strictEqual(build("cat >/dev/null"), "");
-            assert.ok(fs.existsSync(path.join(dir, "releases", "abc", "app.jar")), "the release's jar");
+            const jar = path.join(dir, "releases", "abc", "app.jar");
+            assert.strictEqual(build("cat"), "");
+            assert.ok(fs.existsSync(jar), "the release's jar");
+            assert.deepStrictEqual(fs.readdirSync(path.dirname(jar)).filter(f => f.startsWith(".")), [], "no temporary jar left");
+            assert.strictEqual(build("cat", {}, true), "");
+            assert.match(said, /release abc is already built; not rebuilding/);
+            // A jar cut short (a crash before it reached the disk, a full disk) is no release: built again.
+            fs.truncateSync(jar, fs.statSync(jar).size - 30);
+            assert.strictEqual(build("cat", {}, true), "");
+            assert.match(said, /==> building abc/);
+            assert.doesNotMatch(said, /already built/);
+            fs.truncateSync(jar, 0);
+            build("cat", {}, true);
+            assert.match(said, /==> building abc/, "an empty jar too");
             assert.strictEqual(build("cat >/dev/null", { LEIN_FAILS: "1" }), `lein uberjar failed for abc (full output: ${dir}/releases/abc/build.log)`);
             // the reader goes away after 3 lines, as an ended SSH session does
             assert.strictEqual(build("head -n 3 >/dev/null"), "its output was closed (the SSH session or pipe that ran it ended)");
