@@ -899,6 +899,9 @@ z.close()`]);
                 [["--git", "/r.git", "--revision", "abc", "--git-path", "a/../../b"], /no '\.\.'/],
                 [["--git", "/r.git", "--revision", "abc", "--git-path", "/etc"], /not '\/etc'/],
                 [["--git", "/r.git", "--revision", "abc", "--git-path", "a\tb"], /no control characters/],
+                [["--boot", "--warmup-requests", "5"], /--warmup-requests goes with a rotation, not --boot/],
+                [["--status", "--ramp-seconds", "5"], /--ramp-seconds goes with a rotation, not --status/],
+                [["--boot-priority", "idle", "--boot"], /--boot-priority goes with a rotation, not --boot/],
             ] as [string[], RegExp][]) {
                 const r = run("bash", [f, ...args]);
                 assert.strictEqual(r.status, 2, `${args.join(" ")}: ${r.out}`);
