@@ -6,6 +6,7 @@ import {
     ACME_CHALLENGE_PATH,
     ALL_CLAIMS_FILES,
     CLAIMS_LOCK,
+    DEPLOY_KEYS_LOCK,
     CERTBOT_DEPLOY_HOOK,
     DEPLOY_USER,
     DESTROY_GUARD,
@@ -131,6 +132,7 @@ export function hostSteps(settings: Settings): SetupStep[] {
             deployUser: DEPLOY_USER,
             // Validated as one OpenSSH key line: no quote can end the shell string early.
             authorizedKey: settings.sshPublicKey,
+            deployKeysLock: DEPLOY_KEYS_LOCK,
             supervisordConf: SUPERVISORD_CONF,
             supervisordConfContent: embeddable(render("supervisord.conf", {
                 deployUser: DEPLOY_USER, supervisorSocket: SUPERVISOR_SOCKET, supervisordPidfile: SUPERVISORD_PIDFILE,
@@ -285,6 +287,7 @@ export function environmentStep(settings: Settings, l: EnvironmentLayout, appGit
         allClaimsFiles: ALL_CLAIMS_FILES,
         claimsLock: CLAIMS_LOCK,
         authorizedKey: settings.sshPublicKey,
+        deployKeysLock: DEPLOY_KEYS_LOCK,
         claimsLockWait: CLAIMS_LOCK_WAIT_SECONDS,
     });
 }

@@ -56,6 +56,8 @@ export const ALL_CLAIMS_FILES = `${stateDirOf(`${APPS_ROOT}/*/*`)}/${CLAIMS_NAME
 
 /** Held by an environment's setup while it checks and records its claims against the others'. */
 export const CLAIMS_LOCK = `${TOOL_STATE_DIR}/claims.lock`;
+/** Held while a setup step adds a stack's key to the deploy user's authorized_keys. */
+export const DEPLOY_KEYS_LOCK = `${TOOL_STATE_DIR}/deploy-keys.lock`;
 
 /** A release directory holds the build tree and this jar, copied out of `target/`. */
 export const RELEASE_JAR = "app.jar";

@@ -59,6 +59,9 @@ function lines(text: string): string[] {
 }
 
 /** A one-line shell function of a script (`name() { ...; }`), whole. */
+/** The bytes of a small whole jar (a zip with one entry), as a release holds. */
+const TINY_JAR = execFileSync("python3", ["-c", "import io, sys, zipfile\nb = io.BytesIO()\nz = zipfile.ZipFile(b, 'w')\nz.writestr('app/core.clj', '(ns app.core)')\nz.close()\nsys.stdout.buffer.write(b.getvalue())"]);
+
 function oneLineFunction(script: string, name: string): string {
     return script.match(new RegExp(`^${name}\\(\\) \\{.*\\}$`, "m"))![0];
 }
@@ -554,7 +557,8 @@ describe("rotation: deploy script", () => {
             const names = ["r1", "r2", "r3", "r4", "r5", "f1", "f2", "r6"];
             names.forEach((name, i) => {
                 fs.mkdirSync(path.join(releases, name, "src"), { recursive: true });
-                if (!name.startsWith("f") && name !== "r3") fs.writeFileSync(path.join(releases, name, "app.jar"), "jar");
+                if (!name.startsWith("f") && name !== "r3") fs.writeFileSync(path.join(releases, name, "app.jar"), TINY_JAR);
+                if (name === "r3") fs.writeFileSync(path.join(releases, name, "app.jar"), TINY_JAR.subarray(0, 20)); // cut short
                 const t = new Date(Date.UTC(2026, 10, 1, 0, i));
                 fs.utimesSync(path.join(releases, name), t, t);
             });
@@ -562,7 +566,7 @@ describe("rotation: deploy script", () => {
             fs.writeFileSync(path.join(dir, "live-revision"), "r6\n");
             fs.writeFileSync(path.join(dir, "previous-revision"), "r1\n");
             const r = spawnSync("bash", ["-c", ["set -euo pipefail", `STATE_DIR=${dir} RELEASES_DIR=${releases} SLOTS_DIR=${slots} RELEASE_JAR=app.jar KEEP_RELEASES=2 REVISION=r6`,
-                oneLineFunction(s, "say"), ...["read_state", "slot_revision", "prune_releases"].map(fn => functionSource(s, fn)), "prune_releases"].join("\n")],
+                oneLineFunction(s, "say"), ...["read_state", "slot_revision", "jar_is_zip", "release_built", "prune_releases"].map(fn => functionSource(s, fn)), "prune_releases"].join("\n")],
                 { encoding: "utf8" });
             assert.strictEqual(r.status, 0, r.stderr);
             assert.deepStrictEqual(fs.readdirSync(releases).sort(), ["r1", "r5", "r6"],
@@ -590,7 +594,7 @@ describe("rotation: deploy script", () => {
             assert.strictEqual(resolve(commit.slice(0, 9)).stdout, `==> ${commit.slice(0, 9)} is commit ${commit}\nrelease: ${commit}\n`);
             assert.strictEqual(resolve(commit).stdout, `release: ${commit}\n`);
             assert.strictEqual(resolve("nope").stdout, `failed: nope is not a commit in ${repo}\n`);
-            assert.match(functionBody(s, "main"), /acquire_lock\n\s+\[ "\$MODE" != git \] \|\| resolve_git_revision\n\s+if superseded; then return 0; fi\n/);
+            assert.match(functionBody(s, "main"), /acquire_lock\n(.*\n)*\s+\[ "\$MODE" != git \] \|\| resolve_git_revision\n\s+if superseded; then return 0; fi\n/);
         } finally {
             fs.rmSync(dir, { recursive: true, force: true });
         }
@@ -640,7 +644,7 @@ z.close()`]);
             assert.strictEqual(check(second, "refs/heads/main").stdout, "deploys\n", "the branch's head");
             assert.strictEqual(check(first, '""').stdout, "deploys\n", "no --git-ref (a deploy by hand)");
             assert.strictEqual(check(first, "refs/heads/main", "archive").stdout, "deploys\n");
-            assert.match(functionBody(s, "main"), /acquire_lock\n.*\n\s+if superseded; then return 0; fi\n/, "checked once the lock is held");
+            assert.match(functionBody(s, "main"), /acquire_lock\n(.*\n)*\s+if superseded; then return 0; fi\n/, "checked once the lock is held");
             const usage = spawnSync("bash", ["-c", `${s.replace(/\nmain "\$@"\n$/, "\n")}\nparse_args --archive a.tar --revision x --git-ref refs/heads/main`], { encoding: "utf8" });
             assert.strictEqual(usage.status, 2);
             assert.match(usage.stderr, /^deploy: --git-ref goes with --git$/m);
@@ -690,11 +694,13 @@ z.close()`]);
         try {
             for (const name of ["0123456789abcdef-aaaa11112222", "0123456789abcdef-bbbb33334444", "fedcba9876543210", "badc0ffee0000000"]) {
                 fs.mkdirSync(path.join(dir, name));
-                fs.writeFileSync(path.join(dir, name, "app.jar"), "jar");
+                fs.writeFileSync(path.join(dir, name, "app.jar"), TINY_JAR);
             }
             fs.mkdirSync(path.join(dir, "fedcba98-unbuilt")); // no jar: not a kept release
+            fs.mkdirSync(path.join(dir, "fedcba98-cut"));
+            fs.writeFileSync(path.join(dir, "fedcba98-cut", "app.jar"), TINY_JAR.subarray(0, 30)); // a jar cut short: not one either
             const body = ["set -euo pipefail", `readonly RELEASES_DIR=${dir} RELEASE_JAR=app.jar`, s.match(/^readonly RELEASE_PREFIX_MIN=.*$/m)![0], "say() { echo \"==> $*\"; }",
-                "fail() { echo \"failed: $1\"; exit 1; }", functionSource(s, "kept_releases"), functionSource(s, "expand_release_name")].join("\n");
+                "fail() { echo \"failed: $1\"; exit 1; }", ...["jar_is_zip", "release_built", "kept_releases", "expand_release_name"].map(fn => functionSource(s, fn))].join("\n");
             const expand = (name: string) => {
                 const r = spawnSync("bash", ["-c", `${body}\nREVISION=$1; expand_release_name; echo "revision: $REVISION"`, "test", name], { encoding: "utf8" });
                 return (r.stdout + r.stderr).trim();
@@ -798,6 +804,11 @@ z.close()`]);
         } finally {
             fs.rmSync(dir, { recursive: true, force: true });
         }
+    });
+
+    it("after its lock, a deploy stops when the environment was removed while it waited; the ramp stops when the switch cannot be read", () => {
+        assert.match(functionBody(s, "main"), /acquire_lock\n.*\n\s+\[ -d "\$STATE_DIR" \] \|\| fail "\$ENVIRONMENT was removed from this server \(pulumi destroy\) while this deploy waited; nothing was deployed"\n/);
+        assert.match(functionBody(s, "ramp_traffic"), /live=\$\(kernel_live_slot\) \|\| fail "cannot read the traffic switch/);
     });
 
     it("documents the history columns", () => {

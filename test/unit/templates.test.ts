@@ -6,7 +6,7 @@ import * as fs from "fs";
 import * as path from "path";
 import { parseSettings, Settings } from "../../infra/config";
 import { appEnvFile, AUTOGROUP_SETTING, CLAIMS_LOCK_WAIT_SECONDS, environmentStep, environmentView, hostSteps, renderEnvironmentFiles, renderFirewall, renderTeardown, SCHEDULER_SYSCTL_CONTENT } from "../../infra/host-files";
-import { APPS_ROOT, CLAIMS_LOCK, DESTROY_GUARD, layout, MANAGED_MARKER, SCHEDULER_SYSCTL } from "../../infra/names";
+import { APPS_ROOT, CLAIMS_LOCK, DEPLOY_KEYS_LOCK, DESTROY_GUARD, layout, MANAGED_MARKER, SCHEDULER_SYSCTL } from "../../infra/names";
 import { render } from "../../infra/render";
 import { functionBody, functionSource, shellcheck, tmpdir } from "../support/shell";
 import { startSupervisord, Supervisord } from "../support/supervisord";
@@ -143,9 +143,19 @@ describe("rendered templates", () => {
             assert.strictEqual(start(), `args: -Xmx128m -jar ${jar} secret: two`, "the same request again: kept");
             request("deploy-b");
             assert.strictEqual(start(), `args: -Xmx256m -jar ${jar} secret: three`);
-            fs.rmSync(path.join(dir, "java-opts"));
+            // A copy that fails (here app.env is a directory; a full disk alike): the slot does not start, nothing is recorded.
             fs.rmSync(path.join(dir, "app.env"));
+            fs.mkdirSync(path.join(dir, "app.env"));
             request("deploy-c");
+            const failed = spawnSync("bash", [script, "1"], { encoding: "utf8", env: { ...process.env, PATH: `${path.join(dir, "bin")}:${process.env.PATH}` } });
+            assert.strictEqual(failed.status, 1, failed.stdout);
+            assert.doesNotMatch(failed.stdout, /args:/, "java never started");
+            assert.match(failed.stderr, /run-slot: could not copy the settings of slot 1 into .*slot-settings \(is the disk full\?\); the slot does not start/);
+            assert.strictEqual(fs.readFileSync(path.join(dir, "slot-settings", "1.request"), "utf8"), "deploy-b\n", "the request is not recorded as taken");
+            assert.deepStrictEqual(fs.readdirSync(path.join(dir, "slot-settings")).filter(f => f.startsWith(".")), [], "no temporary files left");
+            fs.rmSync(path.join(dir, "java-opts"));
+            fs.rmSync(path.join(dir, "app.env"), { recursive: true });
+            request("deploy-d");
             assert.strictEqual(start(), `args: -jar ${jar} secret: `, "no settings files (a new environment): none");
         } finally {
             fs.rmSync(dir, { recursive: true, force: true });
@@ -584,7 +594,8 @@ describe("environment step: the stack's key for the deploy user", () => {
             assert.match(step, /\nmain\(\) \{\n  claim_environment\n  authorize_deploy_key "\$STACK_KEY"\n/);
             const run = () => spawnSync("bash", ["-c", ["STEP=test; set -euo pipefail", render("lib.sh", {}),
                 `getent() { echo "deploy:x:1000:1000::${dir}:/bin/bash"; }`, step.match(/^readonly STACK_KEY=.*$/m)![0],
-                functionSource(step, "authorize_deploy_key").split("deploy:deploy").join("root:root"), 'authorize_deploy_key "$STACK_KEY"'].join("\n")],
+                functionSource(step, "authorize_deploy_key").split("deploy:deploy").join("root:root").split(DEPLOY_KEYS_LOCK).join(path.join(dir, "keys.lock")),
+                'authorize_deploy_key "$STACK_KEY"'].join("\n")],
                 { encoding: "utf8" });
             for (const attempt of [1, 2]) {
                 const r = run();
