@@ -52,6 +52,17 @@ describe("day-2 operations on a test host", function () {
         return { code: r.status, stdout: r.stdout, stderr: r.stderr, output: r.stdout + r.stderr };
     }
 
+    /** The deploy user's tail processes on the server, once they had up to 3 s to go (nothing when none is left). */
+    async function tailsLeft(): Promise<string> {
+        let left = "";
+        for (let i = 0; i < 30; i++) {
+            left = (await server.sh("pgrep -u deploy -a -x tail || true")).trim();
+            if (!left) break;
+            await new Promise(r => setTimeout(r, 100));
+        }
+        return left;
+    }
+
     /** ops.ts's private key directories (TMPDIR also gets Node's compile cache). */
     const keyDirs = () => fs.readdirSync(path.join(work, "tmp")).filter(n => n.startsWith("czd-ops-"));
 
@@ -153,13 +164,7 @@ describe("day-2 operations on a test host", function () {
         process.kill(-child.pid!, "SIGINT");
         assert.strictEqual(await exited, 0, stderr);
         assert.match(stderr, /stopped following/);
-        let left = "";
-        for (let i = 0; i < 30; i++) {
-            left = (await server.sh("pgrep -u deploy -a -x tail || true")).trim();
-            if (!left) break;
-            await new Promise(r => setTimeout(r, 100));
-        }
-        assert.strictEqual(left, "", "no tail left on the server");
+        assert.strictEqual(await tailsLeft(), "", "no tail left on the server");
         assert.deepStrictEqual(keyDirs(), [], "the key directory is removed");
     });
 
@@ -192,13 +197,7 @@ describe("day-2 operations on a test host", function () {
             process.kill(-follower.pid!, "SIGINT");
         }
         assert.strictEqual(await followerExited, 0, followErr);
-        let left = "";
-        for (let i = 0; i < 30; i++) {
-            left = (await server.sh("pgrep -u deploy -a -x tail || true")).trim();
-            if (!left) break;
-            await new Promise(res => setTimeout(res, 100));
-        }
-        assert.strictEqual(left, "", "no tail left on the server");
+        assert.strictEqual(await tailsLeft(), "", "no tail left on the server");
 
         assert.strictEqual(r.code, 0, r.output);
         log(`rollback:\n${r.output.replace(/^/gm, "        | ")}`);

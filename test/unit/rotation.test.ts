@@ -62,6 +62,23 @@ function lines(text: string): string[] {
 /** The bytes of a small whole jar (a zip with one entry), as a release holds. */
 const TINY_JAR = execFileSync("python3", ["-c", "import io, sys, zipfile\nb = io.BytesIO()\nz = zipfile.ZipFile(b, 'w')\nz.writestr('app/core.clj', '(ns app.core)')\nz.close()\nsys.stdout.buffer.write(b.getvalue())"]);
 
+/** git in `cwd`, with an author, trimmed output. */
+function gitIn(cwd: string): (...args: string[]) => string {
+    return (...args) => execFileSync("git", args, { cwd, encoding: "utf8", env: { ...process.env, GIT_AUTHOR_NAME: "t", GIT_AUTHOR_EMAIL: "t@e", GIT_COMMITTER_NAME: "t", GIT_COMMITTER_EMAIL: "t@e" } }).trim();
+}
+
+/** A bare repository in `dir` whose main branch has `count` commits of an empty tree, oldest first. */
+function bareRepo(dir: string, count: number): { repo: string; commits: string[] } {
+    const repo = path.join(dir, "repo.git");
+    const g = gitIn(dir);
+    g("init", "-q", "--bare", "-b", "main", repo);
+    const tree = g("--git-dir", repo, "hash-object", "-t", "tree", "-w", "/dev/null");
+    const commits: string[] = [];
+    for (let i = 0; i < count; i++) commits.push(g("--git-dir", repo, "commit-tree", ...(i ? ["-p", commits[i - 1]] : []), "-m", `commit ${i + 1}`, tree));
+    g("--git-dir", repo, "update-ref", "refs/heads/main", commits[count - 1]);
+    return { repo, commits };
+}
+
 function oneLineFunction(script: string, name: string): string {
     return script.match(new RegExp(`^${name}\\(\\) \\{.*\\}$`, "m"))![0];
 }
@@ -581,12 +598,7 @@ describe("rotation: deploy script", () => {
     it("--git names the release by the full commit id, whatever names the revision (a branch, a short id); a name that is no commit fails", () => {
         const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-resolve-"));
         try {
-            const repo = path.join(dir, "repo.git");
-            const g = (...args: string[]) => execFileSync("git", args, { cwd: dir, encoding: "utf8",
-                env: { ...process.env, GIT_AUTHOR_NAME: "t", GIT_AUTHOR_EMAIL: "t@e", GIT_COMMITTER_NAME: "t", GIT_COMMITTER_EMAIL: "t@e" } }).trim();
-            g("init", "-q", "--bare", "-b", "main", repo);
-            const commit = g("--git-dir", repo, "commit-tree", "-m", "one", g("--git-dir", repo, "hash-object", "-t", "tree", "-w", "/dev/null"));
-            g("--git-dir", repo, "update-ref", "refs/heads/main", commit);
+            const { repo, commits: [commit] } = bareRepo(dir, 1);
             const resolve = (revision: string) => spawnSync("bash", ["-c", ["set -euo pipefail", 'fail() { echo "failed: $1"; exit 1; }',
                 `GIT_REPO=${repo} REVISION=${revision}`, oneLineFunction(s, "say"), functionSource(s, "resolve_git_revision"),
                 'resolve_git_revision; echo "release: $REVISION"'].join("\n")], { encoding: "utf8" });
@@ -627,14 +639,7 @@ z.close()`]);
     it("a push that waited for the lock is not deployed once a newer push moved its branch; --git-ref goes with --git only", () => {
         const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-superseded-"));
         try {
-            const repo = path.join(dir, "repo.git");
-            const g = (...args: string[]) => execFileSync("git", args, { cwd: dir, encoding: "utf8",
-                env: { ...process.env, GIT_AUTHOR_NAME: "t", GIT_AUTHOR_EMAIL: "t@e", GIT_COMMITTER_NAME: "t", GIT_COMMITTER_EMAIL: "t@e" } }).trim();
-            g("init", "-q", "--bare", "-b", "main", repo);
-            const tree = g("--git-dir", repo, "hash-object", "-t", "tree", "-w", "/dev/null");
-            const first = g("--git-dir", repo, "commit-tree", "-m", "one", tree);
-            const second = g("--git-dir", repo, "commit-tree", "-p", first, "-m", "two", tree);
-            g("--git-dir", repo, "update-ref", "refs/heads/main", second);
+            const { repo, commits: [first, second] } = bareRepo(dir, 2);
             const check = (revision: string, ref: string, mode = "git") => spawnSync("bash", ["-c", ["set -euo pipefail",
                 `MODE=${mode} GIT_REPO=${repo} GIT_REF=${ref} REVISION=${revision}`, oneLineFunction(s, "say"),
                 'record_history() { echo "history: $1"; }', functionSource(s, "superseded"),
@@ -660,8 +665,7 @@ z.close()`]);
             fs.mkdirSync(path.join(work, "apps", "shop"), { recursive: true });
             fs.writeFileSync(path.join(work, "apps", "shop", "project.clj"), "(defproject shop \"1\")\n");
             fs.writeFileSync(path.join(work, "README"), "top\n");
-            const g = (...args: string[]) => execFileSync("git", args, { cwd: work, encoding: "utf8",
-                env: { ...process.env, GIT_AUTHOR_NAME: "t", GIT_AUTHOR_EMAIL: "t@e", GIT_COMMITTER_NAME: "t", GIT_COMMITTER_EMAIL: "t@e" } }).trim();
+            const g = gitIn(work);
             g("init", "-q", "-b", "main");
             g("add", ".");
             g("commit", "-q", "-m", "one");

@@ -8,7 +8,7 @@ import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import { parseSettings, Settings } from "../../infra/config";
-import { environmentStep, environmentView, letsencryptStep, renderEnvironmentFiles, renderTlsInstaller } from "../../infra/host-files";
+import { environmentStep, letsencryptStep, renderEnvironmentFiles, renderTeardown, renderTlsInstaller } from "../../infra/host-files";
 import { CERTBOT_DEPLOY_HOOK, layout } from "../../infra/names";
 import { program } from "../../infra/program";
 import { render } from "../../infra/render";
@@ -236,7 +236,7 @@ describe("HTTPS", () => {
             const dir = tmpdir("tls-teardown");
             try {
                 const paths = { renewal: path.join(dir, "renewal.conf"), custom: path.join(dir, "custom"), webroot: path.join(dir, "webroot") };
-                const teardown = render("teardown.sh", { ...environmentView(le, env), letsencryptRenewalConf: paths.renewal, customTlsDir: paths.custom, acmeWebroot: paths.webroot });
+                const teardown = renderTeardown(le, { ...env, letsencryptRenewalConf: paths.renewal, customTlsDir: paths.custom, acmeWebroot: paths.webroot });
                 fs.mkdirSync(paths.custom);
                 fs.writeFileSync(path.join(paths.custom, "privkey.pem"), KEY);
                 fs.mkdirSync(paths.webroot);
