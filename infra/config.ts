@@ -80,6 +80,7 @@ export const DEFAULTS = {
     warmupRequests: 500,
     warmupPath: "",
     rampSeconds: 3,
+    bakeSeconds: 0,
     appPath: "sample-app",
     appRevision: "HEAD",
     deployBranch: "main",
@@ -103,6 +104,8 @@ export const BUILD_MODES = ["server", "local"] as const;
 export const BOOT_PRIORITIES = ["idle", "normal"] as const;
 export const WARMUP_REQUESTS_MAX = 10000;
 export const RAMP_SECONDS_MAX = 60;
+/** The longest a deploy keeps the old slot up after the switch (it holds the deploy lock meanwhile). */
+export const BAKE_SECONDS_MAX = 300;
 /**
  * A deploy's traffic ramp: the shares (percent of new requests) the new slot gets,
  * each for rampSeconds / RAMP_STEPS_PERCENT.length, before it gets all of them.
@@ -146,6 +149,8 @@ export interface Settings {
     warmupPath: string;
     /** Seconds over which a deploy moves new requests to the new slot in RAMP_STEPS_PERCENT steps (0: all at once). */
     rampSeconds: number;
+    /** Seconds after the switch for which the old slot stays up, drained, while the new one serves all traffic: traffic goes back to it if the new one fails then (0: stop it once drained). */
+    bakeSeconds: number;
     /** Names of the app's environment variables (their values are always treated as secret). */
     appEnvNames: string[];
     appPath: string;
@@ -389,6 +394,7 @@ export function parseSettings(raw: RawConfig, stack: string): Settings {
     const warmupPath = text("warmupPath") || healthPath;
     if (!URL_PATH.test(warmupPath)) bad("warmupPath", warmupPath, `${URL_PATH_RULE}, for GET requests without side effects (empty: the health path)`);
     const rampSeconds = integer("rampSeconds", 0, RAMP_SECONDS_MAX, `a whole number of seconds from 0 (move all traffic at once) to ${RAMP_SECONDS_MAX}`);
+    const bakeSeconds = integer("bakeSeconds", 0, BAKE_SECONDS_MAX, `a whole number of seconds from 0 (stop the old slot as soon as it has drained) to ${BAKE_SECONDS_MAX}`);
     const bootPriority = text("bootPriority") as Settings["bootPriority"];
     if (!(BOOT_PRIORITIES as readonly string[]).includes(bootPriority)) bad("bootPriority", bootPriority, `one of ${BOOT_PRIORITIES.join(", ")}`);
 
@@ -446,6 +452,7 @@ export function parseSettings(raw: RawConfig, stack: string): Settings {
         warmupRequests,
         warmupPath,
         rampSeconds,
+        bakeSeconds,
         appEnvNames,
         appPath,
         appRevision,

@@ -6,7 +6,7 @@ import * as fs from "fs";
 import * as path from "path";
 
 export type AppFault = "health-500" | "exit-at-boot" | "no-port" | "compile-error" | "exit-when-warmed" | "exit-under-traffic"
-  | "health-pause-under-traffic" | "health-hang-under-traffic";
+  | "health-pause-under-traffic" | "health-hang-under-traffic" | "crash-4s-into-traffic";
 
 export interface AppVariantOptions {
   /** Written to resources/VERSION; the app reports it as X-App-Version. */
@@ -115,6 +115,13 @@ function applyFault(dir: string, fault: AppFault): void {
       patchOnce(core, "(defroutes routes", "(def root-hits (atom 0))\n(def paused (atom false))\n\n(defroutes routes");
       break;
     }
+    case "crash-4s-into-traffic":
+      // Healthy through the gate, the warm-up of /health and a short ramp; 4 s after its first
+      // request of / the JVM halts (no shutdown hooks, connections reset: a crash), i.e. after a
+      // 2-s ramp, once it has all the traffic.
+      patchOnce(core, '(GET "/" [] (text 200', '(GET "/" [] (when (compare-and-set! crash-armed false true) (future (Thread/sleep 4000) (.halt (Runtime/getRuntime) 3))) (text 200');
+      patchOnce(core, "(defroutes routes", "(def crash-armed (atom false))\n\n(defroutes routes");
+      break;
     case "compile-error":
       // Unbalanced paren: the reader fails while AOT-compiling, so `lein uberjar` fails.
       fs.appendFileSync(core, '\n(defn fault-compile-error [] (str "unterminated"\n');

@@ -503,6 +503,81 @@ describe("gated rotation on a test host, under load", function () {
         assert.strictEqual(await liveVersion(), targetVersion);
     });
 
+    /** The state a failed deploy must leave as it found it. */
+    const stateFiles = () => server.sh(`cd ${LAYOUT.stateDir} && for f in live-slot live-revision previous-revision; do printf '%s=%s ' "$f" "$(cat "$f" 2>/dev/null || echo -)"; done`, "root");
+
+    it("with --bake-seconds the old slot stays up, drained, until then after the switch while the new one serves all traffic, then stops: 0 failed requests", async () => {
+        const before = await liveVersion();
+        const next = before === "1" ? "2" : "1";
+        const { result: deploy } = await underLoad("deploy with a 4-s bake", () => timedDeploy(`--revision ${commits[`v${next}`]} --bake-seconds 4`));
+        const switched = deploy.at(/^==> traffic switched to slot \d$/);
+        const baking = deploy.at(/^==> slot \d stays up until 4s after the switch: if slot \d fails before then, all traffic goes back to slot \d$/);
+        const baked = deploy.at(/^==> slot \d served all traffic for 4\.\ds of the bake and passed every health check; stopping slot \d$/);
+        const stopped = deploy.at(/^==> stopped slot \d$/);
+        assert.ok(switched && baking && baked && stopped, deploy.output);
+        assert.ok(baked - switched >= 4000 && baked - switched < 5500, `the bake ended ${baked - switched} ms after the switch\n${deploy.output}`);
+        assert.ok(stopped >= baked, deploy.output);
+        assert.strictEqual(await liveVersion(), next);
+    });
+
+    it("a deploy stopped (SIGTERM) during its bake moves all traffic back to the old slot, puts the records back, lets the new slot finish its requests and stops it: 0 failed requests", async () => {
+        const live = await liveVersion();
+        const target = live === "1" ? commits.v2 : commits.v1;
+        const records = await stateFiles();
+        const { result } = await underLoad("SIGTERM during the bake", async () => {
+            const port = (await server.sh(`${SWITCH} show ${ID}`, "root")).trim();
+            const stopped = timedDeploy(`--revision ${target} --ramp-seconds 0 --bake-seconds 60`, { allowFail: true });
+            // The switch has happened once the rule names the other port; the bake follows the drain.
+            await server.sh(`for _ in $(seq 600); do [ "$(${SWITCH} show ${ID} | head -n 1)" != ${port} ] && exit 0; sleep 0.05; done; exit 1`, "root");
+            await new Promise(r => setTimeout(r, 1500));
+            await server.sh(`pkill -o -TERM -f '^/bin/bash ${DEPLOY} --revision' && echo stopped`, "root");
+            return stopped;
+        });
+        assert.notStrictEqual(result.code, 0, result.output);
+        assert.match(result.output, /==> slot \d stays up until 60s after the switch/);
+        assert.match(result.output, /moving all traffic back to slot \d/);
+        assert.match(result.output, /stopping slot \d \(it had all the traffic for [0-9.]+s of the bake; its requests have finished\)/);
+        assert.match(result.output, /all traffic back on slot \d, which still serves [0-9a-f]{40}/);
+        assert.match(result.output, /failed: interrupted \(SIGTERM\)/);
+        await assertBackOn(live);
+        assert.strictEqual(await stateFiles(), records, "the records are as before the deploy");
+    });
+
+    it("a version that crashes 2 s after it got all traffic, during the bake: all traffic goes back to the old slot at once; the failures end there", async () => {
+        const live = await liveVersion();
+        const records = await stateFiles();
+        const sha = commitAppVersion(app, { version: "broken-crash-after-switch", fault: "crash-4s-into-traffic" });
+        pushBroken(sha);
+        const load = startLoad({ url: `http://${server.host.address}`, hostHeader: DOMAIN, concurrency: 32 });
+        const deploy = await (async () => {
+            await new Promise(r => setTimeout(r, 1000));
+            const d = await timedDeploy(`--git ${REPO} --revision ${sha} --ramp-seconds 2 --bake-seconds 30`, { allowFail: true });
+            await new Promise(r => setTimeout(r, 2000));
+            return d;
+        })().catch(async e => {
+            await load.stop();
+            throw e;
+        });
+        const report = await load.stop();
+        assert.notStrictEqual(deploy.code, 0, deploy.output);
+        assert.match(deploy.output, /failed: slot \d's process exited [0-9.]+s after it got all traffic/);
+        const back = deploy.at(/^==> moving all traffic back to slot \d$/);
+        // Printed once the traffic has moved back and the crashed slot has no connections left.
+        const stopping = deploy.at(/^==> stopping slot \d \(it had all the traffic for [0-9.]+s of the bake; its requests have finished\)$/);
+        assert.ok(back && stopping, deploy.output);
+        assert.match(deploy.output, /all traffic back on slot \d, which still serves/);
+        const requests = report.totals.requests;
+        const failed = report.records().filter(r => !r.ok);
+        log(`crash during the bake: ${failed.length} of ${requests} requests failed (${JSON.stringify(report.statusCodes)}), ` +
+            `the last one started ${failed.length ? Math.round(Math.max(...failed.map(r => r.start)) - back) : "-"} ms after the deploy said it moves the traffic back`);
+        assert.ok(failed.length > 0 && failed.length < requests * 0.05, `${failed.length} of ${requests} failed`);
+        assert.ok(failed.every(r => r.failure === "status" || r.failure === "transport"), JSON.stringify(report.failureSamples.slice(0, 3)));
+        assert.ok(failed.every(r => r.start < stopping), `failures after the traffic moved back: ${failed.filter(r => r.start >= stopping).length}`);
+        await assertBackOn(live);
+        assert.strictEqual(await stateFiles(), records, "the records are as before the deploy");
+        assert.strictEqual(await resetEntriesToIdleSlot(), "", "no entry of a reset connection to the crashed slot is left");
+    });
+
     it("after a reboot (services stopped, NAT rules gone), the boot path serves the live revision again", async () => {
         const live = await liveVersion();
         const liveRevision = (await server.sh(`cat ${LAYOUT.stateDir}/live-revision`)).trim();

@@ -164,6 +164,14 @@ describe("config validation", () => {
         assertProblem(valid({ rampSeconds: "-1" }), "rampSeconds");
     });
 
+    it("bakes for 0 s by default (the old slot stops once drained); 0 to 300 whole seconds allowed", () => {
+        assert.strictEqual(parseSettings(valid(), "live").bakeSeconds, 0);
+        assert.strictEqual(parseSettings(valid({ bakeSeconds: "300" }), "live").bakeSeconds, 300);
+        assertProblem(valid({ bakeSeconds: "301" }), "bakeSeconds", '"301"', "from 0 (stop the old slot as soon as it has drained) to 300");
+        assertProblem(valid({ bakeSeconds: "2.5" }), "bakeSeconds", '"2.5"', "a whole number of seconds");
+        assertProblem(valid({ bakeSeconds: "-1" }), "bakeSeconds");
+    });
+
     it("boots new slots at idle CPU priority by default; accepts idle or normal only", () => {
         assert.strictEqual(parseSettings(valid(), "live").bootPriority, "idle");
         assert.strictEqual(parseSettings(valid({ bootPriority: "normal" }), "live").bootPriority, "normal");

@@ -35,6 +35,7 @@ const settings: RotationSettings = {
     warmupRequests: 500,
     warmupPath: "/health",
     rampSeconds: 3,
+    bakeSeconds: 0,
 };
 const files = renderRotationFiles(env, settings);
 
@@ -58,7 +59,6 @@ function lines(text: string): string[] {
     return text.split("\n");
 }
 
-/** A one-line shell function of a script (`name() { ...; }`), whole. */
 /** The bytes of a small whole jar (a zip with one entry), as a release holds. */
 const TINY_JAR = execFileSync("python3", ["-c", "import io, sys, zipfile\nb = io.BytesIO()\nz = zipfile.ZipFile(b, 'w')\nz.writestr('app/core.clj', '(ns app.core)')\nz.close()\nsys.stdout.buffer.write(b.getvalue())"]);
 
@@ -79,6 +79,7 @@ function bareRepo(dir: string, count: number): { repo: string; commits: string[]
     return { repo, commits };
 }
 
+/** A one-line shell function of a script (`name() { ...; }`), whole. */
 function oneLineFunction(script: string, name: string): string {
     return script.match(new RegExp(`^${name}\\(\\) \\{.*\\}$`, "m"))![0];
 }
@@ -404,7 +405,7 @@ describe("rotation: deploy script", () => {
 
     it("rotates in order: start at the boot priority, gate, warm up, switch, then drain", () => {
         const rotate = functionBody(s, "rotate");
-        const order = ['start_slot "$NEW_SLOT" "$BOOT_PRIORITY"', 'wait_healthy "$NEW_SLOT"', 'warm_up "$NEW_SLOT"', 'switch_traffic "$NEW_SLOT"', 'drain_and_stop "$OLD_SLOT"'];
+        const order = ['start_slot "$NEW_SLOT" "$BOOT_PRIORITY"', 'wait_healthy "$NEW_SLOT"', 'warm_up "$NEW_SLOT"', 'switch_traffic "$NEW_SLOT"', 'retire_old_slot "$OLD_SLOT"'];
         const at = order.map(x => rotate.indexOf(x));
         assert.ok(at.every(i => i >= 0), `rotate() calls ${order.join(", ")}`);
         assert.deepStrictEqual([...at].sort((a, b) => a - b), at);
@@ -476,7 +477,7 @@ describe("rotation: deploy script", () => {
         assert.ok(leftoverBoot < 0.4, `boot ${leftoverBoot} s holds the leftover's 0.5-s stop`);
         assert.match(functionBody(s, "rotate"), /start_slot "\$NEW_SLOT" "\$BOOT_PRIORITY"\n    wait_healthy "\$NEW_SLOT" "\$SLOT_STARTED_US"/);
         // the deploy and the restore at boot both wait for Supervisor's RUNNING once the slot serves
-        assert.match(functionBody(s, "rotate"), /drain_and_stop "\$OLD_SLOT"\n    fi\n    confirm_running "\$NEW_SLOT"/);
+        assert.match(functionBody(s, "rotate"), /retire_old_slot "\$OLD_SLOT"\n    fi\n    confirm_running "\$NEW_SLOT"/);
         assert.match(functionBody(s, "start_slot"), /supervisor_process start "\$program" nowait/);
     });
 
@@ -531,6 +532,83 @@ describe("rotation: deploy script", () => {
                 "without --config-commit (a deploy by hand)");
             // Recorded only where a deploy from pulumi up succeeded, beside the history.
             assert.match(functionBody(s, "rotate"), /\[ -z "\$CONFIG_COMMIT" \] \|\| write_state config-commit "\$CONFIG_COMMIT"\n\s+case "\$MODE" in\n\s+rollback \| restart\) record_history "\$MODE" ;;/);
+        } finally {
+            fs.rmSync(dir, { recursive: true, force: true });
+        }
+    });
+
+    it("a deploy bakes for the config's bakeSeconds, a rollback only when --bake-seconds says so", () => {
+        const bakeOf = (bakeSeconds: number, ...args: string[]) => {
+            const script = renderRotationFiles(env, { ...settings, bakeSeconds }).deployScript;
+            const body = script.slice(0, script.lastIndexOf('\nmain "$@"'));
+            return execFileSync("bash", ["-c", `${body}\nparse_args "$@"; echo "$BAKE_SECONDS"`, "deploy", ...args], { encoding: "utf8" }).trim();
+        };
+        assert.strictEqual(bakeOf(20, "--revision", "abc"), "20");
+        assert.strictEqual(bakeOf(0, "--revision", "abc"), "0");
+        assert.strictEqual(bakeOf(20, "--revision", "abc", "--bake-seconds", "007"), "7");
+        assert.strictEqual(bakeOf(20, "--rollback"), "0");
+        assert.strictEqual(bakeOf(20, "--rollback", "--bake-seconds", "5"), "5");
+    });
+
+    it("the bake: polls the new slot until bakeSeconds after the switch; one missed poll goes on, two in a row or an exited process fail it", function () {
+        this.timeout(20_000);
+        // still_healthy answers from a list (one answer per poll, then healthy); new_slot_exited from a flag file.
+        const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-bake-"));
+        try {
+            const bake = (bakeSeconds: number, answers: string, exited = false) => {
+                fs.writeFileSync(path.join(dir, "answers"), answers.split("").join("\n") + "\n");
+                const script = ["set -euo pipefail", oneLineFunction(s, "now_us"), ...["past_deadline", "set_secs_since", "timed_read", "pause", "bake"].map(fn => functionSource(s, fn)),
+                    'say() { echo "==> $*"; }', 'detail() { echo "    $*"; }', 'fail() { echo "failed: $1 (BAKING=$BAKING)"; exit 1; }',
+                    'slot_state() { echo BACKOFF; }', "IN_TIMED_READ=0 PENDING_EXIT= PAUSE_FD= HEALTH_INTERVAL=0.1 RAMP_HEALTH_MISSES=2 BAKING=0",
+                    `ANSWERS=${dir}/answers EXITED=${exited ? 1 : 0}`,
+                    'still_healthy() { local a; a=$(head -n 1 "$ANSWERS"); sed -i 1d "$ANSWERS"; [ "$a" != n ]; }',
+                    'new_slot_exited() { [ "$EXITED" = 1 ]; }',
+                    `BAKE_SECONDS=${bakeSeconds}`, "T_SWITCHED=$(now_us)", "t0=$(now_us)", "bake 2 1",
+                    'echo "took $(( ($(now_us) - t0) / 100000 )) tenths, BAKING=$BAKING"'].join("\n");
+                const r = spawnSync("bash", ["-c", script], { encoding: "utf8" });
+                return { status: r.status, out: r.stdout + r.stderr };
+            };
+            const none = bake(0, "n");
+            assert.strictEqual(none.out, "took 0 tenths, BAKING=0\n", "bakeSeconds 0: no bake, no poll");
+            const fine = bake(1, "yyynyyy");
+            assert.strictEqual(fine.status, 0, fine.out);
+            assert.match(fine.out, /^==> slot 1 stays up until 1s after the switch: if slot 2 fails before then, all traffic goes back to slot 1\n/);
+            assert.match(fine.out, /    slot 2 missed a health check 0\.\ds after the switch; polling again\n/);
+            assert.match(fine.out, /==> slot 2 served all traffic for 1\.\ds of the bake and passed every health check; stopping slot 1\n/);
+            const took = Number(/took (\d+) tenths, BAKING=0/.exec(fine.out)![1]);
+            assert.ok(took >= 10 && took <= 14, `a 1-s bake took ${took} tenths of a second`);
+            const failing = bake(5, "yynn");
+            assert.strictEqual(failing.status, 1, failing.out);
+            assert.match(failing.out, /failed: slot 2 stopped answering its health check 0\.\ds after it got all traffic: 2 polls in a row failed \(supervisor: BACKOFF\) \(BAKING=1\)/);
+            const gone = bake(5, "n", true);
+            assert.strictEqual(gone.status, 1, gone.out);
+            assert.match(gone.out, /failed: slot 2's process exited 0\.\ds after it got all traffic \(supervisor: BACKOFF\) \(BAKING=1\)/);
+            assert.doesNotMatch(gone.out, /missed/, "an exited process fails the bake at once");
+            assert.match(functionBody(s, "retire_old_slot"), /say "drained slot \$slot in \$\{T_DRAIN\}s"\n\s+bake "\$NEW_SLOT" "\$slot"\n\s+STAGE="stopping slot \$slot"/, "the bake comes between the drain and the stop");
+        } finally {
+            fs.rmSync(dir, { recursive: true, force: true });
+        }
+    });
+
+    it("a failed bake puts the records back as they were before the deploy", () => {
+        const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-state-"));
+        try {
+            fs.mkdirSync(path.join(dir, "releases"));
+            const state = () => ["live-slot", "live-revision", "previous-revision"].map(f => fs.existsSync(path.join(dir, f)) ? fs.readFileSync(path.join(dir, f), "utf8") : "-");
+            const switchAndBack = () => spawnSync("bash", ["-c", ["set -euo pipefail", `STATE_DIR=${dir} RELEASES_DIR=${dir}/releases NEW_SLOT=2 OLD_SLOT=1 OLD_REVISION=old REVISION=new`,
+                ...["read_state", "write_state", "record_switch", "record_switch_back"].map(fn => functionSource(s, fn)),
+                'PREVIOUS_BEFORE=$(read_state previous-revision)', "record_switch", 'echo "switched: $(cat $STATE_DIR/live-slot $STATE_DIR/live-revision $STATE_DIR/previous-revision | tr "\n" " ")"',
+                "record_switch_back && echo back"].join("\n")], { encoding: "utf8" });
+            fs.writeFileSync(path.join(dir, "live-slot"), "1\n");
+            fs.writeFileSync(path.join(dir, "live-revision"), "old\n");
+            fs.writeFileSync(path.join(dir, "previous-revision"), "older\n");
+            const r = switchAndBack();
+            assert.strictEqual(r.stdout, "switched: 2 new old \nback\n", r.stderr);
+            assert.deepStrictEqual(state(), ["1\n", "old\n", "older\n"]);
+            fs.rmSync(path.join(dir, "previous-revision"));
+            const first = switchAndBack();
+            assert.strictEqual(first.stdout, "switched: 2 new old \nback\n", first.stderr);
+            assert.deepStrictEqual(state(), ["1\n", "old\n", "-"], "no previous revision before: none after");
         } finally {
             fs.rmSync(dir, { recursive: true, force: true });
         }
@@ -916,6 +994,7 @@ z.close()`]);
                 [["--git", "/r.git", "--revision", "abc", "--git-path", "a\tb"], /no control characters/],
                 [["--boot", "--warmup-requests", "5"], /--warmup-requests goes with a rotation, not --boot/],
                 [["--status", "--ramp-seconds", "5"], /--ramp-seconds goes with a rotation, not --status/],
+                [["--boot", "--bake-seconds", "5"], /--bake-seconds goes with a rotation, not --boot/],
                 [["--boot-priority", "idle", "--boot"], /--boot-priority goes with a rotation, not --boot/],
             ] as [string[], RegExp][]) {
                 const r = run("bash", [f, ...args]);
@@ -929,6 +1008,11 @@ z.close()`]);
                 const rs = run("bash", [f, "--revision", "abc", "--ramp-seconds", bad]);
                 assert.strictEqual(rs.status, 2, `--ramp-seconds ${bad}: ${rs.out}`);
                 assert.match(rs.out, new RegExp(`--ramp-seconds needs a whole number from 0 to 60, not '${bad.replace(".", "\\.")}'`));
+            }
+            for (const bad of ["301", "1000", "-1", "2.5", "x", ""]) {
+                const rb = run("bash", [f, "--revision", "abc", "--bake-seconds", bad]);
+                assert.strictEqual(rb.status, 2, `--bake-seconds ${bad}: ${rb.out}`);
+                assert.match(rb.out, new RegExp(`--bake-seconds needs a whole number from 0 to 300, not '${bad.replace(".", "\\.")}'`));
             }
         });
     });
