@@ -5,6 +5,19 @@
 /** Accounts shared by every app and environment on one server. */
 export const DEPLOY_USER = "deploy";
 
+/** The `ssh` and `sshRoot` outputs: the command that reaches the server as `user` (`-p` unless port 22). */
+export function sshCommand(user: string, address: string, port: number): string {
+    return `ssh${port === 22 ? "" : ` -p ${port}`} ${user}@${address}`;
+}
+
+/** The user and port of an sshCommand (another stack's `ssh` output); port 22 and DEPLOY_USER where it names none. */
+export function parseSshCommand(command: string): { user: string; port: number } {
+    return {
+        user: /\s([a-z_][a-z0-9_-]*)@\S+$/.exec(command)?.[1] ?? DEPLOY_USER,
+        port: Number(/ -p (\d+) /.exec(command)?.[1] ?? 22),
+    };
+}
+
 /** Directory for files that belong to this tool rather than to one app. */
 export const TOOL_DIR = "/usr/local/lib/clj-zero-downtime";
 /** The tool's own state on a server that is no one environment's (ACME webroots, the claims lock). */

@@ -1,16 +1,15 @@
 import * as pulumi from "@pulumi/pulumi";
 import { Settings } from "./config";
-import { EnvironmentLayout } from "./names";
+import { EnvironmentLayout, sshCommand } from "./names";
 
 /** How a user reaches the server, the app and the git remote. Pure, so tests can check the strings. */
 export function describeAccess(settings: Settings, env: EnvironmentLayout, address: string, deployUser: string) {
-    const port = settings.sshPort === 22 ? "" : ` -p ${settings.sshPort}`;
     const gitPort = settings.sshPort === 22 ? "" : `:${settings.sshPort}`;
     const bracketed = address.includes(":") ? `[${address}]` : address;
     return {
         serverAddress: address,
-        ssh: `ssh${port} ${deployUser}@${address}`,
-        sshRoot: `ssh${port} ${settings.sshUser}@${address}`,
+        ssh: sshCommand(deployUser, address, settings.sshPort),
+        sshRoot: sshCommand(settings.sshUser, address, settings.sshPort),
         appUrl: settings.domain ? `${settings.tls === "off" ? "http" : "https"}://${settings.domain}/` : `http://${bracketed}/`,
         gitRemote: `ssh://${deployUser}@${bracketed}${gitPort}${env.repoDir}`,
         dnsHint: !settings.domain

@@ -12,7 +12,7 @@ import { ChildProcess, spawn } from "child_process";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
-import { EnvironmentLayout, SUPERVISOR_SOCKET, layout } from "../infra/names";
+import { EnvironmentLayout, SUPERVISOR_SOCKET, layout, parseSshCommand } from "../infra/names";
 
 const ROOT = path.resolve(__dirname, "..");
 
@@ -137,10 +137,8 @@ export function targetFromOutputs(stack: string, outputs: Record<string, unknown
     if (!m || m[2] !== environment) {
         throw new OpsError(`stack ${stack}: unexpected appDirectory output '${appDirectory}' (expected /srv/<app>/${environment})`);
     }
-    // The `ssh` output is `ssh [-p N] deploy@<address>`: the port and user the stack set up.
-    const sshOut = str("ssh") ?? "";
-    const port = Number(/ -p (\d+) /.exec(sshOut)?.[1] ?? 22);
-    const user = /\s([a-z_][a-z0-9_-]*)@\S+$/.exec(sshOut)?.[1] ?? "deploy";
+    // The `ssh` output names the port and user the stack set up.
+    const { port, user } = parseSshCommand(str("ssh") ?? "");
     // Ports are not needed for paths; layout() only copies them.
     const env = layout(m[1], environment, { proxy: 0, slot1: 0, slot2: 0, nrepl1: 0, nrepl2: 0 });
     return { stack, address, user, port, appUrl: str("appUrl") ?? `http://${address}/`, layout: env, pulumiLiveRevision: str("liveRevision") };

@@ -1,6 +1,6 @@
 import * as pulumi from "@pulumi/pulumi";
 import { ConfigError, PROJECT, Settings } from "../config";
-import { PORT_CONFIG_KEYS, Ports } from "../names";
+import { parseSshCommand, PORT_CONFIG_KEYS, Ports } from "../names";
 import { Host, TYPE_PREFIX } from "./host";
 
 /** Ports of this environment that another environment on the same server already uses, as messages naming both. */
@@ -26,12 +26,6 @@ export function ownerIsDefaultServer(ownerAppUrl: string | undefined, ownerAddre
     return new URL(ownerAppUrl).hostname.replace(/^\[|\]$/g, "") === ownerAddress;
 }
 
-/** The SSH port in a stack's `ssh` output (`ssh [-p N] deploy@<address>`); undefined without that output. */
-export function sshPortOf(sshOutput: string | undefined): number | undefined {
-    if (!sshOutput) return undefined;
-    return Number(/ -p (\d+) /.exec(sshOutput)?.[1] ?? 22);
-}
-
 /**
  * The server of another stack (`serverStack`), read from its outputs. That stack owns the
  * server and its firewall; this one only adds its environment. Ports that collide with the
@@ -55,7 +49,8 @@ export class SharedHost extends pulumi.ComponentResource implements Host {
         this.address = pulumi.all([owner.requireOutput("serverAddress") as pulumi.Output<string>, ownerEnv, ownerPorts, ownerUrl, ownerSsh])
             .apply(([address, env, ports, url, ssh]) => {
                 const problems = portCollisions(settings.ports, settings.environment, ports, env, settings.serverStack);
-                const ownerPort = sshPortOf(ssh);
+                // An owner from before the ssh output was one: nothing to compare.
+                const ownerPort = ssh ? parseSshCommand(ssh).port : undefined;
                 if (ownerPort !== undefined && ownerPort !== settings.sshPort) {
                     problems.push(`${PROJECT}:sshPort = ${settings.sshPort}, but the server of stack ${settings.serverStack} takes SSH on port ${ownerPort}: ` +
                         `set sshPort to ${ownerPort} (and sshUser to the user that stack sets up with)`);

@@ -9,7 +9,7 @@ import * as path from "path";
 import {
     formatStatus, logsCommand, OLD_LOG_FOLLOW_SECONDS, parseArgs, parseSupervisorLine, rollbackCommand, sshArgv, sshFailureMessage, statusScript, targetFromOutputs, UsageError,
 } from "../../scripts/ops";
-import { EnvironmentLayout } from "../../infra/names";
+import { EnvironmentLayout, parseSshCommand, sshCommand } from "../../infra/names";
 
 const ROOT = path.join(__dirname, "..", "..");
 const OPS = path.join(ROOT, "scripts", "ops.sh");
@@ -73,6 +73,16 @@ describe("ops: the stack's outputs", () => {
         assert.deepStrictEqual(t.layout.programs.map(p => [p.name, p.log]),
             [["shop-live-1", "/var/log/shop/live-1.log"], ["shop-live-2", "/var/log/shop/live-2.log"]]);
         assert.strictEqual(targetFromOutputs("live", OUTPUTS).port, 22);
+    });
+
+    it("reads user and port back from the ssh command the outputs write, IPv6 addresses included", () => {
+        for (const [user, address, port] of [["deploy", "203.0.113.7", 22], ["deploy", "203.0.113.7", 2222], ["admin_1", "2001:db8::7", 22022]] as const) {
+            const command = sshCommand(user, address, port);
+            assert.strictEqual(command.includes(" -p "), port !== 22, command);
+            assert.deepStrictEqual(parseSshCommand(command), { user, port }, command);
+            const t = targetFromOutputs("live", { ...OUTPUTS, ssh: command });
+            assert.deepStrictEqual([t.user, t.port], [user, port]);
+        }
     });
 });
 
