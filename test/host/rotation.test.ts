@@ -515,7 +515,8 @@ describe("gated rotation on a test host, under load", function () {
         const baked = deploy.at(/^==> slot \d served all traffic for 4\.\ds of the bake and passed every health check; stopping slot \d$/);
         const stopped = deploy.at(/^==> stopped slot \d$/);
         assert.ok(switched && baking && baked && stopped, deploy.output);
-        assert.ok(baked - switched >= 4000 && baked - switched < 5500, `the bake ended ${baked - switched} ms after the switch\n${deploy.output}`);
+        // (The switch's line is printed a little after the moment the bake counts from.)
+        assert.ok(baked - switched >= 3900 && baked - switched < 5500, `the bake ended ${baked - switched} ms after the switch\n${deploy.output}`);
         assert.ok(stopped >= baked, deploy.output);
         assert.strictEqual(await liveVersion(), next);
     });

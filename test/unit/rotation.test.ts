@@ -200,15 +200,14 @@ describe("rotation: deploy script", () => {
         const lock = path.join(dir, "lock");
         try {
             const code = [
-                oneLineFunction(s, "past_deadline"),
-                ...["set_secs_since", "timed_read", "pause", "request_health", "check_health"].map(fn => functionSource(s, fn)),
+                ...["uptime_us", "past_deadline", "set_secs_since", "timed_read", "pause", "request_health", "check_health"].map(fn => functionSource(s, fn)),
                 `DOMAIN=shop.example.com ${userAgentSetting} HEALTH_REQUEST_TIMEOUT=1 SLOT_PORT=("" ${port} 1) PAUSE_FD="" HEALTH_CODE="" IN_TIMED_READ=0 PENDING_EXIT=""`,
                 `exec 9>${lock}`,
-                "t0=${EPOCHREALTIME/./}",
+                "uptime_us t0",
                 'HEALTH_PATH=/health; check_health 1; echo "health: $HEALTH_CODE"',
                 'HEALTH_PATH=/other; check_health 1; echo "other: $HEALTH_CODE"',
                 'HEALTH_PATH=/health; check_health 2; echo "nothing listens: $HEALTH_CODE"',
-                "t=${EPOCHREALTIME/./}",
+                "uptime_us t",
                 'HEALTH_PATH=/hang; check_health 1; set_secs_since waited "$t"; echo "hangs: $HEALTH_CODE after ${waited}s"',
                 'pause 0.3; set_secs_since total "$t0"; ! past_deadline $((t0 + 60000000)); echo "total: $total"',
             ].join("\n");
@@ -271,10 +270,10 @@ describe("rotation: deploy script", () => {
             }
         }).map(Number);
         const code = [
-            ...["set_secs_since", "timed_read", "check_health"].map(fn => functionSource(s, fn)),
+            ...["uptime_us", "set_secs_since", "timed_read", "check_health"].map(fn => functionSource(s, fn)),
             'HEALTH_REQUEST_TIMEOUT=1 SLOT_PORT=("" 1) HEALTH_CODE="" IN_TIMED_READ=0 PENDING_EXIT=""',
             `request_health() { exec sleep ${marker}; }`,
-            't=${EPOCHREALTIME/./}; check_health 1; set_secs_since waited "$t"; echo "$HEALTH_CODE after ${waited}s"',
+            'uptime_us t; check_health 1; set_secs_since waited "$t"; echo "$HEALTH_CODE after ${waited}s"',
         ].join("\n");
         let left: number[] = [];
         try {
@@ -416,7 +415,7 @@ describe("rotation: deploy script", () => {
 
     it("names the last answer when a new slot misses its start timeout: the status, or none when nothing answered HTTP", () => {
         const failure = (answer: string) => spawnSync("bash", ["-c", [
-            oneLineFunction(s, "now_us"), oneLineFunction(s, "past_deadline"),
+            functionSource(s, "uptime_us"), oneLineFunction(s, "now_us"), oneLineFunction(s, "past_deadline"),
             ...["secs_since", "set_secs_since", "timed_read", "pause", "idle_boot_hint", "wait_healthy"].map(fn => functionSource(s, fn)),
             'IN_TIMED_READ=0 PENDING_EXIT="" HEALTH_INTERVAL=0.1 START_TIMEOUT=1 SLOT_PORT=("" 3001 3002) HEALTH_PATH=/health BOOT_PRIORITY=idle PAUSE_FD=""',
             `check_health() { HEALTH_CODE=${answer}; }`, 'slot_pid() { echo $$; }', "slot_state() { echo STARTING; }",
@@ -431,7 +430,7 @@ describe("rotation: deploy script", () => {
     });
 
     it("splits the wait for a new slot into boot (until it first answers HTTP) and gate (from then until a 2xx), and ends RUNNING-checked", () => {
-        const pollFunctions = [oneLineFunction(s, "now_us"), oneLineFunction(s, "past_deadline"),
+        const pollFunctions = [functionSource(s, "uptime_us"), oneLineFunction(s, "now_us"), oneLineFunction(s, "past_deadline"),
             ...["secs_since", "set_secs_since", "timed_read", "pause"].map(fn => functionSource(s, fn)), 'IN_TIMED_READ=0 PENDING_EXIT=""'].join("\n");
         /** wait_healthy with the health check answering `codes` in turn, one per poll; prints T_BOOT and T_GATE. */
         const waitHealthy = (...codes: string[]) => {
@@ -477,7 +476,7 @@ describe("rotation: deploy script", () => {
         assert.ok(leftoverBoot < 0.4, `boot ${leftoverBoot} s holds the leftover's 0.5-s stop`);
         assert.match(functionBody(s, "rotate"), /start_slot "\$NEW_SLOT" "\$BOOT_PRIORITY"\n    wait_healthy "\$NEW_SLOT" "\$SLOT_STARTED_US"/);
         // the deploy and the restore at boot both wait for Supervisor's RUNNING once the slot serves
-        assert.match(functionBody(s, "rotate"), /retire_old_slot "\$OLD_SLOT"\n    fi\n    confirm_running "\$NEW_SLOT"/);
+        assert.match(functionBody(s, "rotate"), /retire_old_slot "\$OLD_SLOT"\n    elif [^\n]+\n[^\n]+\n    fi\n    confirm_running "\$NEW_SLOT"/);
         assert.match(functionBody(s, "start_slot"), /supervisor_process start "\$program" nowait/);
     });
 
@@ -550,41 +549,96 @@ describe("rotation: deploy script", () => {
         assert.strictEqual(bakeOf(20, "--rollback", "--bake-seconds", "5"), "5");
     });
 
-    it("the bake: polls the new slot until bakeSeconds after the switch; one missed poll goes on, two in a row or an exited process fail it", function () {
-        this.timeout(20_000);
-        // still_healthy answers from a list (one answer per poll, then healthy); new_slot_exited from a flag file.
+    it("the bake: from the switch (the drain included) until bakeSeconds after it, and on until a poll passes; one missed poll goes on, two in a row or an exited process fail it", function () {
+        this.timeout(30_000);
+        // still_healthy answers from a list (one answer per poll, then healthy); new_slot_exited from a flag;
+        // ss shows the old slot's connections for `drainPolls` polls.
         const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-bake-"));
         try {
-            const bake = (bakeSeconds: number, answers: string, exited = false) => {
-                fs.writeFileSync(path.join(dir, "answers"), answers.split("").join("\n") + "\n");
-                const script = ["set -euo pipefail", oneLineFunction(s, "now_us"), ...["past_deadline", "set_secs_since", "timed_read", "pause", "bake"].map(fn => functionSource(s, fn)),
-                    'say() { echo "==> $*"; }', 'detail() { echo "    $*"; }', 'fail() { echo "failed: $1 (BAKING=$BAKING)"; exit 1; }',
-                    'slot_state() { echo BACKOFF; }', "IN_TIMED_READ=0 PENDING_EXIT= PAUSE_FD= HEALTH_INTERVAL=0.1 RAMP_HEALTH_MISSES=2 BAKING=0",
-                    `ANSWERS=${dir}/answers EXITED=${exited ? 1 : 0}`,
+            const retire = (o: { bakeSeconds: number; answers: string; exited?: boolean; oldState?: string; drainPolls?: number; switchedAgoS?: number }) => {
+                fs.writeFileSync(path.join(dir, "answers"), o.answers.split("").join("\n") + "\n");
+                fs.writeFileSync(path.join(dir, "drain"), "x\n".repeat(o.drainPolls ?? 0));
+                const script = ["set -euo pipefail", ...["uptime_us", "now_us", "past_deadline", "set_secs_since", "secs_since", "timed_read", "pause",
+                    "wait_drained", "retire_old_slot", "start_bake", "poll_baking_slot", "finish_bake"].map(fn => functionSource(s, fn)),
+                    'say() { echo "==> $*"; }', 'warn() { echo "warning: $*"; }', 'detail() { echo "    $*"; }', 'fail() { echo "failed: $1 (BAKING=$BAKING)"; exit 1; }',
+                    `slot_state() { if [ "$1" = 1 ]; then echo ${o.oldState ?? "RUNNING"}; else echo BACKOFF; fi; }`,
+                    'supervisor_process() { echo "$1 $2"; }',
+                    `ss() { local l; l=$(head -n 1 ${dir}/drain); sed -i 1d ${dir}/drain; echo "$l"; }`,
+                    "IN_TIMED_READ=0 PENDING_EXIT= PAUSE_FD= HEALTH_INTERVAL=0.1 RAMP_HEALTH_MISSES=2 BAKING=0 BAKE_MISSES=0 BAKE_MISSED=0 DRAIN_TIMEOUT=30",
+                    'SLOT_PORT=("" 3001 3002) SLOT_PROGRAM=("" app-1 app-2) NEW_SLOT=2 T_DRAIN=0 T_BAKE=0',
+                    `ANSWERS=${dir}/answers EXITED=${o.exited ? 1 : 0}`,
                     'still_healthy() { local a; a=$(head -n 1 "$ANSWERS"); sed -i 1d "$ANSWERS"; [ "$a" != n ]; }',
                     'new_slot_exited() { [ "$EXITED" = 1 ]; }',
-                    `BAKE_SECONDS=${bakeSeconds}`, "T_SWITCHED=$(now_us)", "t0=$(now_us)", "bake 2 1",
+                    `BAKE_SECONDS=${o.bakeSeconds}`, `T_SWITCHED=$(( $(now_us) - ${(o.switchedAgoS ?? 0) * 1000000} ))`, "t0=$(now_us)", "retire_old_slot 1",
                     'echo "took $(( ($(now_us) - t0) / 100000 )) tenths, BAKING=$BAKING"'].join("\n");
                 const r = spawnSync("bash", ["-c", script], { encoding: "utf8" });
                 return { status: r.status, out: r.stdout + r.stderr };
             };
-            const none = bake(0, "n");
-            assert.strictEqual(none.out, "took 0 tenths, BAKING=0\n", "bakeSeconds 0: no bake, no poll");
-            const fine = bake(1, "yyynyyy");
+            const none = retire({ bakeSeconds: 0, answers: "n" });
+            assert.strictEqual(none.out, "==> drained slot 1 in 0.0s\n==> stopped slot 1\ntook 0 tenths, BAKING=0\n", "bakeSeconds 0: no bake, no poll");
+            const fine = retire({ bakeSeconds: 1, answers: "yyynyyy" });
             assert.strictEqual(fine.status, 0, fine.out);
-            assert.match(fine.out, /^==> slot 1 stays up until 1s after the switch: if slot 2 fails before then, all traffic goes back to slot 1\n/);
+            assert.match(fine.out, /^==> slot 1 stays up until 1s after the switch: if slot 2 fails before then, all traffic goes back to slot 1\n==> drained slot 1/);
             assert.match(fine.out, /    slot 2 missed a health check 0\.\ds after the switch; polling again\n/);
-            assert.match(fine.out, /==> slot 2 served all traffic for 1\.\ds of the bake and passed every health check; stopping slot 1\n/);
+            assert.match(fine.out, /==> slot 2 served all traffic for 1\.\ds of the bake; it missed 1 of its health polls, never 2 in a row, and passed the last; stopping slot 1\n==> stopped slot 1\n/);
             const took = Number(/took (\d+) tenths, BAKING=0/.exec(fine.out)![1]);
-            assert.ok(took >= 10 && took <= 14, `a 1-s bake took ${took} tenths of a second`);
-            const failing = bake(5, "yynn");
+            assert.ok(took >= 10 && took <= 20, `a 1-s bake took ${took} tenths of a second`);
+            const clean = retire({ bakeSeconds: 1, answers: "y" });
+            assert.match(clean.out, /==> slot 2 served all traffic for 1\.\ds of the bake and passed every health check; stopping slot 1\n/);
+            const missAtTheEnd = retire({ bakeSeconds: 1, answers: "ny", switchedAgoS: 2 });
+            assert.match(missAtTheEnd.out, /missed a health check 2\.\ds after the switch; polling again\n==> slot 2 served all traffic for 2\.\ds of the bake; it missed 1 of its health polls/,
+                "past the bake's end, a missed poll is polled again, not taken for a pass");
+            const failing = retire({ bakeSeconds: 5, answers: "yynn" });
             assert.strictEqual(failing.status, 1, failing.out);
             assert.match(failing.out, /failed: slot 2 stopped answering its health check 0\.\ds after it got all traffic: 2 polls in a row failed \(supervisor: BACKOFF\) \(BAKING=1\)/);
-            const gone = bake(5, "n", true);
+            assert.doesNotMatch(failing.out, /stopped slot 1/);
+            const gone = retire({ bakeSeconds: 5, answers: "n", exited: true });
             assert.strictEqual(gone.status, 1, gone.out);
             assert.match(gone.out, /failed: slot 2's process exited 0\.\ds after it got all traffic \(supervisor: BACKOFF\) \(BAKING=1\)/);
             assert.doesNotMatch(gone.out, /missed/, "an exited process fails the bake at once");
-            assert.match(functionBody(s, "retire_old_slot"), /say "drained slot \$slot in \$\{T_DRAIN\}s"\n\s+bake "\$NEW_SLOT" "\$slot"\n\s+STAGE="stopping slot \$slot"/, "the bake comes between the drain and the stop");
+            const inTheDrain = retire({ bakeSeconds: 5, answers: "yn", exited: true, drainPolls: 50 });
+            assert.match(inTheDrain.out, /^==> slot 1 stays up until 5s after the switch[^\n]*\nfailed: slot 2's process exited 0\.\ds after it got all traffic \(supervisor: BACKOFF\) \(BAKING=1\)\n$/,
+                "the bake starts at the switch: the drain polls the new slot, and a failure there is the bake's");
+            const oldDown = retire({ bakeSeconds: 5, answers: "n", oldState: "BACKOFF" });
+            assert.match(oldDown.out, /^==> no bake: slot 1 is BACKOFF, so there is no slot to move traffic back to\n/);
+            assert.match(oldDown.out, /took \d+ tenths, BAKING=0\n$/);
+            assert.match(functionBody(s, "rotate"), /retire_old_slot "\$OLD_SLOT"\n\s+elif \[ "\$BAKE_SECONDS" -gt 0 \]; then\n\s+say "no bake: no slot served before this deploy, so there is none to move traffic back to"/);
+        } finally {
+            fs.rmSync(dir, { recursive: true, force: true });
+        }
+    });
+
+    it("a deploy that fails during its bake (on_exit): all traffic back to the old slot and the records as before, unless the old slot no longer runs and answers", () => {
+        const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-takeback-"));
+        try {
+            const failBake = (oldState: string, oldHealth: string) => {
+                fs.writeFileSync(path.join(dir, "live-slot"), "2\n");
+                fs.writeFileSync(path.join(dir, "live-revision"), "new\n");
+                fs.writeFileSync(path.join(dir, "previous-revision"), "old\n");
+                const script = ["set -Eeuo pipefail", "exec 2>&1", ...["uptime_us", "now_us", "set_secs_since", "read_state", "write_state", "record_switch_back", "take_back_bake", "on_exit"].map(fn => functionSource(s, fn)),
+                    'say() { echo "==> $*"; }', 'warn() { echo "warning: $*"; }', "fail() { REASON=$1; exit 1; }",
+                    `slot_state() { echo ${oldState}; }`, `check_health() { HEALTH_CODE=${oldHealth}; }`,
+                    'return_traffic_to() { echo "traffic to slot $1"; RETURN_DRAINED=1; }', 'stop_new_slot() { echo "stop slot $NEW_SLOT ($1)"; }',
+                    "slot_revision() { echo old; }", "kernel_live_slot() { echo 2; }",
+                    `STATE_DIR=${dir} ENVIRONMENT=live SWITCH_HELPER=/sbin/switch ENV_ID=app-live DRAIN_TIMEOUT=30 RECORD_HISTORY=0 EXITING=0 LAST_ERROR= STAGE=baking`,
+                    "NEW_SLOT=2 OLD_SLOT=1 REVISION=new OLD_REVISION=old PREVIOUS_BEFORE=older NEW_STARTED=1 SWITCHED=1 RAMPING=0 BAKING=1 T_BAKE=0.0 RETURN_DRAINED=1",
+                    "T_SWITCHED=$(now_us)", "trap on_exit EXIT", 'fail "slot 2 stopped answering its health check"'].join("\n");
+                const r = spawnSync("bash", ["-c", script], { encoding: "utf8" });
+                const state = ["live-slot", "live-revision", "previous-revision"].map(f => fs.readFileSync(path.join(dir, f), "utf8").trim()).join(" ");
+                return { status: r.status, out: r.stdout + r.stderr, state };
+            };
+            const back = failBake("RUNNING", "200");
+            assert.strictEqual(back.status, 1, back.out);
+            assert.strictEqual(back.out, "==> moving all traffic back to slot 1\ntraffic to slot 1\n" +
+                "stop slot 2 (it had all the traffic for 0.0s of the bake; its requests have finished)\n==> all traffic back on slot 1, which still serves old\n" +
+                "deploy of new to live failed: slot 2 stopped answering its health check\n");
+            assert.strictEqual(back.state, "1 old older");
+            for (const [state, health, said] of [["BACKOFF", "200", "supervisor: BACKOFF, health check: 200"], ["RUNNING", "000", "supervisor: RUNNING, health check: no answer"]]) {
+                const stays = failBake(state, health);
+                assert.strictEqual(stays.out, `warning: slot 1 cannot take the traffic back (${said}): slot 2 (new) keeps it and stays recorded as live; roll back with deploy --rollback\n` +
+                    "deploy of new to live failed: slot 2 stopped answering its health check\n");
+                assert.strictEqual(stays.state, "2 new old", "the records say what serves");
+            }
         } finally {
             fs.rmSync(dir, { recursive: true, force: true });
         }
@@ -609,6 +663,27 @@ describe("rotation: deploy script", () => {
             const first = switchAndBack();
             assert.strictEqual(first.stdout, "switched: 2 new old \nback\n", first.stderr);
             assert.deepStrictEqual(state(), ["1\n", "old\n", "-"], "no previous revision before: none after");
+        } finally {
+            fs.rmSync(dir, { recursive: true, force: true });
+        }
+    });
+
+    it("times deadlines and durations by the kernel's time since boot, which a step of the wall clock (NTP at boot) does not move", () => {
+        const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-clock-"));
+        try {
+            const uptime = path.join(dir, "uptime");
+            fs.writeFileSync(uptime, "100.00 50.00\n");
+            const script = [...["uptime_us", "now_us", "past_deadline", "set_secs_since"].map(fn => functionSource(s, fn)),
+                't0=$(now_us); deadline=$((t0 + 2000000)); echo "t0 $t0"',
+                'if past_deadline "$deadline"; then echo due; else echo waiting; fi',
+                `printf '102.55 51.00\\n' >${uptime}`,
+                'set_secs_since since "$t0"; echo "since $since"',
+                'if past_deadline "$deadline"; then echo due; else echo waiting; fi'].join("\n");
+            // The kernel's uptime, replaced (in a mount namespace of this run only) by a file the test moves on.
+            const r = spawnSync("unshare", ["-m", "--propagation", "private", "bash", "-c", `set -euo pipefail; mount --bind ${uptime} /proc/uptime\n${script}`], { encoding: "utf8" });
+            assert.strictEqual(r.stdout, "t0 100000000\nwaiting\nsince 2.5\ndue\n", r.stderr);
+            assert.deepStrictEqual(lines(s).filter(l => l.includes("EPOCHREALTIME")), ['    printf \'%s\\n\' "$$.$EPOCHREALTIME" >"$tmp"'],
+                "the wall clock only makes a settings request token unique");
         } finally {
             fs.rmSync(dir, { recursive: true, force: true });
         }
@@ -814,7 +889,7 @@ z.close()`]);
         });
         await new Promise<void>(resolve => server.listen(0, "127.0.0.1", resolve));
         const port = (server.address() as { port: number }).port;
-        const nowUs = oneLineFunction(s, "now_us");
+        const nowUs = [functionSource(s, "uptime_us"), oneLineFunction(s, "now_us")].join("\n");
         /** warm_up 1 with these many requests of this path and this time limit; its output. */
         const warmUp = (p: string, requests: number, timeoutS: number) => new Promise<string>((resolve, reject) => {
             const script = [nowUs, functionSource(s, "set_secs_since"), functionSource(s, "secs_since"), functionSource(s, "warm_up"),
@@ -912,7 +987,7 @@ z.close()`]);
             const script = path.join(dir, "build.sh");
             fs.writeFileSync(script, [
                 "set -Eeuo pipefail", "trap '' PIPE", `PATH=${bin}:$PATH`,
-                oneLineFunction(s, "now_us"), oneLineFunction(s, "say"),
+                functionSource(s, "uptime_us"), oneLineFunction(s, "now_us"), oneLineFunction(s, "say"),
                 ...["set_secs_since", "secs_since", "output_lost", "fail", "jar_is_zip", "release_built", "install_jar", "build_release"].map(fn => functionSource(s, fn)),
                 `unpack_source() { echo '(defproject app "0.1.0")' >"$1/project.clj"; }`,
                 `RELEASES_DIR=${dir}/releases REVISION=abc RELEASE_JAR=app.jar MODE=archive BUILD_NICE=10 EXITING=0 REASON="" STAGE=""`,
@@ -1559,7 +1634,7 @@ describe("deploy script: Supervisor through its XML-RPC socket, against a real s
         /** start nowait, then the state at once, then confirm_running's output and the state after it. */
         const startThenConfirm = (slotProgram: string) => {
             const code = [
-                ...["now_us", "past_deadline", "status_state", "slot_state"].map(fn => oneLineFunction(script, fn)),
+                functionSource(script, "uptime_us"), ...["now_us", "past_deadline", "status_state", "slot_state"].map(fn => oneLineFunction(script, fn)),
                 ...["timed_read", "pause", "confirm_running"].map(fn => functionSource(script, fn)),
                 `SUPERVISOR_START_SECONDS=${startSeconds} RUNNING_WAIT=1 HEALTH_INTERVAL=0.1 PAUSE_FD="" IN_TIMED_READ=0 PENDING_EXIT="" SLOT_LOG=("" "" "/var/log/slot-2.log")`,
                 'warn() { echo "warning: $*"; }',
