@@ -561,7 +561,8 @@ describe("gated rotation on a test host, under load", function () {
         });
         const report = await load.stop();
         assert.notStrictEqual(deploy.code, 0, deploy.output);
-        assert.match(deploy.output, /failed: slot \d's process exited [0-9.]+s after it got all traffic/);
+        // Found by its process gone, or by two health polls that failed (while the kernel was still tearing the JVM down).
+        assert.match(deploy.output, /failed: slot \d(?:'s process exited| stopped answering its health check) [0-9.]+s after it got all traffic/);
         const back = deploy.at(/^==> moving all traffic back to slot \d$/);
         // Printed once the traffic has moved back and the crashed slot has no connections left.
         const stopping = deploy.at(/^==> stopping slot \d \(it had all the traffic for [0-9.]+s of the bake; its requests have finished\)$/);
@@ -569,9 +570,16 @@ describe("gated rotation on a test host, under load", function () {
         assert.match(deploy.output, /all traffic back on slot \d, which still serves/);
         const requests = report.totals.requests;
         const failed = report.records().filter(r => !r.ok);
-        log(`crash during the bake: ${failed.length} of ${requests} requests failed (${JSON.stringify(report.statusCodes)}), ` +
-            `the last one started ${failed.length ? Math.round(Math.max(...failed.map(r => r.start)) - back) : "-"} ms after the deploy said it moves the traffic back`);
-        assert.ok(failed.length > 0 && failed.length < requests * 0.05, `${failed.length} of ${requests} failed`);
+        const starts = failed.map(r => r.start);
+        const ends = failed.map(r => r.end);
+        // By their ends: a slow request in flight at the crash started up to 300 ms before it.
+        const span = failed.length ? Math.round(Math.max(...ends) - Math.min(...ends)) : 0;
+        log(`crash during the bake: ${failed.length} of ${requests} requests failed (${JSON.stringify(report.statusCodes)}), ending within ${span} ms; ` +
+            `the last one started ${failed.length ? Math.round(Math.max(...starts) - back) : "-"} ms after the deploy said it moves the traffic back`);
+        // Fast 502s make the count depend on the client's speed; the time they span is the outage. Without the
+        // take-back it would last until Supervisor had restarted the crashed version (about 1.3 s) and again at its next crash.
+        assert.ok(failed.length > 0, "the crash had requests in flight");
+        assert.ok(span < 1000, `the failures spanned ${span} ms (${failed.length} of ${requests})`);
         assert.ok(failed.every(r => r.failure === "status" || r.failure === "transport"), JSON.stringify(report.failureSamples.slice(0, 3)));
         assert.ok(failed.every(r => r.start < stopping), `failures after the traffic moved back: ${failed.filter(r => r.start >= stopping).length}`);
         await assertBackOn(live);

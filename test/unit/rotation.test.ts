@@ -555,13 +555,15 @@ describe("rotation: deploy script", () => {
         // ss shows the old slot's connections for `drainPolls` polls.
         const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-bake-"));
         try {
-            const retire = (o: { bakeSeconds: number; answers: string; exited?: boolean; oldState?: string; drainPolls?: number; switchedAgoS?: number }) => {
+            const retire = (o: { bakeSeconds: number; answers: string; exited?: boolean; oldState?: string; oldStateLater?: string; drainPolls?: number; switchedAgoS?: number }) => {
                 fs.writeFileSync(path.join(dir, "answers"), o.answers.split("").join("\n") + "\n");
                 fs.writeFileSync(path.join(dir, "drain"), "x\n".repeat(o.drainPolls ?? 0));
-                const script = ["set -euo pipefail", ...["uptime_us", "now_us", "past_deadline", "set_secs_since", "secs_since", "timed_read", "pause",
+                const script = ["set -euo pipefail", ...["uptime_us", "now_us", "past_deadline", "set_secs_since", "secs_since", "timed_read", "pause", "status_state",
                     "wait_drained", "retire_old_slot", "start_bake", "poll_baking_slot", "finish_bake"].map(fn => functionSource(s, fn)),
                     'say() { echo "==> $*"; }', 'warn() { echo "warning: $*"; }', 'detail() { echo "    $*"; }', 'fail() { echo "failed: $1 (BAKING=$BAKING)"; exit 1; }',
-                    `slot_state() { if [ "$1" = 1 ]; then echo ${o.oldState ?? "RUNNING"}; else echo BACKOFF; fi; }`,
+                    // The old slot's state: at the switch (a status line), then after the drain.
+                    `slot_status_line() { echo "app-1 ${o.oldState ?? "RUNNING"} pid 4242, uptime 0:00:09"; }`,
+                    `slot_state() { if [ "$1" = 2 ]; then echo BACKOFF; else echo ${o.oldStateLater ?? o.oldState ?? "RUNNING"}; fi; }`,
                     'supervisor_process() { echo "$1 $2"; }',
                     `ss() { local l; l=$(head -n 1 ${dir}/drain); sed -i 1d ${dir}/drain; echo "$l"; }`,
                     "IN_TIMED_READ=0 PENDING_EXIT= PAUSE_FD= HEALTH_INTERVAL=0.1 RAMP_HEALTH_MISSES=2 BAKING=0 BAKE_MISSES=0 BAKE_MISSED=0 DRAIN_TIMEOUT=30",
@@ -602,6 +604,8 @@ describe("rotation: deploy script", () => {
             const oldDown = retire({ bakeSeconds: 5, answers: "n", oldState: "BACKOFF" });
             assert.match(oldDown.out, /^==> no bake: slot 1 is BACKOFF, so there is no slot to move traffic back to\n/);
             assert.match(oldDown.out, /took \d+ tenths, BAKING=0\n$/);
+            const oldEnded = retire({ bakeSeconds: 5, answers: "y", oldStateLater: "EXITED" });
+            assert.match(oldEnded.out, /^==> slot 1 stays up until 5s[^\n]*\nwarning: slot 1 is EXITED since the switch, so the bake ends: there is no slot to move traffic back to\ntook \d+ tenths, BAKING=0\n$/);
             assert.match(functionBody(s, "rotate"), /retire_old_slot "\$OLD_SLOT"\n\s+elif \[ "\$BAKE_SECONDS" -gt 0 \]; then\n\s+say "no bake: no slot served before this deploy, so there is none to move traffic back to"/);
         } finally {
             fs.rmSync(dir, { recursive: true, force: true });
@@ -611,13 +615,13 @@ describe("rotation: deploy script", () => {
     it("a deploy that fails during its bake (on_exit): all traffic back to the old slot and the records as before, unless the old slot no longer runs and answers", () => {
         const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-takeback-"));
         try {
-            const failBake = (oldState: string, oldHealth: string) => {
+            const failBake = (oldAlive: boolean, oldHealth: string) => {
                 fs.writeFileSync(path.join(dir, "live-slot"), "2\n");
                 fs.writeFileSync(path.join(dir, "live-revision"), "new\n");
                 fs.writeFileSync(path.join(dir, "previous-revision"), "old\n");
                 const script = ["set -Eeuo pipefail", "exec 2>&1", ...["uptime_us", "now_us", "set_secs_since", "read_state", "write_state", "record_switch_back", "take_back_bake", "on_exit"].map(fn => functionSource(s, fn)),
                     'say() { echo "==> $*"; }', 'warn() { echo "warning: $*"; }', "fail() { REASON=$1; exit 1; }",
-                    `slot_state() { echo ${oldState}; }`, `check_health() { HEALTH_CODE=${oldHealth}; }`,
+                    `OLD_PID=${oldAlive ? "$$" : "2147483647"}`, `check_health() { HEALTH_CODE=${oldHealth}; }`,
                     'return_traffic_to() { echo "traffic to slot $1"; RETURN_DRAINED=1; }', 'stop_new_slot() { echo "stop slot $NEW_SLOT ($1)"; }',
                     "slot_revision() { echo old; }", "kernel_live_slot() { echo 2; }",
                     `STATE_DIR=${dir} ENVIRONMENT=live SWITCH_HELPER=/sbin/switch ENV_ID=app-live DRAIN_TIMEOUT=30 RECORD_HISTORY=0 EXITING=0 LAST_ERROR= STAGE=baking`,
@@ -627,20 +631,37 @@ describe("rotation: deploy script", () => {
                 const state = ["live-slot", "live-revision", "previous-revision"].map(f => fs.readFileSync(path.join(dir, f), "utf8").trim()).join(" ");
                 return { status: r.status, out: r.stdout + r.stderr, state };
             };
-            const back = failBake("RUNNING", "200");
+            const back = failBake(true, "200");
             assert.strictEqual(back.status, 1, back.out);
             assert.strictEqual(back.out, "==> moving all traffic back to slot 1\ntraffic to slot 1\n" +
                 "stop slot 2 (it had all the traffic for 0.0s of the bake; its requests have finished)\n==> all traffic back on slot 1, which still serves old\n" +
                 "deploy of new to live failed: slot 2 stopped answering its health check\n");
             assert.strictEqual(back.state, "1 old older");
-            for (const [state, health, said] of [["BACKOFF", "200", "supervisor: BACKOFF, health check: 200"], ["RUNNING", "000", "supervisor: RUNNING, health check: no answer"]]) {
-                const stays = failBake(state, health);
+            for (const [alive, health, said] of [[false, "200", "its process 2147483647 has exited"], [true, "000", "its health check: no answer"], [true, "503", "its health check: 503"]] as const) {
+                const stays = failBake(alive, health);
                 assert.strictEqual(stays.out, `warning: slot 1 cannot take the traffic back (${said}): slot 2 (new) keeps it and stays recorded as live; roll back with deploy --rollback\n` +
                     "deploy of new to live failed: slot 2 stopped answering its health check\n");
                 assert.strictEqual(stays.state, "2 new old", "the records say what serves");
             }
         } finally {
             fs.rmSync(dir, { recursive: true, force: true });
+        }
+    });
+
+    it("takes a new slot's process for exited when it is gone, or dead and not yet reaped (a zombie), not while it runs", async () => {
+        const exited = (pid: string) => spawnSync("bash", ["-c", [functionSource(s, "new_slot_exited"), `NEW_PID=${pid}`, "if new_slot_exited; then echo exited; else echo runs; fi"].join("\n")], { encoding: "utf8" }).stdout.trim();
+        // A parent that does not reap its child for a while, as Supervisor between the exit and its next look.
+        const parent = spawn("python3", ["-c", "import os, sys, time\npid = os.fork()\nif pid == 0: os._exit(3)\nprint(pid, flush=True)\ntime.sleep(30)"]);
+        try {
+            const zombie = await new Promise<string>(resolve => parent.stdout.once("data", d => resolve(String(d).trim())));
+            await new Promise(r => setTimeout(r, 200));
+            assert.match(fs.readFileSync(`/proc/${zombie}/stat`, "utf8"), /\) Z /, "the child is a zombie");
+            assert.strictEqual(exited(zombie), "exited");
+            assert.strictEqual(exited(String(parent.pid)), "runs");
+            assert.strictEqual(exited("2147483647"), "exited");
+            assert.strictEqual(exited('""'), "runs", "no pid yet: not known to have exited");
+        } finally {
+            parent.kill("SIGKILL");
         }
     });
 
