@@ -9,7 +9,7 @@ import * as path from "path";
 import { AppFault, commitAppVersion, makeAppRepo } from "./app-variants";
 import { httpGet, log, sampleAppLayout, Server, startServer, step, underLoad as underLoadOn } from "./fixture";
 import { CONNTRACK_CLOSE_TIMEOUT, JIT_NICE } from "../../infra/rotation";
-import { startLoad } from "../load/client";
+import { LoadReport, startLoad } from "../load/client";
 import { gitSshEnv, SSH_OPTIONS } from "./testhost";
 
 const DOMAIN = "shop.test";
@@ -27,6 +27,20 @@ describe("gated rotation on a test host, under load", function () {
     const commits: Record<string, string> = {};
 
     const underLoad = <T>(what: string, fn: () => Promise<T>) => underLoadOn(server, DOMAIN, what, fn);
+    /** fn under the same load, 1 s after it started and until `afterMs` after fn: the report, failures and all, to assert on. */
+    async function underLoadWithFailures<T>(fn: () => Promise<T>, afterMs: number): Promise<{ result: T; report: LoadReport }> {
+        const load = startLoad({ url: `http://${server.host.address}`, hostHeader: DOMAIN, concurrency: 32 });
+        let result: T;
+        try {
+            await new Promise(r => setTimeout(r, 1000));
+            result = await fn();
+            await new Promise(r => setTimeout(r, afterMs));
+        } catch (e) {
+            await load.stop();
+            throw e;
+        }
+        return { result, report: await load.stop() };
+    }
     const get = (address: string, urlPath: string) => httpGet(address, DOMAIN, urlPath);
 
     async function liveVersion(): Promise<string> {
@@ -418,17 +432,7 @@ describe("gated rotation on a test host, under load", function () {
         const live = await liveVersion();
         const sha = commitAppVersion(app, { version: "broken-exit-under-traffic", fault: "exit-under-traffic" });
         pushBroken(sha);
-        const load = startLoad({ url: `http://${server.host.address}`, hostHeader: DOMAIN, concurrency: 32 });
-        const deploy = await (async () => {
-            await new Promise(r => setTimeout(r, 1000));
-            const d = await timedDeploy(`--git ${REPO} --revision ${sha} --ramp-seconds 6`, { allowFail: true });
-            await new Promise(r => setTimeout(r, 1000));
-            return d;
-        })().catch(async e => {
-            await load.stop();
-            throw e;
-        });
-        const report = await load.stop();
+        const { result: deploy, report } = await underLoadWithFailures(() => timedDeploy(`--git ${REPO} --revision ${sha} --ramp-seconds 6`, { allowFail: true }), 1000);
         assert.notStrictEqual(deploy.code, 0, deploy.output);
         assert.match(deploy.output, /failed: slot \d stopped answering its health check while it had 10 % of new requests/);
         assert.match(deploy.output, /moving all traffic back to slot \d/);
@@ -544,24 +548,14 @@ describe("gated rotation on a test host, under load", function () {
         assert.strictEqual(await stateFiles(), records, "the records are as before the deploy");
     });
 
-    it("a version that crashes 2 s after it got all traffic, during the bake: all traffic goes back to the old slot at once; the failures end there", async () => {
+    it("a version killed (SIGKILL) 2 s after it got all traffic, during the bake: all traffic goes back to the old slot at once; the failures end there", async () => {
         const live = await liveVersion();
         const records = await stateFiles();
         const sha = commitAppVersion(app, { version: "broken-crash-after-switch", fault: "crash-4s-into-traffic" });
         pushBroken(sha);
-        const load = startLoad({ url: `http://${server.host.address}`, hostHeader: DOMAIN, concurrency: 32 });
-        const deploy = await (async () => {
-            await new Promise(r => setTimeout(r, 1000));
-            const d = await timedDeploy(`--git ${REPO} --revision ${sha} --ramp-seconds 2 --bake-seconds 30`, { allowFail: true });
-            await new Promise(r => setTimeout(r, 2000));
-            return d;
-        })().catch(async e => {
-            await load.stop();
-            throw e;
-        });
-        const report = await load.stop();
+        const { result: deploy, report } = await underLoadWithFailures(() => timedDeploy(`--git ${REPO} --revision ${sha} --ramp-seconds 2 --bake-seconds 30`, { allowFail: true }), 2000);
         assert.notStrictEqual(deploy.code, 0, deploy.output);
-        // Found by its process gone, or by two health polls that failed (while the kernel was still tearing the JVM down).
+        // Found by its process gone, or by two failed health polls (refused before the poll saw the process gone).
         assert.match(deploy.output, /failed: slot \d(?:'s process exited| stopped answering its health check) [0-9.]+s after it got all traffic/);
         const back = deploy.at(/^==> moving all traffic back to slot \d$/);
         // Printed once the traffic has moved back and the crashed slot has no connections left.
