@@ -79,6 +79,11 @@ function bareRepo(dir: string, count: number): { repo: string; commits: string[]
     return { repo, commits };
 }
 
+/** The three records a switch writes in a state directory, each as the file holds it ("-": no file). */
+function stateRecords(dir: string): string[] {
+    return ["live-slot", "live-revision", "previous-revision"].map(f => fs.existsSync(path.join(dir, f)) ? fs.readFileSync(path.join(dir, f), "utf8") : "-");
+}
+
 /** A one-line shell function of a script (`name() { ...; }`), whole. */
 function oneLineFunction(script: string, name: string): string {
     return script.match(new RegExp(`^${name}\\(\\) \\{.*\\}$`, "m"))![0];
@@ -566,7 +571,7 @@ describe("rotation: deploy script", () => {
                     `slot_state() { if [ "$1" = 2 ]; then echo BACKOFF; else echo ${o.oldStateLater ?? o.oldState ?? "RUNNING"}; fi; }`,
                     'supervisor_process() { echo "$1 $2"; }',
                     `ss() { local l; l=$(head -n 1 ${dir}/drain); sed -i 1d ${dir}/drain; echo "$l"; }`,
-                    "IN_TIMED_READ=0 PENDING_EXIT= PAUSE_FD= HEALTH_INTERVAL=0.1 RAMP_HEALTH_MISSES=2 BAKING=0 BAKE_MISSES=0 BAKE_MISSED=0 DRAIN_TIMEOUT=30",
+                    "IN_TIMED_READ=0 PENDING_EXIT= PAUSE_FD= HEALTH_INTERVAL=0.1 HEALTH_MISSES_TO_FAIL=2 BAKING=0 BAKE_MISSES=0 BAKE_MISSED=0 DRAIN_TIMEOUT=30",
                     'SLOT_PORT=("" 3001 3002) SLOT_PROGRAM=("" app-1 app-2) NEW_SLOT=2 T_DRAIN=0 T_BAKE=0',
                     `ANSWERS=${dir}/answers EXITED=${o.exited ? 1 : 0}`,
                     'still_healthy() { local a; a=$(head -n 1 "$ANSWERS"); sed -i 1d "$ANSWERS"; [ "$a" != n ]; }',
@@ -669,7 +674,7 @@ describe("rotation: deploy script", () => {
         const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-state-"));
         try {
             fs.mkdirSync(path.join(dir, "releases"));
-            const state = () => ["live-slot", "live-revision", "previous-revision"].map(f => fs.existsSync(path.join(dir, f)) ? fs.readFileSync(path.join(dir, f), "utf8") : "-");
+            const state = () => stateRecords(dir);
             const switchAndBack = () => spawnSync("bash", ["-c", ["set -euo pipefail", `STATE_DIR=${dir} RELEASES_DIR=${dir}/releases NEW_SLOT=2 OLD_SLOT=1 OLD_REVISION=old REVISION=new`,
                 ...["read_state", "write_state", "record_switch", "record_switch_back"].map(fn => functionSource(s, fn)),
                 'PREVIOUS_BEFORE=$(read_state previous-revision)', "record_switch", 'echo "switched: $(cat $STATE_DIR/live-slot $STATE_DIR/live-revision $STATE_DIR/previous-revision | tr "\n" " ")"',
@@ -721,7 +726,7 @@ describe("rotation: deploy script", () => {
                 ...["write_state", "record_switch"].map(fn => functionSource(s, fn)),
                 full ? `ln -s /dev/full "${dir}/.${full}.tmp.$$"` : ":",
                 'if record_switch; then echo recorded; else echo "not recorded: $?"; fi'].join("\n")], { encoding: "utf8" });
-            const state = () => ["live-slot", "live-revision", "previous-revision"].map(f => fs.existsSync(path.join(dir, f)) ? fs.readFileSync(path.join(dir, f), "utf8") : "-");
+            const state = () => stateRecords(dir);
             const failed = run("live-slot");
             assert.strictEqual(failed.stdout, "not recorded: 1\n", failed.stderr);
             assert.deepStrictEqual(state(), ["1\n", "old\n", "-"], "the old values stay, not an empty file");
