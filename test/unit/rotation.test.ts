@@ -508,7 +508,9 @@ describe("rotation: deploy script", () => {
         try {
             fs.mkdirSync(path.join(dir, "state"));
             fs.mkdirSync(path.join(dir, "releases", "rolled-back"), { recursive: true });
-            fs.writeFileSync(path.join(dir, "releases", "rolled-back", "app.jar"), "jar");
+            fs.writeFileSync(path.join(dir, "releases", "rolled-back", "app.jar"), TINY_JAR);
+            fs.mkdirSync(path.join(dir, "releases", "cut-short"));
+            fs.writeFileSync(path.join(dir, "releases", "cut-short", "app.jar"), TINY_JAR.subarray(0, 30));
             const body = s.slice(0, s.lastIndexOf('\nmain "$@"'))
                 .replace(/^readonly STATE_DIR=.*$/m, `readonly STATE_DIR=${dir}/state`)
                 .replace(/^readonly RELEASES_DIR=.*$/m, `readonly RELEASES_DIR=${dir}/releases`);
@@ -531,7 +533,10 @@ describe("rotation: deploy script", () => {
             assert.strictEqual(decide("rolled-back", null, "--archive", path.join(dir, "gone.tar"), "--revision", "c0ffee1", "--config-commit", "c0ffee1"), "restart");
             assert.strictEqual(decide("", "c0ffee1", ...pulumi), "deploy", "nothing live to restart");
             assert.strictEqual(decide("pruned", "c0ffee1", ...pulumi),
-                `warning: the live release pruned is gone from ${dir}/releases, so this deploys c0ffee1 (appRevision) instead of restarting it\ndeploy`);
+                `warning: the live release pruned is gone from ${dir}/releases or its jar is cut short, so this deploys c0ffee1 (appRevision) instead of restarting it\ndeploy`);
+            assert.strictEqual(decide("cut-short", "c0ffee1", ...pulumi),
+                `warning: the live release cut-short is gone from ${dir}/releases or its jar is cut short, so this deploys c0ffee1 (appRevision) instead of restarting it\ndeploy`,
+                "a jar cut short is no release to restart");
             assert.strictEqual(decide("rolled-back", "c0ffee1", "--archive", "u.tar", "--revision", "c0ffee1"), "deploy",
                 "without --config-commit (a deploy by hand)");
             // Recorded only where a deploy from pulumi up succeeded, beside the history.
@@ -882,6 +887,8 @@ z.close()`]);
             fs.mkdirSync(path.join(dir, "fedcba98-unbuilt")); // no jar: not a kept release
             fs.mkdirSync(path.join(dir, "fedcba98-cut"));
             fs.writeFileSync(path.join(dir, "fedcba98-cut", "app.jar"), TINY_JAR.subarray(0, 30)); // a jar cut short: not one either
+            fs.mkdirSync(path.join(dir, "badc0ffee"));
+            fs.writeFileSync(path.join(dir, "badc0ffee", "app.jar"), TINY_JAR.subarray(0, 30)); // nor by its whole name
             const body = ["set -euo pipefail", `readonly RELEASES_DIR=${dir} RELEASE_JAR=app.jar`, s.match(/^readonly RELEASE_PREFIX_MIN=.*$/m)![0], "say() { echo \"==> $*\"; }",
                 "fail() { echo \"failed: $1\"; exit 1; }", ...["jar_is_zip", "release_built", "kept_releases", "expand_release_name"].map(fn => functionSource(s, fn))].join("\n");
             const expand = (name: string) => {
@@ -890,6 +897,8 @@ z.close()`]);
             };
             assert.strictEqual(expand("fedcba98"), "==> release fedcba98 is fedcba9876543210\nrevision: fedcba9876543210");
             assert.strictEqual(expand("badc0ffee0000000"), "revision: badc0ffee0000000", "a whole name stays as it is");
+            assert.strictEqual(expand("badc0ffee"), "==> release badc0ffee is badc0ffee0000000\nrevision: badc0ffee0000000",
+                "a name whose jar is cut short is no release: the kept one it starts is");
             assert.strictEqual(expand("0123456789abcdef"),
                 "failed: more than one kept release starts with 0123456789abcdef: 0123456789abcdef-aaaa11112222 0123456789abcdef-bbbb33334444; give more of its name");
             assert.strictEqual(expand("0123456789abcdef-bbbb"), "==> release 0123456789abcdef-bbbb is 0123456789abcdef-bbbb33334444\nrevision: 0123456789abcdef-bbbb33334444");
