@@ -350,6 +350,53 @@ describe("lib.sh: reload_nginx", () => {
     });
 });
 
+describe("apt.sh: apt_retry", () => {
+    /**
+     * apt_retry with apt-get as a stub that reports apt's lock as held for `busyTries` calls, then
+     * succeeds; each call moves the kernel's time since boot (/proc/uptime, bind-mounted over in a
+     * mount namespace of this run only) on by 4 s, and the wall clock not at all.
+     */
+    const aptRetry = (busyTries: number): { status: number | null; out: string; tries: number } => {
+        const dir = tmpdir("apt");
+        const uptime = path.join(dir, "uptime");
+        fs.writeFileSync(uptime, "100.00 50.00\n");
+        const code = [
+            "STEP=test; set -euo pipefail",
+            render("lib.sh", {}),
+            render("apt.sh", { aptLockWait: 10 }),
+            `apt-get() {
+                local n; n=$(($(cat ${dir}/tries 2>/dev/null || echo 0) + 1)); echo "$n" >${dir}/tries
+                printf '%s.00 50.00\\n' "$((100 + n * 4))" >${uptime}
+                if [ "$n" -le ${busyTries} ]; then echo "E: Could not get lock /var/lib/dpkg/lock-frontend. It is held by process 42"; return 100; fi
+                echo "installed $*"
+            }`,
+            "sleep() { :; }",
+            "apt_retry install -y nginx",
+        ].join("\n");
+        try {
+            const r = spawnSync("unshare", ["-m", "--propagation", "private", "bash", "-c", `mount --bind ${uptime} /proc/uptime\n${code}`], { encoding: "utf8", timeout: 20_000 });
+            return { status: r.status, out: (r.stdout + r.stderr).trim(), tries: Number(fs.readFileSync(path.join(dir, "tries"), "utf8")) };
+        } finally {
+            fs.rmSync(dir, { recursive: true, force: true });
+        }
+    };
+
+    it("waits while another package manager holds apt's lock, then goes on", () => {
+        const r = aptRetry(2);
+        assert.strictEqual(r.status, 0, r.out);
+        assert.strictEqual(r.tries, 3);
+        assert.strictEqual(r.out.split("\n").filter(l => l === "[test] apt is busy (another package manager holds its lock); waiting").length, 2, r.out);
+    });
+
+    it("gives up after APT_LOCK_WAIT seconds of the kernel's time since boot, with apt's words and what failed", () => {
+        const r = aptRetry(100);
+        assert.strictEqual(r.status, 1, r.out);
+        // Each try takes 4 s of the kernel's clock: after the ones that end at 104 and 108 s it waits, after the one that ends at 112 s (past 100 + 10) it gives up.
+        assert.strictEqual(r.tries, 3);
+        assert.match(r.out, /E: Could not get lock \/var\/lib\/dpkg\/lock-frontend\. It is held by process 42\n\[test\] error: apt-get install -y nginx failed \(exit 100\); the output above says why$/);
+    });
+});
+
 describe("lib.sh: a changed Supervisor group is applied only while none of its programs runs (a real supervisord)", () => {
     const group = (stopWait: number) => ["[group:czdg]", "programs=czdg-1,czdg-2",
         ...[1, 2].flatMap(n => ["", `[program:czdg-${n}]`, "command=sleep 300", "autostart=false", "startsecs=0", `stopwaitsecs=${stopWait}`])].join("\n") + "\n";
