@@ -37,14 +37,18 @@ export interface Shipment {
 }
 
 /**
- * The command that runs on the server; the upload is removed once the rotation succeeded.
+ * The command that runs on the server. Once the rotation succeeded it empties the uploads
+ * directory: this run's upload, and those of earlier runs that failed (kept until then so that
+ * a retry of the same release finds its upload; Pulumi's state no longer refers to them once
+ * another release has deployed, and a later run of theirs uploads them again).
  * `--config-commit` lets the server tell a new appRevision from a run for changed settings.
  */
 export function rotationCommand(layout: EnvironmentLayout, shipment: Pick<Shipment, "release" | "kind">, commit: string): { upload: string; create: string } {
     const upload = `${layout.uploadsDir}/${shipment.release}.${shipment.kind === "jar" ? "jar" : "tar"}`;
     return {
         upload,
-        create: `${layout.deployScript} --${shipment.kind} ${upload} --revision ${shipment.release} --config-commit ${commit} && rm -f ${upload}`,
+        create: `${layout.deployScript} --${shipment.kind} ${upload} --revision ${shipment.release} --config-commit ${commit}` +
+            ` && find ${layout.uploadsDir} -mindepth 1 -maxdepth 1 -type f -delete`,
     };
 }
 

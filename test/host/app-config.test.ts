@@ -9,6 +9,7 @@ import { spawn } from "child_process";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
+import { DEPLOY_USER } from "../../infra/names";
 import { makeAppRepo } from "./app-variants";
 import { httpGet, sampleAppLayout, Server, startServer, step, underLoad as underLoadOn } from "./fixture";
 import { gitSshEnv } from "./testhost";
@@ -124,6 +125,9 @@ describe("app secrets, JVM options and local builds on a test host", function ()
             const app = path.join(work, "repo", "app");
             const { commitAppVersion } = await import("./app-variants");
             const sha = commitAppVersion(app, { version: "2" });
+            // The upload of an earlier pulumi up whose deploy failed (kept for its retry): a successful one removes it.
+            const staleUpload = `${LAYOUT.uploadsDir}/0000000000000000000000000000000000000000.tar`;
+            await server.sh(`runuser -u ${DEPLOY_USER} -- sh -c 'echo stale >${staleUpload}'`);
             const result = await underLoad("build: local deploy", () => server.up({ build: "local", javaOpts: "", appEnv: JSON.stringify({ API_TOKEN: SECRET2, MODE: "production" }) }));
             const rotate = result.resources.find(r => r.name.endsWith("-deploy-rotate"))!;
             assert.match(rotate.stdout, /installed the prebuilt jar of [0-9a-f]{40}-[0-9a-f]{12} \(no build on this server\)/);
@@ -132,6 +136,7 @@ describe("app secrets, JVM options and local builds on a test host", function ()
             assert.strictEqual(live.status, 200);
             assert.ok(live.revision.startsWith(`${sha}-`), `the live release is the local build of ${sha}: ${live.revision}`);
             assert.strictEqual(await server.sh("test -e /tmp/lein-was-run && echo ran || echo 'not run'"), "not run\n");
+            assert.strictEqual(await server.sh(`ls -A ${LAYOUT.uploadsDir}`), "", "this run's upload and the stale one are gone");
         } finally {
             if (saved === undefined) delete process.env.LEIN_HOME;
             else process.env.LEIN_HOME = saved;

@@ -74,7 +74,7 @@ describe("Deploy", () => {
         assert.strictEqual(rotate.inputs.connection.user, "deploy");
         assert.strictEqual(upload.inputs.remotePath, `/srv/sample-app/live/uploads/${c}.tar`);
         assert.strictEqual(rotate.inputs.create,
-            `/srv/sample-app/live/bin/deploy --archive /srv/sample-app/live/uploads/${c}.tar --revision ${c} --config-commit ${c} && rm -f /srv/sample-app/live/uploads/${c}.tar`);
+            `/srv/sample-app/live/bin/deploy --archive /srv/sample-app/live/uploads/${c}.tar --revision ${c} --config-commit ${c} && find /srv/sample-app/live/uploads -mindepth 1 -maxdepth 1 -type f -delete`);
         assert.ok(!rotate.inputs.create.includes("PRIVATE KEY"));
         assert.ok(rotate.secretInputs.includes("connection"));
         assert.ok(!rotate.secretInputs.includes("create"), "the command itself is not secret");
@@ -185,7 +185,8 @@ describe("Deploy", () => {
         const l = layout("shop", "beta", { proxy: 4000, slot1: 4001, slot2: 4002, nrepl1: 4101, nrepl2: 4102 });
         assert.strictEqual(rotationCommand(l, { release: "abc", kind: "archive" }, "abc").upload, "/srv/shop/beta/uploads/abc.tar");
         assert.strictEqual(rotationCommand(l, { release: "abc-0123", kind: "jar" }, "abc").create,
-            "/srv/shop/beta/bin/deploy --jar /srv/shop/beta/uploads/abc-0123.jar --revision abc-0123 --config-commit abc && rm -f /srv/shop/beta/uploads/abc-0123.jar");
+            "/srv/shop/beta/bin/deploy --jar /srv/shop/beta/uploads/abc-0123.jar --revision abc-0123 --config-commit abc" +
+            " && find /srv/shop/beta/uploads -mindepth 1 -maxdepth 1 -type f -delete");
     });
 
     it("re-runs the rotation (same release, no new upload) when the app's environment or JVM options change; the key is secret", async () => {
