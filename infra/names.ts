@@ -191,6 +191,18 @@ export function slotNreplPort(ports: Ports, slot: Slot): number {
     return slot === 1 ? ports.nrepl1 : ports.nrepl2;
 }
 
+/**
+ * The app and environment whose directory (`layout().baseDir`, `<APPS_ROOT>/<app>/<env>`) this
+ * is; null for any other path.
+ */
+export function environmentOfBaseDir(dir: string): { appName: string; environment: string } | null {
+    const prefix = `${APPS_ROOT}/`;
+    if (!dir.startsWith(prefix)) return null;
+    const [appName, environment, ...rest] = dir.slice(prefix.length).split("/");
+    if (!appName || !environment || rest.length > 0) return null;
+    return { appName, environment };
+}
+
 export function layout(appName: string, environment: string, ports: Ports): EnvironmentLayout {
     const id = environmentId(appName, environment);
     const appDir = `${APPS_ROOT}/${appName}`;

@@ -12,7 +12,7 @@ import { ChildProcess, spawn } from "child_process";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
-import { EnvironmentLayout, SUPERVISOR_SOCKET, layout, parseSshCommand } from "../infra/names";
+import { APPS_ROOT, EnvironmentLayout, SUPERVISOR_SOCKET, environmentOfBaseDir, layout, parseSshCommand } from "../infra/names";
 
 const ROOT = path.resolve(__dirname, "..");
 
@@ -132,15 +132,15 @@ export function targetFromOutputs(stack: string, outputs: Record<string, unknown
     const appDirectory = str("appDirectory");
     const environment = str("environment");
     if (!address || !appDirectory || !environment) throw new OpsError(noServerMessage(stack));
-    // appDirectory is /srv/<app>/<env> (infra/names.ts); the rest of the layout follows from it.
-    const m = /^\/srv\/([a-z0-9-]+)\/([a-z0-9-]+)$/.exec(appDirectory);
-    if (!m || m[2] !== environment) {
-        throw new OpsError(`stack ${stack}: unexpected appDirectory output '${appDirectory}' (expected /srv/<app>/${environment})`);
+    // appDirectory is the environment's layout().baseDir; the rest of the layout follows from it.
+    const dir = environmentOfBaseDir(appDirectory);
+    if (!dir || dir.environment !== environment) {
+        throw new OpsError(`stack ${stack}: unexpected appDirectory output '${appDirectory}' (expected ${APPS_ROOT}/<app>/${environment})`);
     }
     // The `ssh` output names the port and user the stack set up.
     const { port, user } = parseSshCommand(str("ssh") ?? "");
     // Ports are not needed for paths; layout() only copies them.
-    const env = layout(m[1], environment, { proxy: 0, slot1: 0, slot2: 0, nrepl1: 0, nrepl2: 0 });
+    const env = layout(dir.appName, environment, { proxy: 0, slot1: 0, slot2: 0, nrepl1: 0, nrepl2: 0 });
     return { stack, address, user, port, appUrl: str("appUrl") ?? `http://${address}/`, layout: env, pulumiLiveRevision: str("liveRevision") };
 }
 

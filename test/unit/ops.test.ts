@@ -75,6 +75,14 @@ describe("ops: the stack's outputs", () => {
         assert.strictEqual(targetFromOutputs("live", OUTPUTS).port, 22);
     });
 
+    it("refuses an appDirectory that is not an environment's directory of this stack's environment", () => {
+        for (const appDirectory of ["/srv/shop/beta", "/opt/shop/live", "/srv/shop", "/srv/shop/live/bin", "srv/shop/live", "/srv//live"]) {
+            assert.throws(() => targetFromOutputs("live", { ...OUTPUTS, appDirectory }),
+                new RegExp(`^Error: stack live: unexpected appDirectory output '${appDirectory}' \\(expected /srv/<app>/live\\)$`), appDirectory);
+        }
+        assert.strictEqual(targetFromOutputs("live", { ...OUTPUTS, appDirectory: "/srv/my-shop-2/live" }).layout.deployScript, "/srv/my-shop-2/live/bin/deploy");
+    });
+
     it("reads user and port back from the ssh command the outputs write, IPv6 addresses included", () => {
         for (const [user, address, port] of [["deploy", "203.0.113.7", 22], ["deploy", "203.0.113.7", 2222], ["admin_1", "2001:db8::7", 22022]] as const) {
             const command = sshCommand(user, address, port);
