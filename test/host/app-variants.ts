@@ -6,7 +6,7 @@ import * as fs from "fs";
 import * as path from "path";
 
 export type AppFault = "health-500" | "exit-at-boot" | "no-port" | "compile-error" | "exit-when-warmed" | "exit-under-traffic"
-  | "health-pause-under-traffic" | "health-hang-under-traffic" | "crash-4s-into-traffic";
+  | "health-pause-under-traffic" | "health-hang-under-traffic" | "crash-4s-into-traffic" | "stop-listening-under-traffic";
 
 export interface AppVariantOptions {
   /** Written to resources/VERSION; the app reports it as X-App-Version. */
@@ -122,6 +122,15 @@ function applyFault(dir: string, fault: AppFault): void {
       patchOnce(core, '(GET "/" [] (text 200',
         '(GET "/" [] (when (compare-and-set! crash-armed false true) (future (Thread/sleep 4000) (.exec (Runtime/getRuntime) (into-array String ["kill" "-KILL" (str (.pid (java.lang.ProcessHandle/current)))])))) (text 200');
       patchOnce(core, "(defroutes routes", "(def crash-armed (atom false))\n\n(defroutes routes");
+      break;
+    case "stop-listening-under-traffic":
+      // Healthy through the gate and a warm-up of /health; on its 21st request of / (during the
+      // ramp) it stops Jetty, which closes the port, and the JVM lives on (the future's thread
+      // sleeps): a JVM on its way out, or an app that lost its server.
+      patchOnce(core, '(GET "/" [] (text 200',
+        '(GET "/" [] (when (= (swap! root-hits inc) 21) (future (.stop ^org.eclipse.jetty.server.Server @jetty) (Thread/sleep Long/MAX_VALUE))) (text 200');
+      patchOnce(core, "(defroutes routes", "(def root-hits (atom 0))\n(def jetty (atom nil))\n\n(defroutes routes");
+      patchOnce(core, "(run-jetty app {:host host :port port :join? false})", "(reset! jetty (run-jetty app {:host host :port port :join? false}))");
       break;
     case "compile-error":
       // Unbalanced paren: the reader fails while AOT-compiling, so `lein uberjar` fails.

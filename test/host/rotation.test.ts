@@ -368,7 +368,7 @@ describe("gated rotation on a test host, under load", function () {
         pushBroken(pause);
         const { result: paused } = await underLoad("one slow health check during the ramp", () => timedDeploy(`--git ${REPO} --revision ${pause} --ramp-seconds 6`));
         assert.strictEqual(paused.code, 0, paused.output);
-        assert.match(paused.output, /slot \d missed a health check at \d+ %; polling again/);
+        assert.match(paused.output, /slot \d missed a health check while it had \d+ % of new requests; polling again/);
         assert.strictEqual(await liveVersion(), next);
         const hang = commitAppVersion(app, { version: live, fault: "health-hang-under-traffic" });
         pushBroken(hang);
@@ -448,6 +448,23 @@ describe("gated rotation on a test host, under load", function () {
         // The crash reset the slot's connections; with the kernel's default their entries would
         // steer nginx's next connections from the same source ports to the stopped slot (502) for 10 s.
         assert.strictEqual(await resetEntriesToIdleSlot(), "", "no entry of a reset connection to the crashed slot is left");
+    });
+
+    it("a version that stops listening under its first real requests, its process alive (a JVM on its way out): the first poll that finds its port closed ends the ramp", async () => {
+        const live = await liveVersion();
+        const sha = commitAppVersion(app, { version: "broken-stop-listening", fault: "stop-listening-under-traffic" });
+        pushBroken(sha);
+        const { result: deploy, report } = await underLoadWithFailures(() => timedDeploy(`--git ${REPO} --revision ${sha} --ramp-seconds 6`, { allowFail: true }), 1000);
+        assert.notStrictEqual(deploy.code, 0, deploy.output);
+        // Not two missed polls: a port that refuses connections has no listener to answer the next one.
+        assert.match(deploy.output, /failed: slot \d stopped answering its health check while it had 10 % of new requests: nothing listens on its port \d+ any more/);
+        assert.doesNotMatch(deploy.output, /missed a health check/);
+        assert.match(deploy.output, /all traffic back on slot \d, which still serves/);
+        const failed = report.records().filter(r => !r.ok);
+        log(`listener closed during the ramp: ${failed.length} of ${report.totals.requests} requests failed (${JSON.stringify(report.statusCodes)})`);
+        assert.ok(failed.length < report.totals.requests * 0.02, `${failed.length} of ${report.totals.requests} failed`);
+        assert.strictEqual(await liveVersion(), live);
+        assert.strictEqual((await server.sh(`${SWITCH} show ${ID}`, "root")).trim().split("\n").length, 1, "no ramp rule is left");
     });
 
     it("a deploy stopped (SIGTERM) during its ramp moves all traffic back, lets the new slot finish its requests and stops it: 0 failed requests", async () => {

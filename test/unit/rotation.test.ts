@@ -177,8 +177,14 @@ describe("rotation: deploy script", () => {
                 const [code, signal] = await new Promise<[number | null, string | null]>(r => bash.on("close", (c, sig) => r([c, sig])));
                 outcomes.push(`${code} ${signal} ${out.trim()}`);
             }
-            const bad = outcomes.filter(o => o !== "143 null cleanup done: ab interrupted (SIGTERM)");
+            // A second bash 5.2 bug (1 of 1,200 runs of this loop in a lab, 3 of about 1,300 of a loop of
+            // plain x=$(...)): a signal that lands while bash expands a command substitution cannot run
+            // its trap ("unexpected EOF" in the trap's text), and bash exits with status 2 instead. The
+            // cleanup still runs to its end; only the reason is lost.
+            const trapNotRun = /^2 null environment: trap: line \d+: unexpected EOF while looking for matching `\)'\ncleanup done: ab$/;
+            const bad = outcomes.filter(o => o !== "143 null cleanup done: ab interrupted (SIGTERM)" && !trapNotRun.test(o));
             assert.deepStrictEqual(bad, [], `${bad.length} of ${outcomes.length} runs did not end through the cleanup`);
+            assert.ok(outcomes.filter(o => trapNotRun.test(o)).length <= 2, `bash could not run the trap in more runs than its bug explains:\n${outcomes.join("\n")}`);
         } finally {
             server.close();
         }
@@ -211,7 +217,8 @@ describe("rotation: deploy script", () => {
                 "uptime_us t0",
                 'HEALTH_PATH=/health; check_health 1; echo "health: $HEALTH_CODE"',
                 'HEALTH_PATH=/other; check_health 1; echo "other: $HEALTH_CODE"',
-                'HEALTH_PATH=/health; check_health 2; echo "nothing listens: $HEALTH_CODE"',
+                'HEALTH_PATH=/health; check_health 2; echo "nothing listens: $HEALTH_CODE refused $HEALTH_REFUSED"',
+                'HEALTH_PATH=/health; check_health 1; echo "listens again: $HEALTH_CODE refused $HEALTH_REFUSED"',
                 "uptime_us t",
                 'HEALTH_PATH=/hang; check_health 1; set_secs_since waited "$t"; echo "hangs: $HEALTH_CODE after ${waited}s"',
                 'pause 0.3; set_secs_since total "$t0"; ! past_deadline $((t0 + 60000000)); echo "total: $total"',
@@ -247,12 +254,12 @@ describe("rotation: deploy script", () => {
             assert.strictEqual(await closed, 0, out + err);
             assert.deepStrictEqual(await holders, ["the script"], "only the deploy script holds the lock while a health request waits");
             const lines = out.trim().split("\n");
-            assert.deepStrictEqual(lines.slice(0, 3), ["health: 200", "other: 503", "nothing listens: 000"], out + err);
-            const waited = Number(/^hangs: 000 after (\S+)s$/.exec(lines[3])![1]);
+            assert.deepStrictEqual(lines.slice(0, 4), ["health: 200", "other: 503", "nothing listens: 000 refused 1", "listens again: 200 refused 0"], out + err);
+            const waited = Number(/^hangs: 000 after (\S+)s$/.exec(lines[4])![1]);
             assert.ok(waited >= 0.9 && waited < 1.5, `an unanswered request ends after HEALTH_REQUEST_TIMEOUT (1 s), not ${waited} s`);
-            assert.match(lines[4], /^total: \d+\.\d$/);
+            assert.match(lines[5], /^total: \d+\.\d$/);
             assert.deepStrictEqual(seen.map(r => `${r.url} ${r.host} ${r.agent}`),
-                ["/health", "/other", "/hang"].map(url => `${url} shop.example.com clj-zero-downtime-deploy`));
+                ["/health", "/other", "/health", "/hang"].map(url => `${url} shop.example.com clj-zero-downtime-deploy`));
             // the unanswered request's connection is closed, by its own read limit or by the kill (the next test checks the kill)
             for (let i = 0; i < 50 && !hangClosed; i++) await new Promise(r => setTimeout(r, 20));
             assert.ok(hangClosed, "the unanswered request's connection was closed");
@@ -559,9 +566,9 @@ describe("rotation: deploy script", () => {
         assert.strictEqual(bakeOf(20, "--rollback", "--bake-seconds", "5"), "5");
     });
 
-    it("the bake: from the switch (the drain included) until bakeSeconds after it, and on until a poll passes; one missed poll goes on, two in a row or an exited process fail it", function () {
+    it("the bake: from the switch (the drain included) until bakeSeconds after it, and on until a poll passes; one missed poll goes on, two in a row, an exited process or a port nothing listens on fail it", function () {
         this.timeout(30_000);
-        // still_healthy answers from a list (one answer per poll, then healthy); new_slot_exited from a flag;
+        // still_healthy answers from a list (one answer per poll, then healthy; r: refused); new_slot_exited from a flag;
         // ss shows the old slot's connections for `drainPolls` polls.
         const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-bake-"));
         try {
@@ -569,17 +576,17 @@ describe("rotation: deploy script", () => {
                 fs.writeFileSync(path.join(dir, "answers"), o.answers.split("").join("\n") + "\n");
                 fs.writeFileSync(path.join(dir, "drain"), "x\n".repeat(o.drainPolls ?? 0));
                 const script = ["set -euo pipefail", ...["uptime_us", "now_us", "past_deadline", "set_secs_since", "secs_since", "timed_read", "pause", "status_state",
-                    "wait_drained", "retire_old_slot", "start_bake", "poll_baking_slot", "finish_bake"].map(fn => functionSource(s, fn)),
+                    "wait_drained", "retire_old_slot", "start_bake", "poll_new_slot", "poll_baking_slot", "finish_bake"].map(fn => functionSource(s, fn)),
                     'say() { echo "==> $*"; }', 'warn() { echo "warning: $*"; }', 'detail() { echo "    $*"; }', 'fail() { echo "failed: $1 (BAKING=$BAKING)"; exit 1; }',
                     // The old slot's state: at the switch (a status line), then after the drain.
                     `slot_status_line() { echo "app-1 ${o.oldState ?? "RUNNING"} pid 4242, uptime 0:00:09"; }`,
                     `slot_state() { if [ "$1" = 2 ]; then echo BACKOFF; else echo ${o.oldStateLater ?? o.oldState ?? "RUNNING"}; fi; }`,
                     'supervisor_process() { echo "$1 $2"; }',
                     `ss() { local l; l=$(head -n 1 ${dir}/drain); sed -i 1d ${dir}/drain; echo "$l"; }`,
-                    "IN_TIMED_READ=0 PENDING_EXIT= PAUSE_FD= HEALTH_INTERVAL=0.1 HEALTH_MISSES_TO_FAIL=2 BAKING=0 BAKE_MISSES=0 BAKE_MISSED=0 DRAIN_TIMEOUT=30",
+                    "IN_TIMED_READ=0 PENDING_EXIT= PAUSE_FD= HEALTH_INTERVAL=0.1 HEALTH_MISSES_TO_FAIL=2 BAKING=0 NEW_SLOT_MISSES=0 NEW_SLOT_MISSED=0 HEALTH_REFUSED=0 DRAIN_TIMEOUT=30",
                     'SLOT_PORT=("" 3001 3002) SLOT_PROGRAM=("" app-1 app-2) NEW_SLOT=2 T_DRAIN=0 T_BAKE=0',
                     `ANSWERS=${dir}/answers EXITED=${o.exited ? 1 : 0}`,
-                    'still_healthy() { local a; a=$(head -n 1 "$ANSWERS"); sed -i 1d "$ANSWERS"; [ "$a" != n ]; }',
+                    'still_healthy() { local a; a=$(head -n 1 "$ANSWERS"); sed -i 1d "$ANSWERS"; HEALTH_REFUSED=0; [ "$a" != r ] || { HEALTH_REFUSED=1; return 1; }; [ "$a" != n ]; }',
                     'new_slot_exited() { [ "$EXITED" = 1 ]; }',
                     `BAKE_SECONDS=${o.bakeSeconds}`, `T_SWITCHED=$(( $(now_us) - ${(o.switchedAgoS ?? 0) * 1000000} ))`, "t0=$(now_us)", "retire_old_slot 1",
                     'echo "took $(( ($(now_us) - t0) / 100000 )) tenths, BAKING=$BAKING"'].join("\n");
@@ -591,14 +598,14 @@ describe("rotation: deploy script", () => {
             const fine = retire({ bakeSeconds: 1, answers: "yyynyyy" });
             assert.strictEqual(fine.status, 0, fine.out);
             assert.match(fine.out, /^==> slot 1 stays up until 1s after the switch: if slot 2 fails before then, all traffic goes back to slot 1\n==> drained slot 1/);
-            assert.match(fine.out, /    slot 2 missed a health check 0\.\ds after the switch; polling again\n/);
+            assert.match(fine.out, /    slot 2 missed a health check 0\.\ds after it got all traffic; polling again\n/);
             assert.match(fine.out, /==> slot 2 served all traffic for 1\.\ds of the bake; it missed 1 of its health polls, never 2 in a row, and passed the last; stopping slot 1\n==> stopped slot 1\n/);
             const took = Number(/took (\d+) tenths, BAKING=0/.exec(fine.out)![1]);
             assert.ok(took >= 10 && took <= 20, `a 1-s bake took ${took} tenths of a second`);
             const clean = retire({ bakeSeconds: 1, answers: "y" });
             assert.match(clean.out, /==> slot 2 served all traffic for 1\.\ds of the bake and passed every health check; stopping slot 1\n/);
             const missAtTheEnd = retire({ bakeSeconds: 1, answers: "ny", switchedAgoS: 2 });
-            assert.match(missAtTheEnd.out, /missed a health check 2\.\ds after the switch; polling again\n==> slot 2 served all traffic for 2\.\ds of the bake; it missed 1 of its health polls/,
+            assert.match(missAtTheEnd.out, /missed a health check 2\.\ds after it got all traffic; polling again\n==> slot 2 served all traffic for 2\.\ds of the bake; it missed 1 of its health polls/,
                 "past the bake's end, a missed poll is polled again, not taken for a pass");
             const failing = retire({ bakeSeconds: 5, answers: "yynn" });
             assert.strictEqual(failing.status, 1, failing.out);
@@ -606,10 +613,14 @@ describe("rotation: deploy script", () => {
             assert.doesNotMatch(failing.out, /stopped slot 1/);
             const gone = retire({ bakeSeconds: 5, answers: "n", exited: true });
             assert.strictEqual(gone.status, 1, gone.out);
-            assert.match(gone.out, /failed: slot 2's process exited 0\.\ds after it got all traffic \(supervisor: BACKOFF\) \(BAKING=1\)/);
+            assert.match(gone.out, /failed: slot 2 stopped answering its health check 0\.\ds after it got all traffic: its process has exited \(supervisor: BACKOFF\) \(BAKING=1\)/);
             assert.doesNotMatch(gone.out, /missed/, "an exited process fails the bake at once");
+            const refused = retire({ bakeSeconds: 5, answers: "yr" });
+            assert.strictEqual(refused.status, 1, refused.out);
+            assert.match(refused.out, /failed: slot 2 stopped answering its health check 0\.\ds after it got all traffic: nothing listens on its port 3002 any more \(supervisor: BACKOFF\) \(BAKING=1\)/);
+            assert.doesNotMatch(refused.out, /missed/, "a port that refuses connections fails the bake at once: nothing listens there to answer the next poll");
             const inTheDrain = retire({ bakeSeconds: 5, answers: "yn", exited: true, drainPolls: 50 });
-            assert.match(inTheDrain.out, /^==> slot 1 stays up until 5s after the switch[^\n]*\nfailed: slot 2's process exited 0\.\ds after it got all traffic \(supervisor: BACKOFF\) \(BAKING=1\)\n$/,
+            assert.match(inTheDrain.out, /^==> slot 1 stays up until 5s after the switch[^\n]*\nfailed: slot 2 stopped answering its health check 0\.\ds after it got all traffic: its process has exited \(supervisor: BACKOFF\) \(BAKING=1\)\n$/,
                 "the bake starts at the switch: the drain polls the new slot, and a failure there is the bake's");
             const oldDown = retire({ bakeSeconds: 5, answers: "n", oldState: "BACKOFF" });
             assert.match(oldDown.out, /^==> no bake: slot 1 is BACKOFF, so there is no slot to move traffic back to\n/);
