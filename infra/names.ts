@@ -193,13 +193,15 @@ export function slotNreplPort(ports: Ports, slot: Slot): number {
 
 /**
  * The app and environment whose directory (`layout().baseDir`, `<APPS_ROOT>/<app>/<env>`) this
- * is; null for any other path.
+ * is; null for any other path, and for names with characters no app or environment name has
+ * (the layout's paths go into commands run over SSH).
  */
 export function environmentOfBaseDir(dir: string): { appName: string; environment: string } | null {
     const prefix = `${APPS_ROOT}/`;
     if (!dir.startsWith(prefix)) return null;
     const [appName, environment, ...rest] = dir.slice(prefix.length).split("/");
-    if (!appName || !environment || rest.length > 0) return null;
+    const name = /^[a-z0-9][a-z0-9-]*$/;
+    if (!name.test(appName ?? "") || !name.test(environment ?? "") || rest.length > 0) return null;
     return { appName, environment };
 }
 

@@ -76,7 +76,7 @@ describe("ops: the stack's outputs", () => {
     });
 
     it("refuses an appDirectory that is not an environment's directory of this stack's environment", () => {
-        for (const appDirectory of ["/srv/shop/beta", "/opt/shop/live", "/srv/shop", "/srv/shop/live/bin", "srv/shop/live", "/srv//live"]) {
+        for (const appDirectory of ["/srv/shop/beta", "/opt/shop/live", "/srv/shop", "/srv/shop/live/bin", "srv/shop/live", "/srv//live", "/srv/a b/live", "/srv/x;reboot/live"]) {
             assert.throws(() => targetFromOutputs("live", { ...OUTPUTS, appDirectory }),
                 new RegExp(`^Error: stack live: unexpected appDirectory output '${appDirectory}' \\(expected /srv/<app>/live\\)$`), appDirectory);
         }
