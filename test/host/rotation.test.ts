@@ -465,6 +465,9 @@ describe("gated rotation on a test host, under load", function () {
         assert.ok(failed.length < report.totals.requests * 0.02, `${failed.length} of ${report.totals.requests} failed`);
         assert.strictEqual(await liveVersion(), live);
         assert.strictEqual((await server.sh(`${SWITCH} show ${ID}`, "root")).trim().split("\n").length, 1, "no ramp rule is left");
+        // A failed deploy keeps its build (a retry needs none). Gone again, it does not push the
+        // releases that the tests below deploy by name out of the newest keepReleases.
+        await server.sh(`rm -rf ${LAYOUT.releasesDir}/${sha}`, "root");
     });
 
     it("a deploy stopped (SIGTERM) during its ramp moves all traffic back, lets the new slot finish its requests and stops it: 0 failed requests", async () => {
