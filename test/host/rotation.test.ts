@@ -296,6 +296,17 @@ describe("gated rotation on a test host, under load", function () {
         });
     }
     /**
+     * Commits a version with `fault`, deploys it from the server's repository with `options` under
+     * load (until `afterMs` after the deploy) and checks that the deploy failed.
+     */
+    async function deployBrokenUnderLoad(version: string, fault: AppFault, options: string, afterMs: number) {
+        const sha = commitAppVersion(app, { version, fault });
+        pushBroken(sha);
+        const { result: deploy, report } = await underLoadWithFailures(() => timedDeploy(`--git ${REPO} --revision ${sha} ${options}`, { allowFail: true }), afterMs);
+        assert.notStrictEqual(deploy.code, 0, deploy.output);
+        return { sha, deploy, report };
+    }
+    /**
      * Waits (as root) until the switch shows a ramp of at least `percent` %, i.e. a deploy is in
      * its ramp; when none shows up, fails with that deploy's output if it has already ended.
      */
@@ -430,10 +441,7 @@ describe("gated rotation on a test host, under load", function () {
 
     it("a version that crashes under its first real requests, during the ramp: all traffic goes back to the old slot; only the crashed slot's share fails", async () => {
         const live = await liveVersion();
-        const sha = commitAppVersion(app, { version: "broken-exit-under-traffic", fault: "exit-under-traffic" });
-        pushBroken(sha);
-        const { result: deploy, report } = await underLoadWithFailures(() => timedDeploy(`--git ${REPO} --revision ${sha} --ramp-seconds 6`, { allowFail: true }), 1000);
-        assert.notStrictEqual(deploy.code, 0, deploy.output);
+        const { deploy, report } = await deployBrokenUnderLoad("broken-exit-under-traffic", "exit-under-traffic", "--ramp-seconds 6", 1000);
         assert.match(deploy.output, /failed: slot \d stopped answering its health check while it had 10 % of new requests/);
         assert.match(deploy.output, /moving all traffic back to slot \d/);
         assert.match(deploy.output, /all traffic back on slot \d, which still serves/);
@@ -452,10 +460,7 @@ describe("gated rotation on a test host, under load", function () {
 
     it("a version that stops listening under its first real requests, its process alive (a JVM on its way out): the first poll that finds its port closed ends the ramp", async () => {
         const live = await liveVersion();
-        const sha = commitAppVersion(app, { version: "broken-stop-listening", fault: "stop-listening-under-traffic" });
-        pushBroken(sha);
-        const { result: deploy, report } = await underLoadWithFailures(() => timedDeploy(`--git ${REPO} --revision ${sha} --ramp-seconds 6`, { allowFail: true }), 1000);
-        assert.notStrictEqual(deploy.code, 0, deploy.output);
+        const { sha, deploy, report } = await deployBrokenUnderLoad("broken-stop-listening", "stop-listening-under-traffic", "--ramp-seconds 6", 1000);
         // Not two missed polls: a port that refuses connections has no listener to answer the next one.
         assert.match(deploy.output, /failed: slot \d stopped answering its health check while it had 10 % of new requests: nothing listens on its port \d+ any more/);
         assert.doesNotMatch(deploy.output, /missed a health check/);
@@ -571,10 +576,7 @@ describe("gated rotation on a test host, under load", function () {
     it("a version killed (SIGKILL) 2 s after it got all traffic, during the bake: all traffic goes back to the old slot at once; the failures end there", async () => {
         const live = await liveVersion();
         const records = await stateFiles();
-        const sha = commitAppVersion(app, { version: "broken-crash-after-switch", fault: "crash-4s-into-traffic" });
-        pushBroken(sha);
-        const { result: deploy, report } = await underLoadWithFailures(() => timedDeploy(`--git ${REPO} --revision ${sha} --ramp-seconds 2 --bake-seconds 30`, { allowFail: true }), 2000);
-        assert.notStrictEqual(deploy.code, 0, deploy.output);
+        const { deploy, report } = await deployBrokenUnderLoad("broken-crash-after-switch", "crash-4s-into-traffic", "--ramp-seconds 2 --bake-seconds 30", 2000);
         // Found by its process gone, or by a poll whose connect was refused (the port closed before the poll saw the process gone).
         assert.match(deploy.output, /failed: slot \d stopped answering its health check [0-9.]+s after it got all traffic: (?:its process has exited|nothing listens on its port \d+ any more)/);
         const back = deploy.at(/^==> moving all traffic back to slot \d$/);
