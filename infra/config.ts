@@ -80,6 +80,7 @@ export const DEFAULTS = {
     warmupRequests: 500,
     warmupPath: "",
     rampSeconds: 3,
+    rampMaxErrorPercent: 5,
     bakeSeconds: 0,
     appPath: "sample-app",
     appRevision: "HEAD",
@@ -111,6 +112,11 @@ export const BAKE_SECONDS_MAX = 300;
  * each for rampSeconds / RAMP_STEPS_PERCENT.length, before it gets all of them.
  */
 export const RAMP_STEPS_PERCENT = [10, 30, 60] as const;
+/**
+ * The fewest answers the new slot must have given during a ramp before its share of 5xx answers
+ * is compared with the old slot's (rampMaxErrorPercent): fewer say too little either way.
+ */
+export const RAMP_ERROR_MIN_RESPONSES = 20;
 export const TLS_MODES = ["off", "letsencrypt", "custom"] as const;
 export const STRUCTURED_KEYS = ["appEnv"] as const;
 
@@ -149,6 +155,8 @@ export interface Settings {
     warmupPath: string;
     /** Seconds over which a deploy moves new requests to the new slot in RAMP_STEPS_PERCENT steps (0: all at once). */
     rampSeconds: number;
+    /** Percentage points by which the new slot's share of 5xx answers during the ramp may exceed the old slot's before the deploy fails (100: never). */
+    rampMaxErrorPercent: number;
     /** Seconds after the switch for which the old slot stays up, drained, while the new one serves all traffic: traffic goes back to it if the new one fails then (0: stop it once drained). */
     bakeSeconds: number;
     /** Names of the app's environment variables (their values are always treated as secret). */
@@ -394,6 +402,7 @@ export function parseSettings(raw: RawConfig, stack: string): Settings {
     const warmupPath = text("warmupPath") || healthPath;
     if (!URL_PATH.test(warmupPath)) bad("warmupPath", warmupPath, `${URL_PATH_RULE}, for GET requests without side effects (empty: the health path)`);
     const rampSeconds = integer("rampSeconds", 0, RAMP_SECONDS_MAX, `a whole number of seconds from 0 (move all traffic at once) to ${RAMP_SECONDS_MAX}`);
+    const rampMaxErrorPercent = integer("rampMaxErrorPercent", 0, 100, "a whole number of percentage points from 0 (fail on any more 5xx answers than the old version's) to 100 (never fail on them)");
     const bakeSeconds = integer("bakeSeconds", 0, BAKE_SECONDS_MAX, `a whole number of seconds from 0 (stop the old slot as soon as it has drained) to ${BAKE_SECONDS_MAX}`);
     const bootPriority = text("bootPriority") as Settings["bootPriority"];
     if (!(BOOT_PRIORITIES as readonly string[]).includes(bootPriority)) bad("bootPriority", bootPriority, `one of ${BOOT_PRIORITIES.join(", ")}`);
@@ -452,6 +461,7 @@ export function parseSettings(raw: RawConfig, stack: string): Settings {
         warmupRequests,
         warmupPath,
         rampSeconds,
+        rampMaxErrorPercent,
         bakeSeconds,
         appEnvNames,
         appPath,

@@ -246,6 +246,7 @@ export function rotationSettings(settings: Settings): RotationSettings {
         warmupRequests: settings.warmupRequests,
         warmupPath: settings.warmupPath,
         rampSeconds: settings.rampSeconds,
+        rampMaxErrorPercent: settings.rampMaxErrorPercent,
         bakeSeconds: settings.bakeSeconds,
     };
 }

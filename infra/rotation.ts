@@ -5,7 +5,7 @@
 // from the layout (names.ts); the templates never spell one themselves.
 
 import { createHash } from "crypto";
-import { BAKE_SECONDS_MAX, BOOT_PRIORITIES, JAVA_OPTS_ALLOWED, RAMP_SECONDS_MAX, RAMP_STEPS_PERCENT, Settings, URL_PATH, WARMUP_REQUESTS_MAX } from "./config";
+import { BAKE_SECONDS_MAX, BOOT_PRIORITIES, JAVA_OPTS_ALLOWED, RAMP_ERROR_MIN_RESPONSES, RAMP_SECONDS_MAX, RAMP_STEPS_PERCENT, Settings, URL_PATH, WARMUP_REQUESTS_MAX } from "./config";
 import { EnvironmentLayout, RELEASE_JAR, slotProgram, SUPERVISOR_SOCKET, SUPERVISOR_START_SECONDS } from "./names";
 import { render } from "./render";
 
@@ -34,6 +34,8 @@ export interface RotationSettings {
     warmupPath: string;
     /** Seconds over which new requests move to the new slot in RAMP_STEPS_PERCENT steps (0: at once). */
     rampSeconds: number;
+    /** Percentage points by which the new slot's share of 5xx answers in the ramp may exceed the old slot's (100: never fails). */
+    rampMaxErrorPercent: number;
     /** Seconds after the switch the old slot stays up while the new one serves everything (0: stop it once drained). */
     bakeSeconds: number;
 }
@@ -132,6 +134,8 @@ export function validateRotationInput(layout: EnvironmentLayout, settings: Rotat
         `warmupRequests ${settings.warmupRequests} (integer 0..${WARMUP_REQUESTS_MAX})`);
     check(Number.isInteger(settings.rampSeconds) && settings.rampSeconds >= 0 && settings.rampSeconds <= RAMP_SECONDS_MAX,
         `rampSeconds ${settings.rampSeconds} (integer 0..${RAMP_SECONDS_MAX})`);
+    check(Number.isInteger(settings.rampMaxErrorPercent) && settings.rampMaxErrorPercent >= 0 && settings.rampMaxErrorPercent <= 100,
+        `rampMaxErrorPercent ${settings.rampMaxErrorPercent} (integer 0..100)`);
     check(Number.isInteger(settings.bakeSeconds) && settings.bakeSeconds >= 0 && settings.bakeSeconds <= BAKE_SECONDS_MAX,
         `bakeSeconds ${settings.bakeSeconds} (integer 0..${BAKE_SECONDS_MAX})`);
     check(JAVA_OPTS_ALLOWED.test(settings.javaOpts), `javaOpts ${JSON.stringify(settings.javaOpts)}`);
@@ -193,6 +197,8 @@ export function rotationView(layout: EnvironmentLayout, settings: RotationSettin
         rollbackWarmupRequests: ROLLBACK_WARMUP_REQUESTS,
         rampSeconds: settings.rampSeconds,
         rampSecondsMax: RAMP_SECONDS_MAX,
+        rampMaxErrorPercent: settings.rampMaxErrorPercent,
+        rampErrorMinResponses: RAMP_ERROR_MIN_RESPONSES,
         bakeSeconds: settings.bakeSeconds,
         bakeSecondsMax: BAKE_SECONDS_MAX,
         /** The sudoers forms of the ramp: one per slot and share. */

@@ -6,7 +6,8 @@ import * as fs from "fs";
 import * as path from "path";
 
 export type AppFault = "health-500" | "exit-at-boot" | "no-port" | "compile-error" | "exit-when-warmed" | "exit-under-traffic"
-  | "health-pause-under-traffic" | "health-hang-under-traffic" | "crash-4s-into-traffic" | "stop-listening-under-traffic";
+  | "health-pause-under-traffic" | "health-hang-under-traffic" | "crash-4s-into-traffic" | "stop-listening-under-traffic"
+  | "main-route-500";
 
 export interface AppVariantOptions {
   /** Written to resources/VERSION; the app reports it as X-App-Version. */
@@ -131,6 +132,11 @@ function applyFault(dir: string, fault: AppFault): void {
         '(GET "/" [] (when (= (swap! root-hits inc) 21) (future (.stop ^org.eclipse.jetty.server.Server @jetty) (Thread/sleep Long/MAX_VALUE))) (text 200');
       patchOnce(core, "(defroutes routes", "(def root-hits (atom 0))\n(def jetty (atom nil))\n\n(defroutes routes");
       patchOnce(core, "(run-jetty app {:host host :port port :join? false})", "(reset! jetty (run-jetty app {:host host :port port :join? false}))");
+      break;
+    case "main-route-500":
+      // Healthy (its health check and its warm-up of /health pass) and alive, but its main route
+      // answers 500: a release that lacks a setting or a migration that its routes need.
+      patchOnce(core, '(GET "/" [] (text 200', '(GET "/" [] (text 500');
       break;
     case "compile-error":
       // Unbalanced paren: the reader fails while AOT-compiling, so `lein uberjar` fails.

@@ -361,6 +361,14 @@ describe("gated rotation on a test host, under load", function () {
         steps.forEach((s, i) => assert.ok(s.n > 100 && s.share >= expected[i][0] && s.share <= expected[i][1],
             `step ${i + 1}: ${(s.share * 100).toFixed(1)} % of ${s.n} fast GETs went to v${next}, expected ${expected[i].map(x => x * 100).join("..")} %`));
         assert.deepStrictEqual(share(switched! + 100, Infinity).share, 1, "after the switch only the new version answers");
+        // The helper counted each version's answers to the load (all through nginx) in the ramp, none of them 5xx.
+        const counted = /^ {4}in the ramp slot \d answered (\d+) requests, 0 with a 5xx status \(0\.0 %\); slot \d (\d+), 0 with a 5xx status \(0\.0 %\)$/m.exec(deploy.output);
+        assert.ok(counted, deploy.output);
+        const inRamp = report.records().filter(r => r.ok && r.start >= rampFrom! && r.start < rampTo!);
+        const seen = [next, before].map(v => inRamp.filter(r => r.version === v).length);
+        log(`answers counted in the ramp: v${next} ${counted[1]}, v${before} ${counted[2]}; the client's: ${seen.join(", ")}`);
+        [Number(counted[1]), Number(counted[2])].forEach((n, i) =>
+            assert.ok(n >= seen[i] * 0.9 && n <= seen[i] * 1.1, `the helper counted ${n} answers of v${[next, before][i]}, the client saw ${seen[i]}`));
         const history = (await server.sh(`tail -n 1 ${HISTORY}`)).trim().split("\t");
         assert.strictEqual(history.length, 11, history.join(" | "));
         assert.ok(Number(history[10]) >= 6 && Number(history[10]) < 7, `ramp_s ${history[10]}`);
@@ -472,6 +480,29 @@ describe("gated rotation on a test host, under load", function () {
         assert.strictEqual((await server.sh(`${SWITCH} show ${ID}`, "root")).trim().split("\n").length, 1, "no ramp rule is left");
         // A failed deploy keeps its build (a retry needs none). Gone again, it does not push the
         // releases that the tests below deploy by name out of the newest keepReleases.
+        await server.sh(`rm -rf ${LAYOUT.releasesDir}/${sha}`, "root");
+    });
+
+    it("a version whose health check passes but whose main route answers 500: the ramp's comparison of the two versions' answers ends it at its first share, all traffic back", async () => {
+        const live = await liveVersion();
+        const { sha, deploy, report } = await deployBrokenUnderLoad("broken-main-route-500", "main-route-500", "--ramp-seconds 6", 1000);
+        // Its GETs of / answer 500, its slow GETs and POSTs 200.
+        const verdict = /failed: slot \d answered (\d+) of (\d+) requests with a 5xx status \(([0-9.]+) %\) in the ramp, up to its 10 % share of new requests; slot \d answered 0 of \d+ so \(0\.0 %\) in the same time, and rampMaxErrorPercent allows 5 points more/.exec(deploy.output);
+        assert.ok(verdict && Number(verdict[1]) >= 20 && Number(verdict[3]) > 30 && Number(verdict[3]) < 90, deploy.output);
+        assert.doesNotMatch(deploy.output, /30 % of new connections/, "it got no second share");
+        assert.match(deploy.output, /all traffic back on slot \d, which still serves/);
+        const back = deploy.at(/^==> moving all traffic back to slot \d$/);
+        assert.ok(back, deploy.output);
+        const failed = report.records().filter(r => !r.ok);
+        log(`main route 500 during the ramp: ${failed.length} of ${report.totals.requests} requests failed (${JSON.stringify(report.statusCodes)}); the helper counted ${verdict![1]} 5xx of ${verdict![2]} answers`);
+        // The 500s of the main route's GETs that its 10 % share took, until the traffic went back; nothing else failed.
+        // The client saw the 500s that the helper counted (and those answered between its last count and the move back).
+        assert.ok(failed.length >= Number(verdict![1]) * 0.9, `the client saw ${failed.length} failures, the helper counted ${verdict![1]} 5xx answers`);
+        assert.ok(failed.every(r => r.status === 500 && r.kind === "get"), JSON.stringify(report.failureSamples.slice(0, 3)));
+        assert.ok(failed.every(r => r.start < back! + 500), "none after the traffic went back");
+        assert.ok(failed.length < report.totals.requests * 0.05, `${failed.length} of ${report.totals.requests} failed`);
+        assert.strictEqual(await liveVersion(), live);
+        assert.strictEqual((await server.sh(`${SWITCH} show ${ID}`, "root")).trim().split("\n").length, 1, "no ramp rule is left");
         await server.sh(`rm -rf ${LAYOUT.releasesDir}/${sha}`, "root");
     });
 

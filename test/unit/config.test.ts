@@ -164,6 +164,15 @@ describe("config validation", () => {
         assertProblem(valid({ rampSeconds: "-1" }), "rampSeconds");
     });
 
+    it("lets the new slot answer 5xx 5 points more often than the old one in the ramp by default; 0 to 100 whole points allowed", () => {
+        assert.strictEqual(parseSettings(valid(), "live").rampMaxErrorPercent, 5);
+        assert.strictEqual(parseSettings(valid({ rampMaxErrorPercent: "0" }), "live").rampMaxErrorPercent, 0);
+        assert.strictEqual(parseSettings(valid({ rampMaxErrorPercent: "100" }), "live").rampMaxErrorPercent, 100);
+        assertProblem(valid({ rampMaxErrorPercent: "101" }), "rampMaxErrorPercent", '"101"', "from 0 (fail on any more 5xx answers than the old version's) to 100 (never fail on them)");
+        assertProblem(valid({ rampMaxErrorPercent: "2.5" }), "rampMaxErrorPercent", '"2.5"', "a whole number of percentage points");
+        assertProblem(valid({ rampMaxErrorPercent: "-1" }), "rampMaxErrorPercent");
+    });
+
     it("bakes for 0 s by default (the old slot stops once drained); 0 to 300 whole seconds allowed", () => {
         assert.strictEqual(parseSettings(valid(), "live").bakeSeconds, 0);
         assert.strictEqual(parseSettings(valid({ bakeSeconds: "300" }), "live").bakeSeconds, 300);

@@ -4,7 +4,7 @@ import * as fs from "fs";
 import * as http from "http";
 import * as os from "os";
 import * as path from "path";
-import { RAMP_STEPS_PERCENT } from "../../infra/config";
+import { RAMP_ERROR_MIN_RESPONSES, RAMP_STEPS_PERCENT } from "../../infra/config";
 import { layout, slotProgram, SUPERVISOR_SOCKET, SUPERVISOR_START_SECONDS } from "../../infra/names";
 import {
     renderRotationFiles,
@@ -35,6 +35,7 @@ const settings: RotationSettings = {
     warmupRequests: 500,
     warmupPath: "/health",
     rampSeconds: 3,
+    rampMaxErrorPercent: 5,
     bakeSeconds: 0,
 };
 const files = renderRotationFiles(env, settings);
@@ -564,6 +565,81 @@ describe("rotation: deploy script", () => {
         assert.strictEqual(bakeOf(20, "--revision", "abc", "--bake-seconds", "007"), "7");
         assert.strictEqual(bakeOf(20, "--rollback"), "0");
         assert.strictEqual(bakeOf(20, "--rollback", "--bake-seconds", "5"), "5");
+    });
+
+    it("the ramp compares the new slot's 5xx answers since it began with the old slot's at the end of each step: more than rampMaxErrorPercent points above fails it; too few answers, or counters that cannot be read, do not", function () {
+        this.timeout(30_000);
+        const rendered = renderRotationFiles(env, { ...settings, rampMaxErrorPercent: 7 }).deployScript;
+        assert.match(rendered, /^readonly RAMP_MAX_ERROR_PERCENT=7$/m, "the config's value");
+        assert.match(rendered, new RegExp(`^readonly RAMP_ERROR_MIN_RESPONSES=${RAMP_ERROR_MIN_RESPONSES}$`, "m"));
+        assert.throws(() => renderRotationFiles(env, { ...settings, rampMaxErrorPercent: 101 }), /rampMaxErrorPercent 101 \(integer 0\.\.100\)/);
+        // The helper's counters: one reading per `answers` call, in turn ("x": the call fails).
+        const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-ramp-answers-"));
+        try {
+            const ramp = (readings: string[], limit = 5) => {
+                fs.writeFileSync(path.join(dir, "readings"), readings.map(r => r + "\n").join("=\n"));
+                fs.writeFileSync(path.join(dir, "calls"), "");
+                const script = ["set -euo pipefail", ...["uptime_us", "now_us", "past_deadline", "set_secs_since", "secs_since", "timed_read", "pause",
+                    "ramp_traffic", "start_counting_answers", "answers_between", "compare_answers"].map(fn => functionSource(s, fn)),
+                    'say() { echo "==> $*"; }', 'warn() { echo "warning: $*"; }', 'detail() { echo "    $*"; }', 'fail() { echo "failed: $1"; exit 1; }',
+                    "kernel_live_slot() { echo 1; }", "poll_new_slot() { :; }",
+                    `switch_cmd() {
+                        echo "$*" >>${dir}/calls
+                        [ "$1" = answers ] || { echo "$1 $3 $4"; return 0; }
+                        local reading; reading=$(sed -n '1,/^=$/p' ${dir}/readings | sed '/^=$/d'); sed -i '1,/^=$/d' ${dir}/readings
+                        [ "$reading" != x ] || { echo "iptables: lock held" >&2; return 1; }
+                        echo "$reading"
+                    }`,
+                    "IN_TIMED_READ=0 PENDING_EXIT= PAUSE_FD= HEALTH_INTERVAL=0.05 RAMP_SECONDS=1 RAMP_STEPS=(10 30 60) ENV_ID=shop-production SWITCH_HELPER=/usr/local/sbin/switch",
+                    `NEW_SLOT=2 OLD_SLOT=1 RAMP_MAX_ERROR_PERCENT=${limit} RAMP_ERROR_MIN_RESPONSES=20`,
+                    "ramp_traffic 2", 'echo "ramp done"'].join("\n");
+                const r = spawnSync("bash", ["-c", script], { encoding: "utf8" });
+                return { status: r.status, out: r.stdout + r.stderr, calls: fs.readFileSync(path.join(dir, "calls"), "utf8").trim().split("\n") };
+            };
+            const start = "1 1000 10\n2 0 0";
+            const fine = ramp([start, "1 1090 11\n2 10 0", "1 1160 11\n2 40 1", "1 1200 12\n2 100 2"]);
+            assert.strictEqual(fine.status, 0, fine.out);
+            assert.deepStrictEqual(fine.calls, ["answers shop-production", "ramp shop-production 2 10", "answers shop-production",
+                "ramp shop-production 2 30", "answers shop-production", "ramp shop-production 2 60", "answers shop-production"], "a reading before the ramp and at the end of each step");
+            assert.match(fine.out, /==> ramped slot 2 up through 10 30 60 % of new requests in [0-9.]+s\n {4}in the ramp slot 2 answered 100 requests, 2 with a 5xx status \(2\.0 %\); slot 1 200, 2 with a 5xx status \(1\.0 %\)\nramp done\n$/);
+
+            // 10 answers after the first step are too few to judge; 30 of 40 after the second are not.
+            const bad = ramp([start, "1 1090 11\n2 10 10", "1 1160 11\n2 40 30", "1 1200 12\n2 100 90"]);
+            assert.strictEqual(bad.status, 1, bad.out);
+            assert.match(bad.out, /failed: slot 2 answered 30 of 40 requests with a 5xx status \(75\.0 %\) in the ramp, up to its 30 % share of new requests; slot 1 answered 1 of 160 so \(0\.6 %\) in the same time, and rampMaxErrorPercent allows 5 points more\n$/);
+            assert.ok(!bad.calls.includes("ramp shop-production 2 60"), "the ramp stops at the step that found it");
+
+            // The limit is in points above the old slot's share: an app whose old version fails 10 % may fail 15 % in its new one, not more.
+            const both = "1 1000 100\n2 0 0";
+            assert.strictEqual(ramp([both, "1 1100 110\n2 20 3", "1 1200 120\n2 60 9", "1 1300 130\n2 100 15"]).status, 0, "15.0 % against 10.0 %: 5 points");
+            assert.match(ramp([both, "1 1100 110\n2 20 3", "1 1200 120\n2 60 9", "1 1300 130\n2 100 16"]).out,
+                /failed: slot 2 answered 16 of 100 requests with a 5xx status \(16\.0 %\) in the ramp, up to its 60 % share of new requests; slot 1 answered 30 of 300 so \(10\.0 %\)/);
+            assert.strictEqual(ramp([start, "1 1090 11\n2 20 0", "1 1160 11\n2 40 0", "1 1200 12\n2 100 2"], 0).status, 1, "rampMaxErrorPercent 0: any share above the old slot's fails (2.0 against 1.0 %)");
+
+            const few = ramp([start, "1 1090 11\n2 5 5", "1 1160 11\n2 12 12", "1 1200 12\n2 19 19"]);
+            assert.strictEqual(few.status, 0, few.out);
+            assert.match(few.out, /in the ramp slot 2 answered 19 requests, 19 with a 5xx status \(100\.0 %\); slot 1 200, 2 with a 5xx status \(1\.0 %\); too few to compare \(fewer than 20 of slot 2's\)\n/);
+
+            // Counters set up anew in between (a restart of the chain) count from 0.
+            const reset = ramp([start, "1 50 0\n2 30 30", "1 100 0\n2 40 30", "1 150 0\n2 50 30"]);
+            assert.match(reset.out, /failed: slot 2 answered 30 of 30 requests with a 5xx status \(100\.0 %\) in the ramp, up to its 10 % share/);
+
+            const unreadable = ramp(["x"]);
+            assert.strictEqual(unreadable.status, 0, unreadable.out);
+            assert.match(unreadable.out, /^==> ramping[^\n]*\nwarning: cannot count the slots' answers \(\/usr\/local\/sbin\/switch answers shop-production: iptables: lock held\); the ramp goes on without comparing their 5xx answers\n/);
+            assert.strictEqual(unreadable.calls.filter(c => c.startsWith("answers")).length, 1, "no reading after one that failed");
+            const lost = ramp([start, "x"]);
+            assert.strictEqual(lost.status, 0, lost.out);
+            assert.match(lost.out, /warning: cannot count the slots' answers any more/);
+            assert.strictEqual(lost.calls.filter(c => c.startsWith("answers")).length, 2);
+
+            const off = ramp([], 100);
+            assert.strictEqual(off.status, 0, off.out);
+            assert.deepStrictEqual(off.calls.filter(c => c.startsWith("answers")), [], "rampMaxErrorPercent 100: no counting at all");
+            assert.doesNotMatch(off.out, /in the ramp slot/);
+        } finally {
+            fs.rmSync(dir, { recursive: true, force: true });
+        }
     });
 
     it("the bake: from the switch (the drain included) until bakeSeconds after it, and on until a poll passes; one missed poll goes on, two in a row, an exited process or a port nothing listens on fail it", function () {
@@ -1384,6 +1460,106 @@ print(json.dumps(out))`]);
     });
 });
 
+describe("rotation: switch helper counts each slot's answers through the proxy port (iptables in a network namespace, as root)", function () {
+    this.timeout(60_000);
+    const ns = `czd-ut-answers-${process.pid}`;
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-answers-"));
+    const helper = path.join(dir, "switch");
+    let servers: ReturnType<typeof spawn> | undefined;
+    const inNs = (cmd: string[]) => spawnSync("ip", ["netns", "exec", ns, ...cmd], { encoding: "utf8" });
+    const helperRun = (...args: string[]) => inNs(["bash", helper, ...args]);
+    const answers = () => {
+        const r = helperRun("answers", "shop-production");
+        assert.strictEqual(r.status, 0, r.stderr);
+        return r.stdout;
+    };
+    /** GETs of each path, in turn, to a port; the statuses seen. */
+    const get = (port: number, ...paths: string[]) => {
+        const r = inNs(["python3", "-c", `
+import http.client, sys
+codes = []
+for p in sys.argv[2:]:
+    c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=5)
+    c.request("GET", p); r = c.getresponse(); r.read(); codes.append(str(r.status)); c.close()
+print(" ".join(codes))`, String(port), ...paths]);
+        assert.strictEqual(r.status, 0, r.stderr);
+        return r.stdout.trim();
+    };
+
+    before(async () => {
+        fs.writeFileSync(helper, files.switchHelper);
+        assert.strictEqual(spawnSync("ip", ["netns", "add", ns]).status, 0, "ip netns add");
+        inNs(["ip", "link", "set", "lo", "up"]);
+        // Slot 1 answers in HTTP/1.0, slot 2 in HTTP/1.1. /fail is a 500; /big a 200 whose body
+        // (104 KB, written after the headers, so in packets of its own) is "HTTP/1.1 503 " again and again.
+        servers = spawn("ip", ["netns", "exec", ns, "python3", "-c", `
+import http.server, threading, sys
+def serve(port, version):
+    class H(http.server.BaseHTTPRequestHandler):
+        protocol_version = version
+        def do_GET(self):
+            body = (b"HTTP/1.1 503 " * 8000) if self.path == "/big" else b"ok"
+            self.send_response(500 if self.path == "/fail" else 200)
+            self.send_header("Content-Length", str(len(body))); self.send_header("Connection", "close"); self.end_headers()
+            self.wfile.write(body)
+        def log_message(self, *a): pass
+    http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
+for p, v in ((8001, "HTTP/1.0"), (8002, "HTTP/1.1")): threading.Thread(target=serve, args=(p, v), daemon=True).start()
+print("ready", flush=True); sys.stdin.read()`], { stdio: ["pipe", "pipe", "inherit"] });
+        await new Promise<void>((resolve, reject) => {
+            servers!.stdout!.once("data", () => resolve());
+            servers!.once("exit", code => reject(new Error(`the servers exited (${code})`)));
+        });
+    });
+
+    after(() => {
+        if (servers?.pid) servers.kill("SIGKILL");
+        spawnSync("ip", ["netns", "del", ns]);
+        fs.rmSync(dir, { recursive: true, force: true });
+    });
+
+    it("counts answers and 5xx answers per slot, of HTTP/1.0 and 1.1, only of requests through the proxy port; clear removes the counters", () => {
+        assert.strictEqual(answers(), "1 0 0\n2 0 0\n", "the first call sets the counters up");
+        assert.strictEqual(helperRun("switch", "shop-production", "1").status, 0);
+        assert.strictEqual(get(8000, "/", "/", "/fail", "/", "/fail"), "200 200 500 200 500");
+        // The deploy's health checks and warm-up go to the slot's own port: not counted.
+        assert.strictEqual(get(8001, "/fail", "/"), "500 200");
+        assert.strictEqual(answers(), "1 5 2\n2 0 0\n");
+
+        assert.strictEqual(helperRun("switch", "shop-production", "2").status, 0);
+        assert.strictEqual(get(8000, "/fail", "/", "/"), "500 200 200");
+        // A body whose packets start "HTTP/1.1 503": still one answer, and no 5xx.
+        assert.strictEqual(get(8000, "/big"), "200");
+        assert.strictEqual(answers(), "1 5 2\n2 4 1\n", "counted since the set-up, per slot");
+        assert.strictEqual(answers(), "1 5 2\n2 4 1\n", "reading does not reset them");
+
+        // Chains of this environment in both tables; clear removes them, and the next call starts at 0.
+        assert.strictEqual(inNs(["iptables", "-t", "mangle", "-S", "CZD-shop-production"]).stdout.split("\n").filter(l => l.startsWith("-A")).length, 5, "a rule that skips counted connections, two per slot");
+        assert.strictEqual(helperRun("clear", "shop-production").status, 0);
+        assert.notStrictEqual(inNs(["iptables", "-t", "mangle", "-S", "CZD-shop-production"]).status, 0, "the mangle chain is gone");
+        assert.doesNotMatch(inNs(["iptables", "-t", "mangle", "-S", "OUTPUT"]).stdout, /CZD-shop-production/, "and the jump to it");
+        assert.strictEqual(answers(), "1 0 0\n2 0 0\n");
+        assert.strictEqual(helperRun("clear", "shop-production").status, 0);
+    });
+
+    it("sets the counters up anew when they count other ports (the config moved the slots)", () => {
+        const moved = renderSwitchHelper(layout("shop", "production", { ...ports, slot1: 8011, slot2: 8012 }));
+        const movedHelper = path.join(dir, "moved");
+        fs.writeFileSync(movedHelper, moved);
+        assert.strictEqual(answers(), "1 0 0\n2 0 0\n");
+        assert.strictEqual(helperRun("switch", "shop-production", "1").status, 0);
+        assert.strictEqual(get(8000, "/fail"), "500");
+        assert.strictEqual(answers(), "1 1 1\n2 0 0\n");
+        const r = inNs(["bash", movedHelper, "answers", "shop-production"]);
+        assert.strictEqual(r.status, 0, r.stderr);
+        assert.strictEqual(r.stdout, "1 0 0\n2 0 0\n");
+        const rules = inNs(["iptables", "-t", "mangle", "-S", "CZD-shop-production"]).stdout;
+        assert.strictEqual((rules.match(/--ctreplsrcport 801[12] /g) ?? []).length, 4, rules);
+        assert.doesNotMatch(rules, /--ctreplsrcport 800[12] /);
+        assert.strictEqual(helperRun("clear", "shop-production").status, 0);
+    });
+});
+
 describe("rotation: switch helper raises the new slot's priority (as root)", () => {
     /** "<threads at SCHED_IDLE>/<threads>" of a process. */
     const idleThreads = (pid: number) => {
@@ -1475,14 +1651,14 @@ describe("rotation: chain names", () => {
 });
 
 describe("rotation: sudoers", () => {
-    it("allows exactly the helper's switch/ramp/show forms for this environment, NOPASSWD", () => {
+    it("allows exactly the helper's switch/ramp/show/answers forms for this environment, NOPASSWD", () => {
         const alias = sudoersAlias(env.id);
         assert.strictEqual(alias, "CZD_SWITCH_SHOP_PRODUCTION");
         const h = env.switchHelper;
         const ramps = [1, 2].flatMap(slot => RAMP_STEPS_PERCENT.map(p => `${h} ramp shop-production ${slot} ${p}`));
         assert.strictEqual(ramps.length, 6);
         assert.ok(lines(files.sudoers).includes(
-            `Cmnd_Alias ${alias} = ${h} switch shop-production 1, ${h} switch shop-production 2, ${ramps.join(", ")}, ${h} show shop-production`));
+            `Cmnd_Alias ${alias} = ${h} switch shop-production 1, ${h} switch shop-production 2, ${ramps.join(", ")}, ${h} show shop-production, ${h} answers shop-production`));
         assert.ok(lines(files.sudoers).includes(`deploy ALL=(root) NOPASSWD: ${alias}`));
         assert.ok(!/clear/.test(files.sudoers.split("\n").filter(l => !l.startsWith("#")).join("\n")));
         assert.ok(!/ALL\s*$/m.test(files.sudoers), "no open-ended command list");
