@@ -155,7 +155,7 @@ export interface Settings {
     warmupPath: string;
     /** Seconds over which a deploy moves new requests to the new slot in RAMP_STEPS_PERCENT steps (0: all at once). */
     rampSeconds: number;
-    /** Percentage points by which the new slot's share of 5xx answers during the ramp may exceed the old slot's before the deploy fails (100: never). */
+    /** Percentage points by which the new slot's share of 5xx answers during the ramp (and a bake) may exceed the old slot's before the deploy fails (100: never). */
     rampMaxErrorPercent: number;
     /** Seconds after the switch for which the old slot stays up, drained, while the new one serves all traffic: traffic goes back to it if the new one fails then (0: stop it once drained). */
     bakeSeconds: number;

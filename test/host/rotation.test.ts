@@ -362,7 +362,7 @@ describe("gated rotation on a test host, under load", function () {
             `step ${i + 1}: ${(s.share * 100).toFixed(1)} % of ${s.n} fast GETs went to v${next}, expected ${expected[i].map(x => x * 100).join("..")} %`));
         assert.deepStrictEqual(share(switched! + 100, Infinity).share, 1, "after the switch only the new version answers");
         // The helper counted each version's answers to the load (all through nginx) in the ramp, none of them 5xx.
-        const counted = /^ {4}in the ramp slot \d answered (\d+) requests, 0 with a 5xx status \(0\.0 %\); slot \d (\d+), 0 with a 5xx status \(0\.0 %\)$/m.exec(deploy.output);
+        const counted = /^ {4}answers in the ramp: slot \d answered (\d+) requests, 0 with a 5xx status \(0\.0 %\); slot \d (\d+), 0 with a 5xx status \(0\.0 %\)$/m.exec(deploy.output);
         assert.ok(counted, deploy.output);
         const inRamp = report.records().filter(r => r.ok && r.start >= rampFrom! && r.start < rampTo!);
         const seen = [next, before].map(v => inRamp.filter(r => r.version === v).length);
@@ -503,6 +503,22 @@ describe("gated rotation on a test host, under load", function () {
         assert.ok(failed.length < report.totals.requests * 0.05, `${failed.length} of ${report.totals.requests} failed`);
         assert.strictEqual(await liveVersion(), live);
         assert.strictEqual((await server.sh(`${SWITCH} show ${ID}`, "root")).trim().split("\n").length, 1, "no ramp rule is left");
+        await server.sh(`rm -rf ${LAYOUT.releasesDir}/${sha}`, "root");
+    });
+
+    it("the same version deployed without a ramp and with a bake: the bake's comparison of its answers ends it within a second of the switch, all traffic back", async () => {
+        const live = await liveVersion();
+        const { sha, deploy, report } = await deployBrokenUnderLoad("broken-main-route-500-bake", "main-route-500", "--ramp-seconds 0 --bake-seconds 10", 1000);
+        // Without a ramp the old slot answered only what it had in flight at the switch, none of it 5xx.
+        assert.match(deploy.output, /failed: slot \d answered \d+ of \d+ requests with a 5xx status \([0-9.]+ %\) since it got traffic, 0\.\ds after it got all of it; slot \d answered (?:none|0 of \d+ so \(0\.0 %\)) in the same time, and rampMaxErrorPercent allows 5 points more/);
+        assert.match(deploy.output, /all traffic back on slot \d, which still serves/);
+        const back = deploy.at(/^==> moving all traffic back to slot \d$/);
+        assert.ok(back, deploy.output);
+        const failed = report.records().filter(r => !r.ok);
+        log(`main route 500 in a bake: ${failed.length} of ${report.totals.requests} requests failed (${JSON.stringify(report.statusCodes)})`);
+        assert.ok(failed.length > 0 && failed.every(r => r.status === 500 && r.kind === "get"), JSON.stringify(report.failureSamples.slice(0, 3)));
+        assert.ok(failed.every(r => r.start < back! + 500), "none after the traffic went back");
+        assert.strictEqual(await liveVersion(), live);
         await server.sh(`rm -rf ${LAYOUT.releasesDir}/${sha}`, "root");
     });
 

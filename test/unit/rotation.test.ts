@@ -601,7 +601,7 @@ describe("rotation: deploy script", () => {
             assert.strictEqual(fine.status, 0, fine.out);
             assert.deepStrictEqual(fine.calls, ["answers shop-production", "ramp shop-production 2 10", "answers shop-production",
                 "ramp shop-production 2 30", "answers shop-production", "ramp shop-production 2 60", "answers shop-production"], "a reading before the ramp and at the end of each step");
-            assert.match(fine.out, /==> ramped slot 2 up through 10 30 60 % of new requests in [0-9.]+s\n {4}in the ramp slot 2 answered 100 requests, 2 with a 5xx status \(2\.0 %\); slot 1 200, 2 with a 5xx status \(1\.0 %\)\nramp done\n$/);
+            assert.match(fine.out, /==> ramped slot 2 up through 10 30 60 % of new requests in [0-9.]+s\n {4}answers in the ramp: slot 2 answered 100 requests, 2 with a 5xx status \(2\.0 %\); slot 1 200, 2 with a 5xx status \(1\.0 %\)\nramp done\n$/);
 
             // 10 answers after the first step are too few to judge; 30 of 40 after the second are not.
             const bad = ramp([start, "1 1090 11\n2 10 10", "1 1160 11\n2 40 30", "1 1200 12\n2 100 90"]);
@@ -618,7 +618,7 @@ describe("rotation: deploy script", () => {
 
             const few = ramp([start, "1 1090 11\n2 5 5", "1 1160 11\n2 12 12", "1 1200 12\n2 19 19"]);
             assert.strictEqual(few.status, 0, few.out);
-            assert.match(few.out, /in the ramp slot 2 answered 19 requests, 19 with a 5xx status \(100\.0 %\); slot 1 200, 2 with a 5xx status \(1\.0 %\); too few to compare \(fewer than 20 of slot 2's\)\n/);
+            assert.match(few.out, /answers in the ramp: slot 2 answered 19 requests, 19 with a 5xx status \(100\.0 %\); slot 1 200, 2 with a 5xx status \(1\.0 %\); too few to compare \(fewer than 20 of slot 2's\)\n/);
 
             // Counters set up anew in between (a restart of the chain) count from 0.
             const reset = ramp([start, "1 50 0\n2 30 30", "1 100 0\n2 40 30", "1 150 0\n2 50 30"]);
@@ -626,7 +626,7 @@ describe("rotation: deploy script", () => {
 
             const unreadable = ramp(["x"]);
             assert.strictEqual(unreadable.status, 0, unreadable.out);
-            assert.match(unreadable.out, /^==> ramping[^\n]*\nwarning: cannot count the slots' answers \(\/usr\/local\/sbin\/switch answers shop-production: iptables: lock held\); the ramp goes on without comparing their 5xx answers\n/);
+            assert.match(unreadable.out, /^==> ramping[^\n]*\nwarning: cannot count the slots' answers \(\/usr\/local\/sbin\/switch answers shop-production: iptables: lock held\); the deploy goes on without comparing their 5xx answers\n/);
             assert.strictEqual(unreadable.calls.filter(c => c.startsWith("answers")).length, 1, "no reading after one that failed");
             const lost = ramp([start, "x"]);
             assert.strictEqual(lost.status, 0, lost.out);
@@ -636,7 +636,52 @@ describe("rotation: deploy script", () => {
             const off = ramp([], 100);
             assert.strictEqual(off.status, 0, off.out);
             assert.deepStrictEqual(off.calls.filter(c => c.startsWith("answers")), [], "rampMaxErrorPercent 100: no counting at all");
-            assert.doesNotMatch(off.out, /in the ramp slot/);
+            assert.doesNotMatch(off.out, /answers in the ramp/);
+        } finally {
+            fs.rmSync(dir, { recursive: true, force: true });
+        }
+    });
+
+    it("the bake goes on comparing the new slot's 5xx answers with the old slot's, each second and at its end: since the ramp began, or since the switch without one", function () {
+        this.timeout(30_000);
+        const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-bake-answers-"));
+        try {
+            // The helper's counters: one reading per `answers` call, the last one again once they run out.
+            const bake = (readings: string[], fromRamp = "") => {
+                fs.writeFileSync(path.join(dir, "readings"), readings.map(r => r + "\n").join("=\n"));
+                fs.writeFileSync(path.join(dir, "calls"), "");
+                const script = ["set -euo pipefail", ...["uptime_us", "now_us", "past_deadline", "set_secs_since", "secs_since", "timed_read", "pause", "status_state",
+                    "start_bake", "poll_new_slot", "poll_baking_slot", "finish_bake", "start_counting_answers", "answers_between", "compare_answers"].map(fn => functionSource(s, fn)),
+                    'say() { echo "==> $*"; }', 'warn() { echo "warning: $*"; }', 'detail() { echo "    $*"; }', 'fail() { echo "failed: $1 (BAKING=$BAKING)"; exit 1; }',
+                    "still_healthy() { return 0; }", "new_slot_exited() { return 1; }",
+                    `switch_cmd() {
+                        echo "$*" >>${dir}/calls
+                        if grep -q '^=$' ${dir}/readings; then sed -n '1,/^=$/p' ${dir}/readings | sed '/^=$/d'; sed -i '1,/^=$/d' ${dir}/readings; else cat ${dir}/readings; fi
+                    }`,
+                    "IN_TIMED_READ=0 PENDING_EXIT= PAUSE_FD= HEALTH_INTERVAL=0.1 HEALTH_MISSES_TO_FAIL=2 BAKING=0 NEW_SLOT_MISSES=0 NEW_SLOT_MISSED=0 HEALTH_REFUSED=0 OLD_PID=",
+                    "ENV_ID=shop-production SWITCH_HELPER=/usr/local/sbin/switch NEW_SLOT=2 OLD_SLOT=1 RAMP_MAX_ERROR_PERCENT=5 RAMP_ERROR_MIN_RESPONSES=20 BAKE_SECONDS=2",
+                    `ANSWERS_START="${fromRamp}" ANSWERS_SEEN=""`, "T_SWITCHED=$(now_us)",
+                    'start_bake 1 "app-1 RUNNING pid 4242, uptime 0:00:09"', "finish_bake 2 1", 'echo "BAKING=$BAKING"'].join("\n");
+                const r = spawnSync("bash", ["-c", script], { encoding: "utf8" });
+                return { status: r.status, out: r.stdout + r.stderr, calls: fs.readFileSync(path.join(dir, "calls"), "utf8").trim().split("\n").filter(Boolean) };
+            };
+            // No ramp: the counting starts at the switch, where the old slot stops getting requests.
+            const fine = bake(["1 500 5\n2 0 0", "1 500 5\n2 10 0", "1 500 5\n2 100 3"]);
+            assert.strictEqual(fine.status, 0, fine.out);
+            assert.ok(fine.calls.length >= 3 && fine.calls.length <= 5 && fine.calls.every(c => c === "answers shop-production"),
+                `a reading at the switch, then about one a second of a 2-s bake and one at its end: ${fine.calls.join(", ")}`);
+            assert.match(fine.out, /==> slot 2 served all traffic for 2\.\ds of the bake and passed every health check; stopping slot 1\n {4}answers since slot 2 got traffic: slot 2 answered 100 requests, 3 with a 5xx status \(3\.0 %\); slot 1 0, 0 with a 5xx status \(0\.0 %\)\nBAKING=0\n$/);
+
+            const failing = bake(["1 500 5\n2 0 0", "1 500 5\n2 40 20"]);
+            assert.strictEqual(failing.status, 1, failing.out);
+            assert.match(failing.out, /failed: slot 2 answered 20 of 40 requests with a 5xx status \(50\.0 %\) since it got traffic, [0-9.]+s after it got all of it; slot 1 answered none in the same time, and rampMaxErrorPercent allows 5 points more \(BAKING=1\)\n$/,
+                "a failure in the bake moves the traffic back (on_exit, with BAKING=1)");
+
+            // After a ramp: counted from the ramp's start, so the old slot's share is its share in the ramp.
+            const afterRamp = bake(["1 200 20\n2 300 40"], "1 0 0\n2 0 0");
+            assert.strictEqual(afterRamp.status, 0, afterRamp.out);
+            assert.match(afterRamp.out, /answers since slot 2 got traffic: slot 2 answered 300 requests, 40 with a 5xx status \(13\.3 %\); slot 1 200, 20 with a 5xx status \(10\.0 %\)\n/);
+            assert.match(bake(["1 200 20\n2 300 46"], "1 0 0\n2 0 0").out, /failed: slot 2 answered 46 of 300 requests with a 5xx status \(15\.3 %\) since it got traffic, [0-9.]+s after it got all of it; slot 1 answered 20 of 200 so \(10\.0 %\) in the same time/);
         } finally {
             fs.rmSync(dir, { recursive: true, force: true });
         }
@@ -657,7 +702,7 @@ describe("rotation: deploy script", () => {
                     // The old slot's state: at the switch (a status line), then after the drain.
                     `slot_status_line() { echo "app-1 ${o.oldState ?? "RUNNING"} pid 4242, uptime 0:00:09"; }`,
                     `slot_state() { if [ "$1" = 2 ]; then echo BACKOFF; else echo ${o.oldStateLater ?? o.oldState ?? "RUNNING"}; fi; }`,
-                    'supervisor_process() { echo "$1 $2"; }',
+                    'supervisor_process() { echo "$1 $2"; }', "start_counting_answers() { :; }", "compare_answers() { :; }", 'ANSWERS_START="" ANSWERS_SEEN=""',
                     `ss() { local l; l=$(head -n 1 ${dir}/drain); sed -i 1d ${dir}/drain; echo "$l"; }`,
                     "IN_TIMED_READ=0 PENDING_EXIT= PAUSE_FD= HEALTH_INTERVAL=0.1 HEALTH_MISSES_TO_FAIL=2 BAKING=0 NEW_SLOT_MISSES=0 NEW_SLOT_MISSED=0 HEALTH_REFUSED=0 DRAIN_TIMEOUT=30",
                     'SLOT_PORT=("" 3001 3002) SLOT_PROGRAM=("" app-1 app-2) NEW_SLOT=2 T_DRAIN=0 T_BAKE=0',
