@@ -34,7 +34,7 @@ export interface RotationSettings {
     warmupPath: string;
     /** Seconds over which new requests move to the new slot in RAMP_STEPS_PERCENT steps (0: at once). */
     rampSeconds: number;
-    /** Percentage points by which the new slot's share of 5xx answers in the ramp may exceed the old slot's (100: never fails). */
+    /** Percentage points by which the new slot's share of 5xx answers in the ramp (and a bake) may exceed the old slot's (100: never fails). */
     rampMaxErrorPercent: number;
     /** Seconds after the switch the old slot stays up while the new one serves everything (0: stop it once drained). */
     bakeSeconds: number;
