@@ -307,6 +307,20 @@ describe("gated rotation on a test host, under load", function () {
         return { sha, deploy, report };
     }
     /**
+     * deployBrokenUnderLoad, then `check` on what it gave; the failed build is removed afterwards,
+     * whatever `check` found. A failed deploy keeps its build (a retry needs none); left, it would
+     * push releases that the tests below deploy by name out of the newest keepReleases.
+     */
+    async function checkBrokenDeployAndRemoveBuild(version: string, fault: AppFault, options: string, afterMs: number,
+        check: (r: Awaited<ReturnType<typeof deployBrokenUnderLoad>>) => Promise<void>) {
+        const r = await deployBrokenUnderLoad(version, fault, options, afterMs);
+        try {
+            await check(r);
+        } finally {
+            await server.sh(`rm -rf ${LAYOUT.releasesDir}/${r.sha}`, "root");
+        }
+    }
+    /**
      * Waits (as root) until the switch shows a ramp of at least `percent` %, i.e. a deploy is in
      * its ramp; when none shows up, fails with that deploy's output if it has already ended.
      */
@@ -468,58 +482,56 @@ describe("gated rotation on a test host, under load", function () {
 
     it("a version that stops listening under its first real requests, its process alive (a JVM on its way out): the first poll that finds its port closed ends the ramp", async () => {
         const live = await liveVersion();
-        const { sha, deploy, report } = await deployBrokenUnderLoad("broken-stop-listening", "stop-listening-under-traffic", "--ramp-seconds 6", 1000);
-        // Not two missed polls: a port that refuses connections has no listener to answer the next one.
-        assert.match(deploy.output, /failed: slot \d stopped answering its health check while it had 10 % of new requests: nothing listens on its port \d+ any more/);
-        assert.doesNotMatch(deploy.output, /missed a health check/);
-        assert.match(deploy.output, /all traffic back on slot \d, which still serves/);
-        const failed = report.records().filter(r => !r.ok);
-        log(`listener closed during the ramp: ${failed.length} of ${report.totals.requests} requests failed (${JSON.stringify(report.statusCodes)})`);
-        assert.ok(failed.length < report.totals.requests * 0.02, `${failed.length} of ${report.totals.requests} failed`);
-        assert.strictEqual(await liveVersion(), live);
-        assert.strictEqual((await server.sh(`${SWITCH} show ${ID}`, "root")).trim().split("\n").length, 1, "no ramp rule is left");
-        // A failed deploy keeps its build (a retry needs none). Gone again, it does not push the
-        // releases that the tests below deploy by name out of the newest keepReleases.
-        await server.sh(`rm -rf ${LAYOUT.releasesDir}/${sha}`, "root");
+        await checkBrokenDeployAndRemoveBuild("broken-stop-listening", "stop-listening-under-traffic", "--ramp-seconds 6", 1000, async ({ deploy, report }) => {
+            // Not two missed polls: a port that refuses connections has no listener to answer the next one.
+            assert.match(deploy.output, /failed: slot \d stopped answering its health check while it had 10 % of new requests: nothing listens on its port \d+ any more/);
+            assert.doesNotMatch(deploy.output, /missed a health check/);
+            assert.match(deploy.output, /all traffic back on slot \d, which still serves/);
+            const failed = report.records().filter(r => !r.ok);
+            log(`listener closed during the ramp: ${failed.length} of ${report.totals.requests} requests failed (${JSON.stringify(report.statusCodes)})`);
+            assert.ok(failed.length < report.totals.requests * 0.02, `${failed.length} of ${report.totals.requests} failed`);
+            assert.strictEqual(await liveVersion(), live);
+            assert.strictEqual((await server.sh(`${SWITCH} show ${ID}`, "root")).trim().split("\n").length, 1, "no ramp rule is left");
+        });
     });
 
     it("a version whose health check passes but whose main route answers 500: the ramp's comparison of the two versions' answers ends it at its first share, all traffic back", async () => {
         const live = await liveVersion();
-        const { sha, deploy, report } = await deployBrokenUnderLoad("broken-main-route-500", "main-route-500", "--ramp-seconds 6", 1000);
-        // Its GETs of / answer 500, its slow GETs and POSTs 200.
-        const verdict = /failed: slot \d answered (\d+) of (\d+) requests with a 5xx status \(([0-9.]+) %\) in the ramp, up to its 10 % share of new requests; slot \d answered 0 of \d+ so \(0\.0 %\) in the same time, and rampMaxErrorPercent allows 5 points more/.exec(deploy.output);
-        assert.ok(verdict && Number(verdict[1]) >= 20 && Number(verdict[3]) > 30 && Number(verdict[3]) < 90, deploy.output);
-        assert.doesNotMatch(deploy.output, /30 % of new connections/, "it got no second share");
-        assert.match(deploy.output, /all traffic back on slot \d, which still serves/);
-        const back = deploy.at(/^==> moving all traffic back to slot \d$/);
-        assert.ok(back, deploy.output);
-        const failed = report.records().filter(r => !r.ok);
-        log(`main route 500 during the ramp: ${failed.length} of ${report.totals.requests} requests failed (${JSON.stringify(report.statusCodes)}); the helper counted ${verdict![1]} 5xx of ${verdict![2]} answers`);
-        // The 500s of the main route's GETs that its 10 % share took, until the traffic went back; nothing else failed.
-        // The client saw the 500s that the helper counted (and those answered between its last count and the move back).
-        assert.ok(failed.length >= Number(verdict![1]) * 0.9, `the client saw ${failed.length} failures, the helper counted ${verdict![1]} 5xx answers`);
-        assert.ok(failed.every(r => r.status === 500 && r.kind === "get"), JSON.stringify(report.failureSamples.slice(0, 3)));
-        assert.ok(failed.every(r => r.start < back! + 500), "none after the traffic went back");
-        assert.ok(failed.length < report.totals.requests * 0.05, `${failed.length} of ${report.totals.requests} failed`);
-        assert.strictEqual(await liveVersion(), live);
-        assert.strictEqual((await server.sh(`${SWITCH} show ${ID}`, "root")).trim().split("\n").length, 1, "no ramp rule is left");
-        await server.sh(`rm -rf ${LAYOUT.releasesDir}/${sha}`, "root");
+        await checkBrokenDeployAndRemoveBuild("broken-main-route-500", "main-route-500", "--ramp-seconds 6", 1000, async ({ deploy, report }) => {
+            // Its GETs of / answer 500, its slow GETs and POSTs 200.
+            const verdict = /failed: slot \d answered (\d+) of (\d+) requests with a 5xx status \(([0-9.]+) %\) in the ramp, up to its 10 % share of new requests; slot \d answered 0 of \d+ so \(0\.0 %\) in the same time, and rampMaxErrorPercent allows 5 points more/.exec(deploy.output);
+            assert.ok(verdict && Number(verdict[1]) >= 20 && Number(verdict[3]) > 30 && Number(verdict[3]) < 90, deploy.output);
+            assert.doesNotMatch(deploy.output, /30 % of new connections/, "it got no second share");
+            assert.match(deploy.output, /all traffic back on slot \d, which still serves/);
+            const back = deploy.at(/^==> moving all traffic back to slot \d$/);
+            assert.ok(back, deploy.output);
+            const failed = report.records().filter(r => !r.ok);
+            log(`main route 500 during the ramp: ${failed.length} of ${report.totals.requests} requests failed (${JSON.stringify(report.statusCodes)}); the helper counted ${verdict![1]} 5xx of ${verdict![2]} answers`);
+            // The 500s of the main route's GETs that its 10 % share took, until the traffic went back; nothing else failed.
+            // The client saw the 500s that the helper counted (and those answered between its last count and the move back).
+            assert.ok(failed.length >= Number(verdict![1]) * 0.9, `the client saw ${failed.length} failures, the helper counted ${verdict![1]} 5xx answers`);
+            assert.ok(failed.every(r => r.status === 500 && r.kind === "get"), JSON.stringify(report.failureSamples.slice(0, 3)));
+            assert.ok(failed.every(r => r.start < back! + 500), "none after the traffic went back");
+            assert.ok(failed.length < report.totals.requests * 0.05, `${failed.length} of ${report.totals.requests} failed`);
+            assert.strictEqual(await liveVersion(), live);
+            assert.strictEqual((await server.sh(`${SWITCH} show ${ID}`, "root")).trim().split("\n").length, 1, "no ramp rule is left");
+        });
     });
 
-    it("the same version deployed without a ramp and with a bake: the bake's comparison of its answers ends it within a second of the switch, all traffic back", async () => {
+    it("the same version deployed without a ramp and with a bake: the bake's comparison of its answers (each second) ends it within about a second of the switch, all traffic back", async () => {
         const live = await liveVersion();
-        const { sha, deploy, report } = await deployBrokenUnderLoad("broken-main-route-500-bake", "main-route-500", "--ramp-seconds 0 --bake-seconds 10", 1000);
-        // Without a ramp the old slot answered only what it had in flight at the switch, none of it 5xx.
-        assert.match(deploy.output, /failed: slot \d answered \d+ of \d+ requests with a 5xx status \([0-9.]+ %\) since it got traffic, 0\.\ds after it got all of it; slot \d answered (?:none|0 of \d+ so \(0\.0 %\)) in the same time, and rampMaxErrorPercent allows 5 points more/);
-        assert.match(deploy.output, /all traffic back on slot \d, which still serves/);
-        const back = deploy.at(/^==> moving all traffic back to slot \d$/);
-        assert.ok(back, deploy.output);
-        const failed = report.records().filter(r => !r.ok);
-        log(`main route 500 in a bake: ${failed.length} of ${report.totals.requests} requests failed (${JSON.stringify(report.statusCodes)})`);
-        assert.ok(failed.length > 0 && failed.every(r => r.status === 500 && r.kind === "get"), JSON.stringify(report.failureSamples.slice(0, 3)));
-        assert.ok(failed.every(r => r.start < back! + 500), "none after the traffic went back");
-        assert.strictEqual(await liveVersion(), live);
-        await server.sh(`rm -rf ${LAYOUT.releasesDir}/${sha}`, "root");
+        await checkBrokenDeployAndRemoveBuild("broken-main-route-500-bake", "main-route-500", "--ramp-seconds 0 --bake-seconds 10", 1000, async ({ deploy, report }) => {
+            // Without a ramp the old slot answered only what it had in flight at the switch, none of it 5xx.
+            assert.match(deploy.output, /failed: slot \d answered \d+ of \d+ requests with a 5xx status \([0-9.]+ %\) since it got traffic, [01]\.\ds after it got all of it; slot \d answered (?:none|0 of \d+ so \(0\.0 %\)) in the same time, and rampMaxErrorPercent allows 5 points more/);
+            assert.match(deploy.output, /all traffic back on slot \d, which still serves/);
+            const back = deploy.at(/^==> moving all traffic back to slot \d$/);
+            assert.ok(back, deploy.output);
+            const failed = report.records().filter(r => !r.ok);
+            log(`main route 500 in a bake: ${failed.length} of ${report.totals.requests} requests failed (${JSON.stringify(report.statusCodes)})`);
+            assert.ok(failed.length > 0 && failed.every(r => r.status === 500 && r.kind === "get"), JSON.stringify(report.failureSamples.slice(0, 3)));
+            assert.ok(failed.every(r => r.start < back! + 500), "none after the traffic went back");
+            assert.strictEqual(await liveVersion(), live);
+        });
     });
 
     it("a deploy stopped (SIGTERM) during its ramp moves all traffic back, lets the new slot finish its requests and stops it: 0 failed requests", async () => {

@@ -25,6 +25,8 @@ const LIVE_FINGERPRINT = [
     "supervisorctl pid sample-app-live:sample-app-live-1 sample-app-live:sample-app-live-2",
     `find ${LIVE.baseDir} ${LIVE.supervisorConf} ${LIVE.nginxSiteAvailable} ${LIVE.switchHelper} -type f -print0 | sort -z | xargs -0 sha256sum`,
     "iptables -t nat -S CZD-sample-app-live",
+    // Its answer counters' rules (no counts: -S without -v), or that it has none yet.
+    "iptables -t mangle -S CZD-sample-app-live 2>&1 || true",
 ].join("; ");
 
 describe("live and beta on one server", function () {
@@ -38,7 +40,7 @@ describe("live and beta on one server", function () {
     let betaResources: RemoteResource[] = [];
     const commits: Record<string, string> = {};
 
-    /** What of beta is on the server: group, JVM, directory, site, switch rule, sudoers rule, and its log count. */
+    /** What of beta is on the server: group, JVM, directory, site, switch rule, sudoers rule, its log count and its answer counters. */
     async function betaPresence(): Promise<string[]> {
         const out = await server.sh([
             "supervisorctl avail | grep -q '^sample-app-beta:sample-app-beta-1 ' && echo group || echo no-group",
@@ -48,6 +50,7 @@ describe("live and beta on one server", function () {
             "iptables -t nat -S CZD-sample-app-beta >/dev/null 2>&1 && echo rule || echo no-rule",
             `test -e ${BETA.sudoersFile} && echo sudoers || echo no-sudoers`,
             "ls /var/log/sample-app/ | grep -c '^beta-' || true",
+            "iptables -t mangle -S CZD-sample-app-beta >/dev/null 2>&1 && echo counters || echo no-counters",
         ].join("; "));
         return out.trim().split("\n");
     }
@@ -110,6 +113,7 @@ describe("live and beta on one server", function () {
         });
         assert.strictEqual(await server.sh(LIVE_FINGERPRINT), before, "live's processes, files and switch rule are untouched");
         assert.strictEqual((await httpGet(server.host.address, BETA_DOMAIN)).version, "2");
+        assert.strictEqual((await betaPresence())[7], "counters", "beta's ramps counted its slots' answers in a chain of its own");
     });
 
     it("stops a third stack whose ports and domain beta holds (its preview sees only live's) at its environment step, before it changes anything", async () => {
@@ -155,6 +159,7 @@ describe("live and beta on one server", function () {
         const gone = await betaPresence();
         assert.deepStrictEqual(gone.slice(0, 6), ["no-group", "no-beta-jvm", "no-dir", "no-site", "no-rule", "no-sudoers"]);
         assert.ok(Number(gone[6]) > 0, "beta's logs are kept, as documented");
+        assert.strictEqual(gone[7], "no-counters", "its answer counters went with its switch rule");
         assert.strictEqual((await httpGet(server.host.address, LIVE_DOMAIN)).version, "1");
         // With beta gone, the owner's destroy guard lets a destroy through.
         const guard = (await server.resources()).find(r => r.name === "destroy-guard")!;
