@@ -1304,14 +1304,49 @@ describe("rotation: switch helper", () => {
     });
 });
 
-describe("rotation: switch helper moves real connections (iptables in a network namespace, as root)", function () {
-    this.timeout(60_000);
-    const ns = `czd-ut-ramp-${process.pid}`;
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-ramp-"));
+/**
+ * For a describe block: a network namespace with lo up, the rendered switch helper in a temporary
+ * directory, and `servers` (a python3 program: the slots' listeners) running in the namespace
+ * from the first test on, once it prints "ready". The program, the namespace and the directory
+ * go after the block.
+ */
+function helperNamespace(name: string, what: string, servers: string) {
+    const ns = `czd-ut-${name}-${process.pid}`;
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), `czd-${name}-`));
     const helper = path.join(dir, "switch");
-    let listeners: ReturnType<typeof spawn> | undefined;
+    let child: ReturnType<typeof spawn> | undefined;
     const inNs = (cmd: string[]) => spawnSync("ip", ["netns", "exec", ns, ...cmd], { encoding: "utf8" });
     const helperRun = (...args: string[]) => inNs(["bash", helper, ...args]);
+    before(async () => {
+        fs.writeFileSync(helper, files.switchHelper);
+        assert.strictEqual(spawnSync("ip", ["netns", "add", ns]).status, 0, "ip netns add");
+        inNs(["ip", "link", "set", "lo", "up"]);
+        child = spawn("ip", ["netns", "exec", ns, "python3", "-c", servers], { stdio: ["pipe", "pipe", "inherit"] });
+        await new Promise<void>((resolve, reject) => {
+            child!.stdout!.once("data", () => resolve());
+            child!.once("exit", code => reject(new Error(`${what} exited (${code})`)));
+        });
+    });
+    after(() => {
+        if (child?.pid) child.kill("SIGKILL");
+        spawnSync("ip", ["netns", "del", ns]);
+        fs.rmSync(dir, { recursive: true, force: true });
+    });
+    return { dir, inNs, helperRun };
+}
+
+describe("rotation: switch helper moves real connections (iptables in a network namespace, as root)", function () {
+    this.timeout(60_000);
+    // Both slots: each answers a connection with its own port and closes it.
+    const { dir, inNs, helperRun } = helperNamespace("ramp", "the listeners", `
+import socket, threading, sys
+def serve(port):
+    srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", port)); srv.listen(64)
+    while True:
+        c, _ = srv.accept(); c.sendall(str(port).encode()); c.close()
+for p in (8001, 8002): threading.Thread(target=serve, args=(p,), daemon=True).start()
+print("ready", flush=True); sys.stdin.read()`);
     const show = () => {
         const r = helperRun("show", "shop-production");
         assert.strictEqual(r.status, 0, r.stderr);
@@ -1331,31 +1366,6 @@ print(" ".join(f"{k}={v}" for k, v in sorted(seen.items())))`]);
         return Object.fromEntries(r.stdout.trim().split(" ").filter(Boolean).map(kv => [kv.split("=")[0], Number(kv.split("=")[1])]));
     };
 
-    before(async () => {
-        fs.writeFileSync(helper, files.switchHelper);
-        assert.strictEqual(spawnSync("ip", ["netns", "add", ns]).status, 0, "ip netns add");
-        inNs(["ip", "link", "set", "lo", "up"]);
-        // Both slots: each answers a connection with its own port and closes it.
-        listeners = spawn("ip", ["netns", "exec", ns, "python3", "-c", `
-import socket, threading, sys
-def serve(port):
-    srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind(("127.0.0.1", port)); srv.listen(64)
-    while True:
-        c, _ = srv.accept(); c.sendall(str(port).encode()); c.close()
-for p in (8001, 8002): threading.Thread(target=serve, args=(p,), daemon=True).start()
-print("ready", flush=True); sys.stdin.read()`], { stdio: ["pipe", "pipe", "inherit"] });
-        await new Promise<void>((resolve, reject) => {
-            listeners!.stdout!.once("data", () => resolve());
-            listeners!.once("exit", code => reject(new Error(`the listeners exited (${code})`)));
-        });
-    });
-
-    after(() => {
-        if (listeners?.pid) listeners.kill("SIGKILL");
-        spawnSync("ip", ["netns", "del", ns]);
-        fs.rmSync(dir, { recursive: true, force: true });
-    });
 
     it("a nat table it cannot read (iptables' lock held past its wait) fails show, switch and ramp, changing nothing, instead of answering 'no rule'", () => {
         const bin = path.join(dir, "busy-bin");
@@ -1507,12 +1517,22 @@ print(json.dumps(out))`]);
 
 describe("rotation: switch helper counts each slot's answers through the proxy port (iptables in a network namespace, as root)", function () {
     this.timeout(60_000);
-    const ns = `czd-ut-answers-${process.pid}`;
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-answers-"));
-    const helper = path.join(dir, "switch");
-    let servers: ReturnType<typeof spawn> | undefined;
-    const inNs = (cmd: string[]) => spawnSync("ip", ["netns", "exec", ns, ...cmd], { encoding: "utf8" });
-    const helperRun = (...args: string[]) => inNs(["bash", helper, ...args]);
+    // Slot 1 answers in HTTP/1.0, slot 2 in HTTP/1.1. /fail is a 500; /big a 200 whose body
+    // (104 KB, written after the headers, so in packets of its own) is "HTTP/1.1 503 " again and again.
+    const { dir, inNs, helperRun } = helperNamespace("answers", "the servers", `
+import http.server, threading, sys
+def serve(port, version):
+    class H(http.server.BaseHTTPRequestHandler):
+        protocol_version = version
+        def do_GET(self):
+            body = (b"HTTP/1.1 503 " * 8000) if self.path == "/big" else b"ok"
+            self.send_response(500 if self.path == "/fail" else 200)
+            self.send_header("Content-Length", str(len(body))); self.send_header("Connection", "close"); self.end_headers()
+            self.wfile.write(body)
+        def log_message(self, *a): pass
+    http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
+for p, v in ((8001, "HTTP/1.0"), (8002, "HTTP/1.1")): threading.Thread(target=serve, args=(p, v), daemon=True).start()
+print("ready", flush=True); sys.stdin.read()`);
     const answers = () => {
         const r = helperRun("answers", "shop-production");
         assert.strictEqual(r.status, 0, r.stderr);
@@ -1531,37 +1551,6 @@ print(" ".join(codes))`, String(port), ...paths]);
         return r.stdout.trim();
     };
 
-    before(async () => {
-        fs.writeFileSync(helper, files.switchHelper);
-        assert.strictEqual(spawnSync("ip", ["netns", "add", ns]).status, 0, "ip netns add");
-        inNs(["ip", "link", "set", "lo", "up"]);
-        // Slot 1 answers in HTTP/1.0, slot 2 in HTTP/1.1. /fail is a 500; /big a 200 whose body
-        // (104 KB, written after the headers, so in packets of its own) is "HTTP/1.1 503 " again and again.
-        servers = spawn("ip", ["netns", "exec", ns, "python3", "-c", `
-import http.server, threading, sys
-def serve(port, version):
-    class H(http.server.BaseHTTPRequestHandler):
-        protocol_version = version
-        def do_GET(self):
-            body = (b"HTTP/1.1 503 " * 8000) if self.path == "/big" else b"ok"
-            self.send_response(500 if self.path == "/fail" else 200)
-            self.send_header("Content-Length", str(len(body))); self.send_header("Connection", "close"); self.end_headers()
-            self.wfile.write(body)
-        def log_message(self, *a): pass
-    http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
-for p, v in ((8001, "HTTP/1.0"), (8002, "HTTP/1.1")): threading.Thread(target=serve, args=(p, v), daemon=True).start()
-print("ready", flush=True); sys.stdin.read()`], { stdio: ["pipe", "pipe", "inherit"] });
-        await new Promise<void>((resolve, reject) => {
-            servers!.stdout!.once("data", () => resolve());
-            servers!.once("exit", code => reject(new Error(`the servers exited (${code})`)));
-        });
-    });
-
-    after(() => {
-        if (servers?.pid) servers.kill("SIGKILL");
-        spawnSync("ip", ["netns", "del", ns]);
-        fs.rmSync(dir, { recursive: true, force: true });
-    });
 
     it("counts answers and 5xx answers per slot, of HTTP/1.0 and 1.1, only of requests through the proxy port; clear removes the counters", () => {
         assert.strictEqual(answers(), "1 0 0\n2 0 0\n", "the first call sets the counters up");
