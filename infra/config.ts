@@ -117,6 +117,17 @@ export const RAMP_STEPS_PERCENT = [10, 30, 60] as const;
  * is compared with the old slot's (rampMaxErrorPercent): fewer say too little either way.
  */
 export const RAMP_ERROR_MIN_RESPONSES = 20;
+/**
+ * The ramp and the bake compare the new slot's 5xx share with the old slot's since it first got
+ * traffic and also over the last this many seconds, so that a failure that begins late in a long
+ * bake is not diluted by the good answers before it.
+ */
+export const ANSWERS_WINDOW_SECONDS = 10;
+/**
+ * The longest one health check of a slot may take before it counts as a miss (seconds). A ramp
+ * step or a bake ends at its first poll past its time, so each may run over by up to this much.
+ */
+export const HEALTH_REQUEST_TIMEOUT_SECONDS = 2;
 export const TLS_MODES = ["off", "letsencrypt", "custom"] as const;
 export const STRUCTURED_KEYS = ["appEnv"] as const;
 

@@ -5,7 +5,7 @@
 // from the layout (names.ts); the templates never spell one themselves.
 
 import { createHash } from "crypto";
-import { BAKE_SECONDS_MAX, BOOT_PRIORITIES, JAVA_OPTS_ALLOWED, RAMP_ERROR_MIN_RESPONSES, RAMP_SECONDS_MAX, RAMP_STEPS_PERCENT, Settings, URL_PATH, WARMUP_REQUESTS_MAX } from "./config";
+import { ANSWERS_WINDOW_SECONDS, BAKE_SECONDS_MAX, BOOT_PRIORITIES, HEALTH_REQUEST_TIMEOUT_SECONDS, JAVA_OPTS_ALLOWED, RAMP_ERROR_MIN_RESPONSES, RAMP_SECONDS_MAX, RAMP_STEPS_PERCENT, Settings, URL_PATH, WARMUP_REQUESTS_MAX } from "./config";
 import { EnvironmentLayout, RELEASE_JAR, slotProgram, SUPERVISOR_SOCKET, SUPERVISOR_START_SECONDS } from "./names";
 import { render } from "./render";
 
@@ -199,6 +199,8 @@ export function rotationView(layout: EnvironmentLayout, settings: RotationSettin
         rampSecondsMax: RAMP_SECONDS_MAX,
         rampMaxErrorPercent: settings.rampMaxErrorPercent,
         rampErrorMinResponses: RAMP_ERROR_MIN_RESPONSES,
+        answersWindowSeconds: ANSWERS_WINDOW_SECONDS,
+        healthRequestTimeout: HEALTH_REQUEST_TIMEOUT_SECONDS,
         bakeSeconds: settings.bakeSeconds,
         bakeSecondsMax: BAKE_SECONDS_MAX,
         /** The sudoers forms of the ramp: one per slot and share. */

@@ -7,7 +7,7 @@ import * as path from "path";
 
 export type AppFault = "health-500" | "exit-at-boot" | "no-port" | "compile-error" | "exit-when-warmed" | "exit-under-traffic"
   | "health-pause-under-traffic" | "health-hang-under-traffic" | "crash-4s-into-traffic" | "stop-listening-under-traffic"
-  | "main-route-500";
+  | "main-route-500" | "main-route-500-late";
 
 export interface AppVariantOptions {
   /** Written to resources/VERSION; the app reports it as X-App-Version. */
@@ -137,6 +137,21 @@ function applyFault(dir: string, fault: AppFault): void {
       // Healthy (its health check and its warm-up of /health pass) and alive, but its main route
       // answers 500: a release that lacks a setting or a migration that its routes need.
       patchOnce(core, '(GET "/" [] (text 200', '(GET "/" [] (text 500');
+      break;
+    case "main-route-500-late":
+      // Right for its first 30 s of real traffic (from its first GET of /), then every 4th GET of /
+      // answers 500: a release that fails once something builds up (a cache, a pool, a queue),
+      // late in a bake, and fails only part of its requests.
+      patchOnce(core, '(GET "/" [] (text 200 (str "hello from sample-app version=" app-version "\\n")))',
+        '(GET "/" [] (if (late-500?) (text 500 "fault: main-route-500-late\\n") (text 200 (str "hello from sample-app version=" app-version "\\n"))))');
+      patchOnce(core, "(defroutes routes", `(def first-root-hit (atom nil))
+(def root-hits (atom 0))
+(defn late-500? []
+  (compare-and-set! first-root-hit nil (System/nanoTime))
+  (let [n (swap! root-hits inc)]
+    (and (> (- (System/nanoTime) @first-root-hit) 30000000000) (zero? (mod n 4)))))
+
+(defroutes routes`);
       break;
     case "compile-error":
       // Unbalanced paren: the reader fails while AOT-compiling, so `lein uberjar` fails.

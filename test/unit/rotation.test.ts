@@ -4,7 +4,7 @@ import * as fs from "fs";
 import * as http from "http";
 import * as os from "os";
 import * as path from "path";
-import { RAMP_ERROR_MIN_RESPONSES, RAMP_STEPS_PERCENT } from "../../infra/config";
+import { HEALTH_REQUEST_TIMEOUT_SECONDS, RAMP_ERROR_MIN_RESPONSES, RAMP_STEPS_PERCENT } from "../../infra/config";
 import { layout, slotProgram, SUPERVISOR_SOCKET, SUPERVISOR_START_SECONDS } from "../../infra/names";
 import {
     renderRotationFiles,
@@ -572,6 +572,7 @@ describe("rotation: deploy script", () => {
         const rendered = renderRotationFiles(env, { ...settings, rampMaxErrorPercent: 7 }).deployScript;
         assert.match(rendered, /^readonly RAMP_MAX_ERROR_PERCENT=7$/m, "the config's value");
         assert.match(rendered, new RegExp(`^readonly RAMP_ERROR_MIN_RESPONSES=${RAMP_ERROR_MIN_RESPONSES}$`, "m"));
+        assert.match(rendered, new RegExp(`^readonly HEALTH_REQUEST_TIMEOUT=${HEALTH_REQUEST_TIMEOUT_SECONDS}$`, "m"));
         assert.throws(() => renderRotationFiles(env, { ...settings, rampMaxErrorPercent: 101 }), /rampMaxErrorPercent 101 \(integer 0\.\.100\)/);
         // The helper's counters: one reading per `answers` call, in turn ("x": the call fails).
         const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-ramp-answers-"));
@@ -580,7 +581,7 @@ describe("rotation: deploy script", () => {
                 fs.writeFileSync(path.join(dir, "readings"), readings.map(r => r + "\n").join("=\n"));
                 fs.writeFileSync(path.join(dir, "calls"), "");
                 const script = ["set -euo pipefail", ...["uptime_us", "now_us", "past_deadline", "set_secs_since", "secs_since", "timed_read", "pause",
-                    "ramp_traffic", "start_counting_answers", "answers_between", "compare_answers"].map(fn => functionSource(s, fn)),
+                    "ramp_traffic", "start_counting_answers", "answers_between", "judge_answers", "note_answers_reading", "compare_answers"].map(fn => functionSource(s, fn)),
                     'say() { echo "==> $*"; }', 'warn() { echo "warning: $*"; }', 'detail() { echo "    $*"; }', 'fail() { echo "failed: $1"; exit 1; }',
                     "kernel_live_slot() { echo 1; }", "poll_new_slot() { :; }",
                     `switch_cmd() {
@@ -591,7 +592,7 @@ describe("rotation: deploy script", () => {
                         echo "$reading"
                     }`,
                     "IN_TIMED_READ=0 PENDING_EXIT= PAUSE_FD= HEALTH_INTERVAL=0.05 RAMP_SECONDS=1 RAMP_STEPS=(10 30 60) ENV_ID=shop-production SWITCH_HELPER=/usr/local/sbin/switch",
-                    `NEW_SLOT=2 OLD_SLOT=1 RAMP_MAX_ERROR_PERCENT=${limit} RAMP_ERROR_MIN_RESPONSES=20`,
+                    `NEW_SLOT=2 OLD_SLOT=1 RAMP_MAX_ERROR_PERCENT=${limit} RAMP_ERROR_MIN_RESPONSES=20 ANSWERS_WINDOW_SECONDS=10`,
                     "ramp_traffic 2", 'echo "ramp done"'].join("\n");
                 const r = spawnSync("bash", ["-c", script], { encoding: "utf8" });
                 return { status: r.status, out: r.stdout + r.stderr, calls: fs.readFileSync(path.join(dir, "calls"), "utf8").trim().split("\n") };
@@ -647,11 +648,12 @@ describe("rotation: deploy script", () => {
         const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-bake-answers-"));
         try {
             // The helper's counters: one reading per `answers` call, the last one again once they run out.
-            const bake = (readings: string[], fromRamp = "") => {
+            const bake = (readings: string[], fromRamp = "", o: { bakeSeconds?: number; windowSeconds?: number } = {}) => {
                 fs.writeFileSync(path.join(dir, "readings"), readings.map(r => r + "\n").join("=\n"));
                 fs.writeFileSync(path.join(dir, "calls"), "");
                 const script = ["set -euo pipefail", ...["uptime_us", "now_us", "past_deadline", "set_secs_since", "secs_since", "timed_read", "pause", "status_state",
-                    "start_bake", "poll_new_slot", "poll_baking_slot", "finish_bake", "start_counting_answers", "answers_between", "compare_answers"].map(fn => functionSource(s, fn)),
+                    "start_bake", "poll_new_slot", "poll_baking_slot", "finish_bake", "start_counting_answers", "answers_between", "judge_answers", "note_answers_reading",
+                    "compare_answers"].map(fn => functionSource(s, fn)),
                     'say() { echo "==> $*"; }', 'warn() { echo "warning: $*"; }', 'detail() { echo "    $*"; }', 'fail() { echo "failed: $1 (BAKING=$BAKING)"; exit 1; }',
                     "still_healthy() { return 0; }", "new_slot_exited() { return 1; }",
                     `switch_cmd() {
@@ -659,8 +661,10 @@ describe("rotation: deploy script", () => {
                         if grep -q '^=$' ${dir}/readings; then sed -n '1,/^=$/p' ${dir}/readings | sed '/^=$/d'; sed -i '1,/^=$/d' ${dir}/readings; else cat ${dir}/readings; fi
                     }`,
                     "IN_TIMED_READ=0 PENDING_EXIT= PAUSE_FD= HEALTH_INTERVAL=0.1 HEALTH_MISSES_TO_FAIL=2 BAKING=0 NEW_SLOT_MISSES=0 NEW_SLOT_MISSED=0 HEALTH_REFUSED=0 OLD_PID=",
-                    "ENV_ID=shop-production SWITCH_HELPER=/usr/local/sbin/switch NEW_SLOT=2 OLD_SLOT=1 RAMP_MAX_ERROR_PERCENT=5 RAMP_ERROR_MIN_RESPONSES=20 BAKE_SECONDS=2",
-                    `ANSWERS_START="${fromRamp}" ANSWERS_SEEN=""`, "T_SWITCHED=$(now_us)",
+                    "ENV_ID=shop-production SWITCH_HELPER=/usr/local/sbin/switch NEW_SLOT=2 OLD_SLOT=1 RAMP_MAX_ERROR_PERCENT=5 RAMP_ERROR_MIN_RESPONSES=20",
+                    `BAKE_SECONDS=${o.bakeSeconds ?? 2} ANSWERS_WINDOW_SECONDS=${o.windowSeconds ?? 10}`,
+                    `ANSWERS_START="${fromRamp}" ANSWERS_SEEN="" ANSWERS_RECENT="" ANSWERS_WINDOWED=0`,
+                    fromRamp ? `ANSWERS_READINGS=("$(now_us) ${fromRamp}")` : "ANSWERS_READINGS=()", "T_SWITCHED=$(now_us)",
                     'start_bake 1 "app-1 RUNNING pid 4242, uptime 0:00:09"', "finish_bake 2 1", 'echo "BAKING=$BAKING"'].join("\n");
                 const r = spawnSync("bash", ["-c", script], { encoding: "utf8" });
                 return { status: r.status, out: r.stdout + r.stderr, calls: fs.readFileSync(path.join(dir, "calls"), "utf8").trim().split("\n").filter(Boolean) };
@@ -682,6 +686,22 @@ describe("rotation: deploy script", () => {
             assert.strictEqual(afterRamp.status, 0, afterRamp.out);
             assert.match(afterRamp.out, /answers since slot 2 got traffic: slot 2 answered 300 requests, 40 with a 5xx status \(13\.3 %\); slot 1 200, 20 with a 5xx status \(10\.0 %\)\n/);
             assert.match(bake(["1 200 20\n2 300 46"], "1 0 0\n2 0 0").out, /failed: slot 2 answered 46 of 300 requests with a 5xx status \(15\.3 %\) since it got traffic, [0-9.]+s after it got all of it; slot 1 answered 20 of 200 so \(10\.0 %\) in the same time/);
+
+            // A failure that begins late: 30 5xx in the last second are 0.9 % since the switch, but 30 % of that second's answers.
+            // (A 1-s window here; a reading at the switch, at once, then about one a second.)
+            const late = ["1 500 5\n2 0 0", "1 500 5\n2 10 0", "1 500 5\n2 1500 0", "1 500 5\n2 3000 0", "1 500 5\n2 3100 30"];
+            const windowed = bake(late, "", { bakeSeconds: 5, windowSeconds: 1 });
+            assert.strictEqual(windowed.status, 1, windowed.out);
+            assert.match(windowed.out, /failed: slot 2 answered 30 of 100 requests with a 5xx status \(30\.0 %\) in the last 1s, [0-9.]+s after it got all of it; slot 1 answered none in the same time, and rampMaxErrorPercent allows 5 points more \(BAKING=1\)\n$/);
+            assert.strictEqual(windowed.calls.length, 5, "it failed at the reading that found it");
+            // The window is the time since the newest reading at least that long ago: with 10 s, none in a 5-s bake but the
+            // first, so only the whole time is compared, and it passes.
+            const whole = bake(late, "", { bakeSeconds: 5, windowSeconds: 10 });
+            assert.strictEqual(whole.status, 0, whole.out);
+            assert.match(whole.out, /answers since slot 2 got traffic: slot 2 answered 3100 requests, 30 with a 5xx status \(1\.0 %\); slot 1 0, 0 with a 5xx status \(0\.0 %\)\n/);
+            // Too few answers in the window say nothing (the whole time still counts).
+            const quiet = bake(["1 500 5\n2 0 0", "1 500 5\n2 10 0", "1 500 5\n2 1500 0", "1 500 5\n2 1510 10"], "", { bakeSeconds: 4, windowSeconds: 1 });
+            assert.strictEqual(quiet.status, 0, quiet.out);
         } finally {
             fs.rmSync(dir, { recursive: true, force: true });
         }
