@@ -2,12 +2,8 @@
 import * as assert from "assert";
 import { spawnSync } from "child_process";
 import * as fs from "fs";
-import * as os from "os";
 import * as path from "path";
-
-export function tmpdir(tag: string): string {
-    return fs.mkdtempSync(path.join(os.tmpdir(), `czd-${tag}-`));
-}
+import { tempDir } from "./tmp";
 
 /** The body of a multi-line shell function of a script (between its `name() {` and the first `}` line). */
 export function functionBody(script: string, name: string): string {
@@ -21,15 +17,11 @@ export function functionSource(script: string, name: string): string {
 
 /** Fails the test unless `script` parses with `bash -n` and passes shellcheck (style level). */
 export function shellcheck(script: string, name: string): void {
-    const dir = tmpdir("sc");
+    const dir = tempDir("sc");
     const file = path.join(dir, `${name}.sh`);
-    try {
-        fs.writeFileSync(file, script);
-        const syntax = spawnSync("bash", ["-n", file], { encoding: "utf8" });
-        assert.strictEqual(syntax.status, 0, `bash -n ${name}: ${syntax.stderr}`);
-        const sc = spawnSync("shellcheck", ["-s", "bash", "-S", "style", file], { encoding: "utf8" });
-        assert.strictEqual(sc.status, 0, `shellcheck ${name}:\n${sc.stdout}${sc.stderr}`);
-    } finally {
-        fs.rmSync(dir, { recursive: true, force: true });
-    }
+    fs.writeFileSync(file, script);
+    const syntax = spawnSync("bash", ["-n", file], { encoding: "utf8" });
+    assert.strictEqual(syntax.status, 0, `bash -n ${name}: ${syntax.stderr}`);
+    const sc = spawnSync("shellcheck", ["-s", "bash", "-S", "style", file], { encoding: "utf8" });
+    assert.strictEqual(sc.status, 0, `shellcheck ${name}:\n${sc.stdout}${sc.stderr}`);
 }

@@ -3,7 +3,7 @@
 import { ChildProcess, spawn, spawnSync } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
-import { tmpdir } from "./shell";
+import { tempDir } from "./tmp";
 
 export interface Supervisord {
     dir: string;
@@ -18,7 +18,7 @@ export interface Supervisord {
 
 /** Starts supervisord with `programs` (config sections) included, and waits until it answers. */
 export async function startSupervisord(tag: string, programs: string): Promise<Supervisord> {
-    const dir = tmpdir(tag);
+    const dir = tempDir(tag);
     const socket = path.join(dir, "supervisor.sock");
     const conf = path.join(dir, "supervisord.conf");
     fs.writeFileSync(path.join(dir, "programs.conf"), programs);
@@ -39,7 +39,6 @@ export async function startSupervisord(tag: string, programs: string): Promise<S
             process.kill(child.pid, "SIGTERM");
             await exited;
         }
-        fs.rmSync(dir, { recursive: true, force: true });
     };
     for (let i = 0; i < 100; i++) {
         if (child.exitCode !== null) {

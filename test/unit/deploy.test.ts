@@ -3,7 +3,6 @@
 import * as assert from "assert";
 import { execFileSync } from "child_process";
 import * as fs from "fs";
-import * as os from "os";
 import * as path from "path";
 import { AppSourceError, archiveAppRevision, CACHE_KEEP, privateCacheDir, pruneCache, resolveAppRevision } from "../../infra/app-source";
 import { buildJarLocally } from "../../infra/local-build";
@@ -11,8 +10,9 @@ import { parseDeployed, rotationCommand } from "../../infra/deploy";
 import { layout } from "../../infra/names";
 import { program } from "../../infra/program";
 import { runUnderMocks } from "../support/pulumi-mocks";
+import { tempDir } from "../support/tmp";
 
-const keys = fs.mkdtempSync(path.join(os.tmpdir(), "czd-deploy-keys-"));
+const keys = tempDir("deploy-keys");
 execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", path.join(keys, "id")]);
 const PUB = fs.readFileSync(path.join(keys, "id.pub"), "utf8").trim();
 const PRIV = fs.readFileSync(path.join(keys, "id"), "utf8");
@@ -24,7 +24,7 @@ function git(cwd: string, ...args: string[]): string {
 
 /** A repository with the app in `app/` and something else beside it. */
 function makeRepo(): { repo: string; app: string } {
-    const repo = fs.mkdtempSync(path.join(os.tmpdir(), "czd-deploy-repo-"));
+    const repo = tempDir("deploy-repo");
     const app = path.join(repo, "app");
     fs.mkdirSync(app);
     git(repo, "init", "-q", "-b", "main");
@@ -84,7 +84,7 @@ describe("Deploy", () => {
     it("build: local runs lein without Pulumi's environment (the decrypted config, the passphrase, the token)", () => {
         const { app } = makeRepo();
         const rev = resolveAppRevision(app, "HEAD");
-        const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-lein-"));
+        const dir = tempDir("lein");
         // A stand-in lein: its "jar" is the environment it was given.
         const lein = path.join(dir, "lein");
         fs.writeFileSync(lein, "#!/bin/sh\nmkdir -p target && env > target/demo-standalone.jar\n", { mode: 0o755 });
@@ -99,7 +99,6 @@ describe("Deploy", () => {
             assert.match(seen, /^PATH=/m);
         } finally {
             for (const k of Object.keys(process.env)) if (!(k in saved)) delete process.env[k];
-            fs.rmSync(dir, { recursive: true, force: true });
         }
     });
 
@@ -113,14 +112,14 @@ describe("Deploy", () => {
         fs.writeFileSync(path.join(app, "untracked.clj"), "x\n");
         const rev = resolveAppRevision(app, "HEAD");
         assert.deepStrictEqual(rev.uncommitted.sort(), ["app/project.clj", "app/untracked.clj"], "the dirty and the untracked file are reported");
-        const tar = archiveAppRevision(rev, fs.mkdtempSync(path.join(os.tmpdir(), "czd-archive-")));
+        const tar = archiveAppRevision(rev, tempDir("archive"));
         const listing = execFileSync("tar", ["-tf", tar], { encoding: "utf8" }).split("\n").filter(Boolean).sort();
         assert.deepStrictEqual(listing, ["project.clj", "src.clj"]);
         const content = execFileSync("tar", ["-xOf", tar, "project.clj"], { encoding: "utf8" });
         assert.strictEqual(content, "(defproject demo \"0.1.0\")\n", "the committed content, not the working copy");
         // Same commit, same bytes, also a second later: Pulumi sees no change to upload.
         execFileSync("sleep", ["1.1"]);
-        const again = archiveAppRevision(rev, fs.mkdtempSync(path.join(os.tmpdir(), "czd-archive-")));
+        const again = archiveAppRevision(rev, tempDir("archive"));
         assert.ok(fs.readFileSync(tar).equals(fs.readFileSync(again)), "the archive depends on the commit only");
         const listing2 = execFileSync("tar", ["-tvf", again], { encoding: "utf8" });
         const commitDate = git(repo, "show", "-s", "--format=%cd", "--date=format:%Y-%m-%d %H:%M", "HEAD");
@@ -128,7 +127,7 @@ describe("Deploy", () => {
     });
 
     it("caches archives and jars only in a directory of this user alone: one another user could write to is refused, not used", () => {
-        const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "czd-cache-home-"));
+        const tmp = tempDir("cache-home");
         const saved = process.env.XDG_CACHE_HOME;
         process.env.XDG_CACHE_HOME = tmp;
         try {
@@ -147,30 +146,25 @@ describe("Deploy", () => {
         } finally {
             if (saved === undefined) delete process.env.XDG_CACHE_HOME;
             else process.env.XDG_CACHE_HOME = saved;
-            fs.rmSync(tmp, { recursive: true, force: true });
         }
     });
 
     it("keeps the newest CACHE_KEEP files of a cache directory (it lives in the home directory), and its subdirectories", () => {
-        const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-prune-"));
-        try {
-            fs.mkdirSync(path.join(dir, "jars"));
-            const now = Date.now() / 1000;
-            for (let i = 0; i < CACHE_KEEP + 3; i++) {
-                const f = path.join(dir, `c${i}.tar`);
-                fs.writeFileSync(f, "x");
-                fs.utimesSync(f, now - i * 60, now - i * 60); // c0 is the newest
-            }
-            pruneCache(dir);
-            const left = fs.readdirSync(dir).sort();
-            assert.deepStrictEqual(left, ["jars", ...Array.from({ length: CACHE_KEEP }, (_, i) => `c${i}.tar`)].sort());
-        } finally {
-            fs.rmSync(dir, { recursive: true, force: true });
+        const dir = tempDir("prune");
+        fs.mkdirSync(path.join(dir, "jars"));
+        const now = Date.now() / 1000;
+        for (let i = 0; i < CACHE_KEEP + 3; i++) {
+            const f = path.join(dir, `c${i}.tar`);
+            fs.writeFileSync(f, "x");
+            fs.utimesSync(f, now - i * 60, now - i * 60); // c0 is the newest
         }
+        pruneCache(dir);
+        const left = fs.readdirSync(dir).sort();
+        assert.deepStrictEqual(left, ["jars", ...Array.from({ length: CACHE_KEEP }, (_, i) => `c${i}.tar`)].sort());
     });
 
     it("fails the preview clearly for an appPath that is not a git repository or a revision that does not exist", async () => {
-        const plain = fs.mkdtempSync(path.join(os.tmpdir(), "czd-not-git-"));
+        const plain = tempDir("not-git");
         assert.throws(() => resolveAppRevision(plain, "HEAD"), (e: Error) =>
             e instanceof AppSourceError && /appPath = ".*" is not inside a git repository/.test(e.message) && /git init/.test(e.message));
         assert.throws(() => resolveAppRevision(path.join(plain, "missing"), "HEAD"), /is not a directory/);
@@ -204,7 +198,7 @@ describe("Deploy", () => {
     it("build: local builds the jar on this machine and ships only the jar, named by commit and jar hash", async () => {
         const { repo, app } = makeRepo();
         // A stand-in for lein on this machine: writes a standalone jar like `lein uberjar` does.
-        const bin = fs.mkdtempSync(path.join(os.tmpdir(), "czd-fake-lein-"));
+        const bin = tempDir("fake-lein");
         fs.writeFileSync(path.join(bin, "lein"), "#!/bin/sh\nmkdir -p target/uberjar && printf 'PK\\003\\004jar-of-%s' \"$(cat project.clj)\" > target/uberjar/demo-0.1.0-standalone.jar\n", { mode: 0o755 });
         const oldPath = process.env.PATH;
         process.env.PATH = `${bin}:${oldPath}`;

@@ -1,6 +1,5 @@
 import * as assert from "assert";
 import * as fs from "fs";
-import * as os from "os";
 import * as path from "path";
 import * as pulumi from "@pulumi/pulumi";
 import * as command from "@pulumi/command";
@@ -21,6 +20,7 @@ import {
     collectAll,
     loadState,
 } from "../host/harness";
+import { tempDir } from "../support/tmp";
 
 // ------------------------------------------------------------ fakes
 
@@ -80,7 +80,7 @@ describe("harness state semantics (fake executor)", () => {
     const run = (rs: RemoteResource[], extra: object = {}) => apply(rs, { statePath, executor: ex, ...extra });
 
     beforeEach(() => {
-        dir = fs.mkdtempSync(path.join(os.tmpdir(), "harness-unit-"));
+        dir = tempDir("harness-unit");
         statePath = path.join(dir, "state.json");
         ex = new FakeExecutor();
     });

@@ -4,12 +4,12 @@
 import * as assert from "assert";
 import { ChildProcess, spawn, spawnSync } from "child_process";
 import * as fs from "fs";
-import * as os from "os";
 import * as path from "path";
 import {
     formatStatus, logsCommand, OLD_LOG_FOLLOW_SECONDS, parseArgs, parseSupervisorLine, rollbackCommand, sshArgv, sshFailureMessage, statusScript, targetFromOutputs, UsageError,
 } from "../../scripts/ops";
 import { EnvironmentLayout, parseSshCommand, sshCommand } from "../../infra/names";
+import { tempDir } from "../support/tmp";
 
 const ROOT = path.join(__dirname, "..", "..");
 const OPS = path.join(ROOT, "scripts", "ops.sh");
@@ -215,7 +215,7 @@ describe("ops: logs following, run with bash", function () {
     }
 
     beforeEach(() => {
-        dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-ops-logs-"));
+        dir = tempDir("ops-logs");
         fs.mkdirSync(path.join(dir, "state"));
         fs.mkdirSync(path.join(dir, "log"));
         env = {
@@ -233,7 +233,6 @@ describe("ops: logs following, run with bash", function () {
         for (const c of started.splice(0)) {
             if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
         }
-        fs.rmSync(dir, { recursive: true, force: true });
     });
 
     it("follows the new live slot after a deploy's switch (from where its log was), and the old one until the deploy lock is free", async () => {
@@ -448,7 +447,7 @@ describe("ops.sh with stub pulumi and ssh", () => {
     }
 
     beforeEach(() => {
-        dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-ops-unit-"));
+        dir = tempDir("ops-unit");
         fs.mkdirSync(path.join(dir, "tmp"));
         fs.writeFileSync(path.join(dir, "pulumi"), PULUMI_STUB, { mode: 0o755 });
         fs.writeFileSync(path.join(dir, "ssh"), SSH_STUB, { mode: 0o755 });

@@ -2,14 +2,14 @@
 import * as assert from "assert";
 import { execFileSync } from "child_process";
 import * as fs from "fs";
-import * as os from "os";
 import * as path from "path";
 import * as pulumi from "@pulumi/pulumi";
 import { program } from "../../infra/program";
 import { accountKeyFor, sshKeyFingerprint } from "../../infra/providers/ssh-key";
 import { MockRun, runUnderMocks } from "../support/pulumi-mocks";
+import { tempDir } from "../support/tmp";
 
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-keys-"));
+const dir = tempDir("keys");
 execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "unit-test", "-f", path.join(dir, "id")]);
 const PUB = fs.readFileSync(path.join(dir, "id.pub"), "utf8").trim();
 const PRIV = fs.readFileSync(path.join(dir, "id"), "utf8");

@@ -6,6 +6,7 @@ import { spawnSync } from "child_process";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
+import { tempDir } from "../support/tmp";
 
 const ROOT = path.join(__dirname, "..", "..");
 
@@ -42,7 +43,7 @@ function calls(home: string): string[] {
 describe("npm run up (scripts/up.sh)", () => {
     let home: string;
     beforeEach(() => {
-        home = fs.mkdtempSync(path.join(os.tmpdir(), "czd-up-"));
+        home = tempDir("up");
         fs.mkdirSync(path.join(home, "stub"));
         fs.writeFileSync(path.join(home, "stub", "pulumi"), STUB, { mode: 0o755 });
     });
@@ -171,28 +172,24 @@ describe("npm run up (scripts/up.sh)", () => {
 
 describe("scripts/pulumi (Pulumi by hand, with the project's backend and passphrase)", () => {
     it("runs the CLI with the local backend and the passphrase file, in the project directory when called from outside it, also through a symlink; says what to do without the CLI", () => {
-        const home = fs.mkdtempSync(path.join(os.tmpdir(), "czd-wrapper-"));
-        try {
-            const cli = path.join(home, "pulumi");
-            fs.writeFileSync(cli, '#!/usr/bin/env bash\necho "cwd=$PWD args=$* backend=$PULUMI_BACKEND_URL file=${PULUMI_CONFIG_PASSPHRASE_FILE:-none}"\n', { mode: 0o755 });
-            const run = (env: Record<string, string>, cwd = os.tmpdir(), wrapper = path.join(ROOT, "scripts", "pulumi")) => spawnSync(wrapper, ["stack", "ls"], {
-                cwd, encoding: "utf8", env: { PATH: process.env.PATH!, HOME: home, ...env },
-            });
-            const r = run({ CZD_PULUMI: cli, CDPATH: "." });
-            assert.strictEqual(r.status, 0, r.stderr);
-            assert.strictEqual(r.stdout.trim(), `cwd=${fs.realpathSync(ROOT)} args=stack ls backend=file://${home}/.clj-zero-downtime/state file=${home}/.clj-zero-downtime/passphrase`);
-            assert.match(run({ CZD_PULUMI: cli }, path.join(ROOT, "infra")).stdout, new RegExp(`^cwd=${path.join(ROOT, "infra")} `),
-                "inside the project it stays where it was called: relative paths in arguments mean what they say");
-            fs.symlinkSync(path.join(ROOT, "scripts", "pulumi"), path.join(home, "czd-pulumi"));
-            assert.match(run({ CZD_PULUMI: cli }, os.tmpdir(), path.join(home, "czd-pulumi")).stdout, new RegExp(`^cwd=${fs.realpathSync(ROOT)} `), "through a symlink");
-            assert.strictEqual(run({ CZD_PULUMI: "pulumi" }, home).status, 0, "a relative CZD_PULUMI is relative to where it was called");
-            const own = run({ CZD_PULUMI: cli, PULUMI_CONFIG_PASSPHRASE: "" });
-            assert.match(own.stdout, /file=none$/m, "a passphrase the user set, even an empty one, is the one used: no file beside it");
-            const missing = run({ CZD_PULUMI: path.join(home, "not-installed") });
-            assert.strictEqual(missing.status, 1);
-            assert.match(missing.stderr, /the Pulumi CLI launcher is not installed yet .*: run npm run up \(or npm ci\) first/);
-        } finally {
-            fs.rmSync(home, { recursive: true, force: true });
-        }
+        const home = tempDir("wrapper");
+        const cli = path.join(home, "pulumi");
+        fs.writeFileSync(cli, '#!/usr/bin/env bash\necho "cwd=$PWD args=$* backend=$PULUMI_BACKEND_URL file=${PULUMI_CONFIG_PASSPHRASE_FILE:-none}"\n', { mode: 0o755 });
+        const run = (env: Record<string, string>, cwd = os.tmpdir(), wrapper = path.join(ROOT, "scripts", "pulumi")) => spawnSync(wrapper, ["stack", "ls"], {
+            cwd, encoding: "utf8", env: { PATH: process.env.PATH!, HOME: home, ...env },
+        });
+        const r = run({ CZD_PULUMI: cli, CDPATH: "." });
+        assert.strictEqual(r.status, 0, r.stderr);
+        assert.strictEqual(r.stdout.trim(), `cwd=${fs.realpathSync(ROOT)} args=stack ls backend=file://${home}/.clj-zero-downtime/state file=${home}/.clj-zero-downtime/passphrase`);
+        assert.match(run({ CZD_PULUMI: cli }, path.join(ROOT, "infra")).stdout, new RegExp(`^cwd=${path.join(ROOT, "infra")} `),
+            "inside the project it stays where it was called: relative paths in arguments mean what they say");
+        fs.symlinkSync(path.join(ROOT, "scripts", "pulumi"), path.join(home, "czd-pulumi"));
+        assert.match(run({ CZD_PULUMI: cli }, os.tmpdir(), path.join(home, "czd-pulumi")).stdout, new RegExp(`^cwd=${fs.realpathSync(ROOT)} `), "through a symlink");
+        assert.strictEqual(run({ CZD_PULUMI: "pulumi" }, home).status, 0, "a relative CZD_PULUMI is relative to where it was called");
+        const own = run({ CZD_PULUMI: cli, PULUMI_CONFIG_PASSPHRASE: "" });
+        assert.match(own.stdout, /file=none$/m, "a passphrase the user set, even an empty one, is the one used: no file beside it");
+        const missing = run({ CZD_PULUMI: path.join(home, "not-installed") });
+        assert.strictEqual(missing.status, 1);
+        assert.match(missing.stderr, /the Pulumi CLI launcher is not installed yet .*: run npm run up \(or npm ci\) first/);
     });
 });

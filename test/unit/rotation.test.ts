@@ -20,6 +20,7 @@ import {
 } from "../../infra/rotation";
 import { functionBody, functionSource } from "../support/shell";
 import { startSupervisord, Supervisord } from "../support/supervisord";
+import { tempDir } from "../support/tmp";
 
 const ports = { proxy: 8000, slot1: 8001, slot2: 8002, nrepl1: 7001, nrepl2: 7002 };
 const env = layout("shop", "production", ports);
@@ -41,14 +42,10 @@ const settings: RotationSettings = {
 const files = renderRotationFiles(env, settings);
 
 function withTempFile<T>(name: string, content: string, fn: (file: string) => T): T {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "rotation-test-"));
+    const dir = tempDir("rotation-test");
     const file = path.join(dir, name);
     fs.writeFileSync(file, content);
-    try {
-        return fn(file);
-    } finally {
-        fs.rmSync(dir, { recursive: true, force: true });
-    }
+    return fn(file);
 }
 
 function run(cmd: string, args: string[]) {
@@ -208,7 +205,7 @@ describe("rotation: deploy script", () => {
         });
         await new Promise<void>(r => server.listen(0, "127.0.0.1", r));
         const port = (server.address() as import("net").AddressInfo).port;
-        const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-health-"));
+        const dir = tempDir("health");
         const lock = path.join(dir, "lock");
         try {
             const code = [
@@ -267,7 +264,6 @@ describe("rotation: deploy script", () => {
         } finally {
             hanging.forEach(sock => sock.destroy());
             server.close();
-            fs.rmSync(dir, { recursive: true, force: true });
         }
     });
 
@@ -312,45 +308,41 @@ describe("rotation: deploy script", () => {
          * a file (kernel), Supervisor's calls go to a log. Returns what the user saw and what was left.
          */
         const endEarly = (scenario: string, opts: { closeOutput?: boolean } = {}) => {
-            const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-exit-"));
-            try {
-                const base = layout("shop", "production", ports);
-                const sandbox = {
-                    ...base, baseDir: dir, releasesDir: `${dir}/releases`, stateDir: `${dir}/state`, slotsDir: `${dir}/slots`,
-                    lockFile: `${dir}/lock`, historyFile: `${dir}/state/history`,
-                    programs: base.programs.map(p => ({ ...p, log: `${dir}/slot${p.slot}.log`, bootFlag: `${dir}/slot${p.slot}.boot` })),
-                };
-                const script = renderRotationFiles(sandbox, settings).deployScript.replace(/\nmain "\$@"\n$/, "\n");
-                assert.ok(!script.includes('main "$@"'), "main is left out");
-                for (const d of ["releases/r1", "releases/r2", "slots", "state"]) fs.mkdirSync(path.join(dir, d), { recursive: true });
-                fs.symlinkSync(`${dir}/releases/r1`, `${dir}/slots/1`);
-                fs.symlinkSync(`${dir}/releases/r2`, `${dir}/slots/2`);
-                fs.writeFileSync(`${dir}/state/live-slot`, "1\n");
-                fs.writeFileSync(`${dir}/state/live-revision`, "r1\n");
-                fs.writeFileSync(`${dir}/kernel`, "1\n");
-                const code = [
-                    script,
-                    // The helper: its rule is the file "kernel"; a switch may be told to be interrupted.
-                    `switch_cmd() { case "$1" in show) echo "\${SLOT_PORT[$(cat ${dir}/kernel)]}" ;; switch) echo "$3" >${dir}/kernel; echo "$3" >>${dir}/switches; [ ! -e ${dir}/signal-at-switch ] || kill -TERM $$; echo "switched to $3" ;; esac; }`,
-                    `supervisor_process() { echo "$1 $2" >>${dir}/supervisor; }`,
-                    `slot_state() { if grep -q "^stop \${SLOT_PROGRAM[$1]}" ${dir}/supervisor 2>/dev/null; then echo STOPPED; else echo RUNNING; fi; }`,
-                    `wait_drained() { [ ! -e ${dir}/drain-hangs ] || return 1; [ ! -e ${dir}/signal-at-drain ] || { kill -TERM $$; pause 0.2; }; return 0; }`,
-                    "set_boot_priority() { :; }",
-                    `install_traps; RECORD_HISTORY=1; OLD_SLOT=1 OLD_REVISION=r1 NEW_SLOT=2 REVISION=r2`,
-                    opts.closeOutput ? "exec 1>&- 2>&-" : "",
-                    scenario,
-                ].join("\n");
-                const r = spawnSync("bash", ["-c", code, "deploy"], { encoding: "utf8", cwd: dir, timeout: 20_000 });
-                const read = (f: string) => (fs.existsSync(path.join(dir, f)) ? fs.readFileSync(path.join(dir, f), "utf8").trim() : "");
-                return {
-                    status: r.status, out: r.stdout + r.stderr, supervisor: read("supervisor").split("\n").filter(Boolean), kernel: read("kernel"),
-                    switches: read("switches").split("\n").filter(Boolean),
-                    state: ["live-slot", "live-revision", "previous-revision"].map(f => `${f}=${read(`state/${f}`)}`).join(" "),
-                    history: read("state/history"),
-                };
-            } finally {
-                fs.rmSync(dir, { recursive: true, force: true });
-            }
+            const dir = tempDir("exit");
+            const base = layout("shop", "production", ports);
+            const sandbox = {
+                ...base, baseDir: dir, releasesDir: `${dir}/releases`, stateDir: `${dir}/state`, slotsDir: `${dir}/slots`,
+                lockFile: `${dir}/lock`, historyFile: `${dir}/state/history`,
+                programs: base.programs.map(p => ({ ...p, log: `${dir}/slot${p.slot}.log`, bootFlag: `${dir}/slot${p.slot}.boot` })),
+            };
+            const script = renderRotationFiles(sandbox, settings).deployScript.replace(/\nmain "\$@"\n$/, "\n");
+            assert.ok(!script.includes('main "$@"'), "main is left out");
+            for (const d of ["releases/r1", "releases/r2", "slots", "state"]) fs.mkdirSync(path.join(dir, d), { recursive: true });
+            fs.symlinkSync(`${dir}/releases/r1`, `${dir}/slots/1`);
+            fs.symlinkSync(`${dir}/releases/r2`, `${dir}/slots/2`);
+            fs.writeFileSync(`${dir}/state/live-slot`, "1\n");
+            fs.writeFileSync(`${dir}/state/live-revision`, "r1\n");
+            fs.writeFileSync(`${dir}/kernel`, "1\n");
+            const code = [
+                script,
+                // The helper: its rule is the file "kernel"; a switch may be told to be interrupted.
+                `switch_cmd() { case "$1" in show) echo "\${SLOT_PORT[$(cat ${dir}/kernel)]}" ;; switch) echo "$3" >${dir}/kernel; echo "$3" >>${dir}/switches; [ ! -e ${dir}/signal-at-switch ] || kill -TERM $$; echo "switched to $3" ;; esac; }`,
+                `supervisor_process() { echo "$1 $2" >>${dir}/supervisor; }`,
+                `slot_state() { if grep -q "^stop \${SLOT_PROGRAM[$1]}" ${dir}/supervisor 2>/dev/null; then echo STOPPED; else echo RUNNING; fi; }`,
+                `wait_drained() { [ ! -e ${dir}/drain-hangs ] || return 1; [ ! -e ${dir}/signal-at-drain ] || { kill -TERM $$; pause 0.2; }; return 0; }`,
+                "set_boot_priority() { :; }",
+                `install_traps; RECORD_HISTORY=1; OLD_SLOT=1 OLD_REVISION=r1 NEW_SLOT=2 REVISION=r2`,
+                opts.closeOutput ? "exec 1>&- 2>&-" : "",
+                scenario,
+            ].join("\n");
+            const r = spawnSync("bash", ["-c", code, "deploy"], { encoding: "utf8", cwd: dir, timeout: 20_000 });
+            const read = (f: string) => (fs.existsSync(path.join(dir, f)) ? fs.readFileSync(path.join(dir, f), "utf8").trim() : "");
+            return {
+                status: r.status, out: r.stdout + r.stderr, supervisor: read("supervisor").split("\n").filter(Boolean), kernel: read("kernel"),
+                switches: read("switches").split("\n").filter(Boolean),
+                state: ["live-slot", "live-revision", "previous-revision"].map(f => `${f}=${read(`state/${f}`)}`).join(" "),
+                history: read("state/history"),
+            };
         };
         const started = "NEW_STARTED=1; ";
         const newProgram = `${env.id}:${slotProgram(env, 2).name}`;
@@ -447,23 +439,19 @@ describe("rotation: deploy script", () => {
             ...["secs_since", "set_secs_since", "timed_read", "pause"].map(fn => functionSource(s, fn)), 'IN_TIMED_READ=0 PENDING_EXIT=""'].join("\n");
         /** wait_healthy with the health check answering `codes` in turn, one per poll; prints T_BOOT and T_GATE. */
         const waitHealthy = (...codes: string[]) => {
-            const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-gate-"));
-            try {
-                fs.writeFileSync(path.join(dir, "codes"), codes.join("\n") + "\n");
-                const code = [
-                    pollFunctions, functionSource(s, "wait_healthy"),
-                    `HEALTH_INTERVAL=0.1 START_TIMEOUT=10 SLOT_PORT=("" 3001 3002) HEALTH_PATH=/health T_BOOT=0.0 T_GATE=0.0 PAUSE_FD=""`,
-                    // one answer per poll, the last one repeated
-                    `check_health() { HEALTH_CODE=$(head -n 1 ${dir}/codes); [ "$(wc -l <${dir}/codes)" -le 1 ] || sed -i 1d ${dir}/codes; }`,
-                    'slot_pid() { echo $$; }', "slot_state() { echo STARTING; }", "say() { :; }", 'fail() { echo "fail: $*"; exit 1; }',
-                    'wait_healthy 2 "$(now_us)"; echo "$T_BOOT $T_GATE"',
-                ].join("\n");
-                const r = spawnSync("bash", ["-c", code], { encoding: "utf8" });
-                assert.strictEqual(r.status, 0, r.stdout + r.stderr);
-                return r.stdout.trim().split(" ").map(Number);
-            } finally {
-                fs.rmSync(dir, { recursive: true, force: true });
-            }
+            const dir = tempDir("gate");
+            fs.writeFileSync(path.join(dir, "codes"), codes.join("\n") + "\n");
+            const code = [
+                pollFunctions, functionSource(s, "wait_healthy"),
+                `HEALTH_INTERVAL=0.1 START_TIMEOUT=10 SLOT_PORT=("" 3001 3002) HEALTH_PATH=/health T_BOOT=0.0 T_GATE=0.0 PAUSE_FD=""`,
+                // one answer per poll, the last one repeated
+                `check_health() { HEALTH_CODE=$(head -n 1 ${dir}/codes); [ "$(wc -l <${dir}/codes)" -le 1 ] || sed -i 1d ${dir}/codes; }`,
+                'slot_pid() { echo $$; }', "slot_state() { echo STARTING; }", "say() { :; }", 'fail() { echo "fail: $*"; exit 1; }',
+                'wait_healthy 2 "$(now_us)"; echo "$T_BOOT $T_GATE"',
+            ].join("\n");
+            const r = spawnSync("bash", ["-c", code], { encoding: "utf8" });
+            assert.strictEqual(r.status, 0, r.stdout + r.stderr);
+            return r.stdout.trim().split(" ").map(Number);
         };
         // two polls without an answer, two 503s, then 200: each part is at least its two sleeps
         const [boot, gate] = waitHealthy("000", "000", "503", "503", "200");
@@ -512,46 +500,42 @@ describe("rotation: deploy script", () => {
     });
 
     it("pulumi up's run for the commit of its last successful one is a settings change: the live release restarts, whatever a rollback or git push made it", () => {
-        const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-settings-only-"));
-        try {
-            fs.mkdirSync(path.join(dir, "state"));
-            fs.mkdirSync(path.join(dir, "releases", "rolled-back"), { recursive: true });
-            fs.writeFileSync(path.join(dir, "releases", "rolled-back", "app.jar"), TINY_JAR);
-            fs.mkdirSync(path.join(dir, "releases", "cut-short"));
-            fs.writeFileSync(path.join(dir, "releases", "cut-short", "app.jar"), TINY_JAR.subarray(0, 30));
-            const body = s.slice(0, s.lastIndexOf('\nmain "$@"'))
-                .replace(/^readonly STATE_DIR=.*$/m, `readonly STATE_DIR=${dir}/state`)
-                .replace(/^readonly RELEASES_DIR=.*$/m, `readonly RELEASES_DIR=${dir}/releases`);
-            /** parse_args, then settings_only_change with the live slot on OLD_REVISION and the recorded config commit. */
-            const decide = (live: string, recorded: string | null, ...args: string[]) => {
-                const state = path.join(dir, "state", "config-commit");
-                if (recorded === null) fs.rmSync(state, { force: true });
-                else fs.writeFileSync(state, `${recorded}\n`);
-                const r = spawnSync("bash", ["-c", `${body}\nOLD_REVISION=${live}\n` +
-                    `parse_args "$@"; if settings_only_change; then echo restart; else echo deploy; fi`, "deploy", ...args], { encoding: "utf8" });
-                return (r.stderr + r.stdout).trim();
-            };
-            const upload = path.join(dir, "u.tar");
-            fs.writeFileSync(upload, "tar");
-            const pulumi = ["--archive", upload, "--revision", "c0ffee1", "--config-commit", "c0ffee1"];
-            assert.strictEqual(decide("rolled-back", "c0ffee1", ...pulumi), "restart", "same commit as the last up: only the settings changed");
-            assert.strictEqual(decide("rolled-back", "beef001", ...pulumi), "deploy", "a new appRevision deploys");
-            assert.strictEqual(decide("rolled-back", null, ...pulumi), "deploy", "nothing recorded and a new upload: the first up, or a new release");
-            // The first up since an upgrade: nothing recorded, and Pulumi uploaded nothing (a successful run removes its upload).
-            assert.strictEqual(decide("rolled-back", null, "--archive", path.join(dir, "gone.tar"), "--revision", "c0ffee1", "--config-commit", "c0ffee1"), "restart");
-            assert.strictEqual(decide("", "c0ffee1", ...pulumi), "deploy", "nothing live to restart");
-            assert.strictEqual(decide("pruned", "c0ffee1", ...pulumi),
-                `warning: the live release pruned is gone from ${dir}/releases or its jar is cut short, so this deploys c0ffee1 (appRevision) instead of restarting it\ndeploy`);
-            assert.strictEqual(decide("cut-short", "c0ffee1", ...pulumi),
-                `warning: the live release cut-short is gone from ${dir}/releases or its jar is cut short, so this deploys c0ffee1 (appRevision) instead of restarting it\ndeploy`,
-                "a jar cut short is no release to restart");
-            assert.strictEqual(decide("rolled-back", "c0ffee1", "--archive", "u.tar", "--revision", "c0ffee1"), "deploy",
-                "without --config-commit (a deploy by hand)");
-            // Recorded only where a deploy from pulumi up succeeded, beside the history.
-            assert.match(functionBody(s, "rotate"), /\[ -z "\$CONFIG_COMMIT" \] \|\| write_state config-commit "\$CONFIG_COMMIT"\n\s+case "\$MODE" in\n\s+rollback \| restart\) record_history "\$MODE" ;;/);
-        } finally {
-            fs.rmSync(dir, { recursive: true, force: true });
-        }
+        const dir = tempDir("settings-only");
+        fs.mkdirSync(path.join(dir, "state"));
+        fs.mkdirSync(path.join(dir, "releases", "rolled-back"), { recursive: true });
+        fs.writeFileSync(path.join(dir, "releases", "rolled-back", "app.jar"), TINY_JAR);
+        fs.mkdirSync(path.join(dir, "releases", "cut-short"));
+        fs.writeFileSync(path.join(dir, "releases", "cut-short", "app.jar"), TINY_JAR.subarray(0, 30));
+        const body = s.slice(0, s.lastIndexOf('\nmain "$@"'))
+            .replace(/^readonly STATE_DIR=.*$/m, `readonly STATE_DIR=${dir}/state`)
+            .replace(/^readonly RELEASES_DIR=.*$/m, `readonly RELEASES_DIR=${dir}/releases`);
+        /** parse_args, then settings_only_change with the live slot on OLD_REVISION and the recorded config commit. */
+        const decide = (live: string, recorded: string | null, ...args: string[]) => {
+            const state = path.join(dir, "state", "config-commit");
+            if (recorded === null) fs.rmSync(state, { force: true });
+            else fs.writeFileSync(state, `${recorded}\n`);
+            const r = spawnSync("bash", ["-c", `${body}\nOLD_REVISION=${live}\n` +
+                `parse_args "$@"; if settings_only_change; then echo restart; else echo deploy; fi`, "deploy", ...args], { encoding: "utf8" });
+            return (r.stderr + r.stdout).trim();
+        };
+        const upload = path.join(dir, "u.tar");
+        fs.writeFileSync(upload, "tar");
+        const pulumi = ["--archive", upload, "--revision", "c0ffee1", "--config-commit", "c0ffee1"];
+        assert.strictEqual(decide("rolled-back", "c0ffee1", ...pulumi), "restart", "same commit as the last up: only the settings changed");
+        assert.strictEqual(decide("rolled-back", "beef001", ...pulumi), "deploy", "a new appRevision deploys");
+        assert.strictEqual(decide("rolled-back", null, ...pulumi), "deploy", "nothing recorded and a new upload: the first up, or a new release");
+        // The first up since an upgrade: nothing recorded, and Pulumi uploaded nothing (a successful run removes its upload).
+        assert.strictEqual(decide("rolled-back", null, "--archive", path.join(dir, "gone.tar"), "--revision", "c0ffee1", "--config-commit", "c0ffee1"), "restart");
+        assert.strictEqual(decide("", "c0ffee1", ...pulumi), "deploy", "nothing live to restart");
+        assert.strictEqual(decide("pruned", "c0ffee1", ...pulumi),
+            `warning: the live release pruned is gone from ${dir}/releases or its jar is cut short, so this deploys c0ffee1 (appRevision) instead of restarting it\ndeploy`);
+        assert.strictEqual(decide("cut-short", "c0ffee1", ...pulumi),
+            `warning: the live release cut-short is gone from ${dir}/releases or its jar is cut short, so this deploys c0ffee1 (appRevision) instead of restarting it\ndeploy`,
+            "a jar cut short is no release to restart");
+        assert.strictEqual(decide("rolled-back", "c0ffee1", "--archive", "u.tar", "--revision", "c0ffee1"), "deploy",
+            "without --config-commit (a deploy by hand)");
+        // Recorded only where a deploy from pulumi up succeeded, beside the history.
+        assert.match(functionBody(s, "rotate"), /\[ -z "\$CONFIG_COMMIT" \] \|\| write_state config-commit "\$CONFIG_COMMIT"\n\s+case "\$MODE" in\n\s+rollback \| restart\) record_history "\$MODE" ;;/);
     });
 
     it("a deploy bakes for the config's bakeSeconds, a rollback only when --bake-seconds says so", () => {
@@ -575,238 +559,229 @@ describe("rotation: deploy script", () => {
         assert.match(rendered, new RegExp(`^readonly HEALTH_REQUEST_TIMEOUT=${HEALTH_REQUEST_TIMEOUT_SECONDS}$`, "m"));
         assert.throws(() => renderRotationFiles(env, { ...settings, rampMaxErrorPercent: 101 }), /rampMaxErrorPercent 101 \(integer 0\.\.100\)/);
         // The helper's counters: one reading per `answers` call, in turn ("x": the call fails).
-        const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-ramp-answers-"));
-        try {
-            const ramp = (readings: string[], limit = 5) => {
-                fs.writeFileSync(path.join(dir, "readings"), readings.map(r => r + "\n").join("=\n"));
-                fs.writeFileSync(path.join(dir, "calls"), "");
-                const script = ["set -euo pipefail", ...["uptime_us", "now_us", "past_deadline", "set_secs_since", "secs_since", "timed_read", "pause",
-                    "ramp_traffic", "start_counting_answers", "answers_between", "judge_answers", "note_answers_reading", "compare_answers"].map(fn => functionSource(s, fn)),
-                    'say() { echo "==> $*"; }', 'warn() { echo "warning: $*"; }', 'detail() { echo "    $*"; }', 'fail() { echo "failed: $1"; exit 1; }',
-                    "kernel_live_slot() { echo 1; }", "poll_new_slot() { :; }",
-                    `switch_cmd() {
-                        echo "$*" >>${dir}/calls
-                        [ "$1" = answers ] || { echo "$1 $3 $4"; return 0; }
-                        local reading; reading=$(sed -n '1,/^=$/p' ${dir}/readings | sed '/^=$/d'); sed -i '1,/^=$/d' ${dir}/readings
-                        [ "$reading" != x ] || { echo "iptables: lock held" >&2; return 1; }
-                        echo "$reading"
-                    }`,
-                    "IN_TIMED_READ=0 PENDING_EXIT= PAUSE_FD= HEALTH_INTERVAL=0.05 RAMP_SECONDS=1 RAMP_STEPS=(10 30 60) ENV_ID=shop-production SWITCH_HELPER=/usr/local/sbin/switch",
-                    `NEW_SLOT=2 OLD_SLOT=1 RAMP_MAX_ERROR_PERCENT=${limit} RAMP_ERROR_MIN_RESPONSES=20 ANSWERS_WINDOW_SECONDS=10`,
-                    "ramp_traffic 2", 'echo "ramp done"'].join("\n");
-                const r = spawnSync("bash", ["-c", script], { encoding: "utf8" });
-                return { status: r.status, out: r.stdout + r.stderr, calls: fs.readFileSync(path.join(dir, "calls"), "utf8").trim().split("\n") };
-            };
-            const start = "1 1000 10\n2 0 0";
-            const fine = ramp([start, "1 1090 11\n2 10 0", "1 1160 11\n2 40 1", "1 1200 12\n2 100 2"]);
-            assert.strictEqual(fine.status, 0, fine.out);
-            assert.deepStrictEqual(fine.calls, ["answers shop-production", "ramp shop-production 2 10", "answers shop-production",
-                "ramp shop-production 2 30", "answers shop-production", "ramp shop-production 2 60", "answers shop-production"], "a reading before the ramp and at the end of each step");
-            assert.match(fine.out, /==> ramped slot 2 up through 10 30 60 % of new requests in [0-9.]+s\n {4}answers in the ramp: slot 2 answered 100 requests, 2 with a 5xx status \(2\.0 %\); slot 1 200, 2 with a 5xx status \(1\.0 %\)\nramp done\n$/);
+        const dir = tempDir("ramp-answers");
+        const ramp = (readings: string[], limit = 5) => {
+            fs.writeFileSync(path.join(dir, "readings"), readings.map(r => r + "\n").join("=\n"));
+            fs.writeFileSync(path.join(dir, "calls"), "");
+            const script = ["set -euo pipefail", ...["uptime_us", "now_us", "past_deadline", "set_secs_since", "secs_since", "timed_read", "pause",
+                "ramp_traffic", "start_counting_answers", "answers_between", "judge_answers", "note_answers_reading", "compare_answers"].map(fn => functionSource(s, fn)),
+                'say() { echo "==> $*"; }', 'warn() { echo "warning: $*"; }', 'detail() { echo "    $*"; }', 'fail() { echo "failed: $1"; exit 1; }',
+                "kernel_live_slot() { echo 1; }", "poll_new_slot() { :; }",
+                `switch_cmd() {
+                    echo "$*" >>${dir}/calls
+                    [ "$1" = answers ] || { echo "$1 $3 $4"; return 0; }
+                    local reading; reading=$(sed -n '1,/^=$/p' ${dir}/readings | sed '/^=$/d'); sed -i '1,/^=$/d' ${dir}/readings
+                    [ "$reading" != x ] || { echo "iptables: lock held" >&2; return 1; }
+                    echo "$reading"
+                }`,
+                "IN_TIMED_READ=0 PENDING_EXIT= PAUSE_FD= HEALTH_INTERVAL=0.05 RAMP_SECONDS=1 RAMP_STEPS=(10 30 60) ENV_ID=shop-production SWITCH_HELPER=/usr/local/sbin/switch",
+                `NEW_SLOT=2 OLD_SLOT=1 RAMP_MAX_ERROR_PERCENT=${limit} RAMP_ERROR_MIN_RESPONSES=20 ANSWERS_WINDOW_SECONDS=10`,
+                "ramp_traffic 2", 'echo "ramp done"'].join("\n");
+            const r = spawnSync("bash", ["-c", script], { encoding: "utf8" });
+            return { status: r.status, out: r.stdout + r.stderr, calls: fs.readFileSync(path.join(dir, "calls"), "utf8").trim().split("\n") };
+        };
+        const start = "1 1000 10\n2 0 0";
+        const fine = ramp([start, "1 1090 11\n2 10 0", "1 1160 11\n2 40 1", "1 1200 12\n2 100 2"]);
+        assert.strictEqual(fine.status, 0, fine.out);
+        assert.deepStrictEqual(fine.calls, ["answers shop-production", "ramp shop-production 2 10", "answers shop-production",
+            "ramp shop-production 2 30", "answers shop-production", "ramp shop-production 2 60", "answers shop-production"], "a reading before the ramp and at the end of each step");
+        assert.match(fine.out, /==> ramped slot 2 up through 10 30 60 % of new requests in [0-9.]+s\n {4}answers in the ramp: slot 2 answered 100 requests, 2 with a 5xx status \(2\.0 %\); slot 1 200, 2 with a 5xx status \(1\.0 %\)\nramp done\n$/);
 
-            // 10 answers after the first step are too few to judge; 30 of 40 after the second are not.
-            const bad = ramp([start, "1 1090 11\n2 10 10", "1 1160 11\n2 40 30", "1 1200 12\n2 100 90"]);
-            assert.strictEqual(bad.status, 1, bad.out);
-            assert.match(bad.out, /failed: slot 2 answered 30 of 40 requests with a 5xx status \(75\.0 %\) in the ramp, up to its 30 % share of new requests; slot 1 answered 1 of 160 so \(0\.6 %\) in the same time, and rampMaxErrorPercent allows 5 points more\n$/);
-            assert.ok(!bad.calls.includes("ramp shop-production 2 60"), "the ramp stops at the step that found it");
+        // 10 answers after the first step are too few to judge; 30 of 40 after the second are not.
+        const bad = ramp([start, "1 1090 11\n2 10 10", "1 1160 11\n2 40 30", "1 1200 12\n2 100 90"]);
+        assert.strictEqual(bad.status, 1, bad.out);
+        assert.match(bad.out, /failed: slot 2 answered 30 of 40 requests with a 5xx status \(75\.0 %\) in the ramp, up to its 30 % share of new requests; slot 1 answered 1 of 160 so \(0\.6 %\) in the same time, and rampMaxErrorPercent allows 5 points more\n$/);
+        assert.ok(!bad.calls.includes("ramp shop-production 2 60"), "the ramp stops at the step that found it");
 
-            // The limit is in points above the old slot's share: an app whose old version fails 10 % may fail 15 % in its new one, not more.
-            const both = "1 1000 100\n2 0 0";
-            assert.strictEqual(ramp([both, "1 1100 110\n2 20 3", "1 1200 120\n2 60 9", "1 1300 130\n2 100 15"]).status, 0, "15.0 % against 10.0 %: 5 points");
-            assert.match(ramp([both, "1 1100 110\n2 20 3", "1 1200 120\n2 60 9", "1 1300 130\n2 100 16"]).out,
-                /failed: slot 2 answered 16 of 100 requests with a 5xx status \(16\.0 %\) in the ramp, up to its 60 % share of new requests; slot 1 answered 30 of 300 so \(10\.0 %\)/);
-            assert.strictEqual(ramp([start, "1 1090 11\n2 20 0", "1 1160 11\n2 40 0", "1 1200 12\n2 100 2"], 0).status, 1, "rampMaxErrorPercent 0: any share above the old slot's fails (2.0 against 1.0 %)");
+        // The limit is in points above the old slot's share: an app whose old version fails 10 % may fail 15 % in its new one, not more.
+        const both = "1 1000 100\n2 0 0";
+        assert.strictEqual(ramp([both, "1 1100 110\n2 20 3", "1 1200 120\n2 60 9", "1 1300 130\n2 100 15"]).status, 0, "15.0 % against 10.0 %: 5 points");
+        assert.match(ramp([both, "1 1100 110\n2 20 3", "1 1200 120\n2 60 9", "1 1300 130\n2 100 16"]).out,
+            /failed: slot 2 answered 16 of 100 requests with a 5xx status \(16\.0 %\) in the ramp, up to its 60 % share of new requests; slot 1 answered 30 of 300 so \(10\.0 %\)/);
+        assert.strictEqual(ramp([start, "1 1090 11\n2 20 0", "1 1160 11\n2 40 0", "1 1200 12\n2 100 2"], 0).status, 1, "rampMaxErrorPercent 0: any share above the old slot's fails (2.0 against 1.0 %)");
 
-            const few = ramp([start, "1 1090 11\n2 5 5", "1 1160 11\n2 12 12", "1 1200 12\n2 19 19"]);
-            assert.strictEqual(few.status, 0, few.out);
-            assert.match(few.out, /answers in the ramp: slot 2 answered 19 requests, 19 with a 5xx status \(100\.0 %\); slot 1 200, 2 with a 5xx status \(1\.0 %\); too few to compare \(fewer than 20 of slot 2's\)\n/);
+        const few = ramp([start, "1 1090 11\n2 5 5", "1 1160 11\n2 12 12", "1 1200 12\n2 19 19"]);
+        assert.strictEqual(few.status, 0, few.out);
+        assert.match(few.out, /answers in the ramp: slot 2 answered 19 requests, 19 with a 5xx status \(100\.0 %\); slot 1 200, 2 with a 5xx status \(1\.0 %\); too few to compare \(fewer than 20 of slot 2's\)\n/);
 
-            // Counters set up anew in between (a restart of the chain) count from 0.
-            const reset = ramp([start, "1 50 0\n2 30 30", "1 100 0\n2 40 30", "1 150 0\n2 50 30"]);
-            assert.match(reset.out, /failed: slot 2 answered 30 of 30 requests with a 5xx status \(100\.0 %\) in the ramp, up to its 10 % share/);
+        // Counters set up anew in between (a restart of the chain) count from 0.
+        const reset = ramp([start, "1 50 0\n2 30 30", "1 100 0\n2 40 30", "1 150 0\n2 50 30"]);
+        assert.match(reset.out, /failed: slot 2 answered 30 of 30 requests with a 5xx status \(100\.0 %\) in the ramp, up to its 10 % share/);
 
-            const unreadable = ramp(["x"]);
-            assert.strictEqual(unreadable.status, 0, unreadable.out);
-            assert.match(unreadable.out, /^==> ramping[^\n]*\nwarning: cannot count the slots' answers \(\/usr\/local\/sbin\/switch answers shop-production: iptables: lock held\); the deploy goes on without comparing their 5xx answers\n/);
-            assert.strictEqual(unreadable.calls.filter(c => c.startsWith("answers")).length, 1, "no reading after one that failed");
-            const lost = ramp([start, "x"]);
-            assert.strictEqual(lost.status, 0, lost.out);
-            assert.match(lost.out, /warning: cannot count the slots' answers any more/);
-            assert.strictEqual(lost.calls.filter(c => c.startsWith("answers")).length, 2);
+        const unreadable = ramp(["x"]);
+        assert.strictEqual(unreadable.status, 0, unreadable.out);
+        assert.match(unreadable.out, /^==> ramping[^\n]*\nwarning: cannot count the slots' answers \(\/usr\/local\/sbin\/switch answers shop-production: iptables: lock held\); the deploy goes on without comparing their 5xx answers\n/);
+        assert.strictEqual(unreadable.calls.filter(c => c.startsWith("answers")).length, 1, "no reading after one that failed");
+        const lost = ramp([start, "x"]);
+        assert.strictEqual(lost.status, 0, lost.out);
+        assert.match(lost.out, /warning: cannot count the slots' answers any more/);
+        assert.strictEqual(lost.calls.filter(c => c.startsWith("answers")).length, 2);
 
-            const off = ramp([], 100);
-            assert.strictEqual(off.status, 0, off.out);
-            assert.deepStrictEqual(off.calls.filter(c => c.startsWith("answers")), [], "rampMaxErrorPercent 100: no counting at all");
-            assert.doesNotMatch(off.out, /answers in the ramp/);
-        } finally {
-            fs.rmSync(dir, { recursive: true, force: true });
-        }
+        const off = ramp([], 100);
+        assert.strictEqual(off.status, 0, off.out);
+        assert.deepStrictEqual(off.calls.filter(c => c.startsWith("answers")), [], "rampMaxErrorPercent 100: no counting at all");
+        assert.doesNotMatch(off.out, /answers in the ramp/);
     });
 
     it("the bake goes on comparing the new slot's 5xx answers with the old slot's, each second and at its end: since the ramp began, or since the switch without one", function () {
         this.timeout(30_000);
-        const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-bake-answers-"));
-        try {
-            // The helper's counters: one reading per `answers` call, the last one again once they run out.
-            const bake = (readings: string[], fromRamp = "", o: { bakeSeconds?: number; windowSeconds?: number } = {}) => {
-                fs.writeFileSync(path.join(dir, "readings"), readings.map(r => r + "\n").join("=\n"));
-                fs.writeFileSync(path.join(dir, "calls"), "");
-                const script = ["set -euo pipefail", ...["uptime_us", "now_us", "past_deadline", "set_secs_since", "secs_since", "timed_read", "pause", "status_state",
-                    "start_bake", "poll_new_slot", "poll_baking_slot", "finish_bake", "start_counting_answers", "answers_between", "judge_answers", "note_answers_reading",
-                    "compare_answers"].map(fn => functionSource(s, fn)),
-                    'say() { echo "==> $*"; }', 'warn() { echo "warning: $*"; }', 'detail() { echo "    $*"; }', 'fail() { echo "failed: $1 (BAKING=$BAKING)"; exit 1; }',
-                    "still_healthy() { return 0; }", "new_slot_exited() { return 1; }",
-                    `switch_cmd() {
-                        echo "$*" >>${dir}/calls
-                        if grep -q '^=$' ${dir}/readings; then sed -n '1,/^=$/p' ${dir}/readings | sed '/^=$/d'; sed -i '1,/^=$/d' ${dir}/readings; else cat ${dir}/readings; fi
-                    }`,
-                    "IN_TIMED_READ=0 PENDING_EXIT= PAUSE_FD= HEALTH_INTERVAL=0.1 HEALTH_MISSES_TO_FAIL=2 BAKING=0 NEW_SLOT_MISSES=0 NEW_SLOT_MISSED=0 HEALTH_REFUSED=0 OLD_PID=",
-                    "ENV_ID=shop-production SWITCH_HELPER=/usr/local/sbin/switch NEW_SLOT=2 OLD_SLOT=1 RAMP_MAX_ERROR_PERCENT=5 RAMP_ERROR_MIN_RESPONSES=20",
-                    `BAKE_SECONDS=${o.bakeSeconds ?? 2} ANSWERS_WINDOW_SECONDS=${o.windowSeconds ?? 10}`,
-                    `ANSWERS_START="${fromRamp}" ANSWERS_SEEN="" ANSWERS_RECENT="" ANSWERS_WINDOWED=0`,
-                    fromRamp ? `ANSWERS_READINGS=("$(now_us) ${fromRamp}")` : "ANSWERS_READINGS=()", "T_SWITCHED=$(now_us)",
-                    'start_bake 1 "app-1 RUNNING pid 4242, uptime 0:00:09"', "finish_bake 2 1", 'echo "BAKING=$BAKING"'].join("\n");
-                const r = spawnSync("bash", ["-c", script], { encoding: "utf8" });
-                return { status: r.status, out: r.stdout + r.stderr, calls: fs.readFileSync(path.join(dir, "calls"), "utf8").trim().split("\n").filter(Boolean) };
-            };
-            // No ramp: the counting starts at the switch, where the old slot stops getting requests.
-            const fine = bake(["1 500 5\n2 0 0", "1 500 5\n2 10 0", "1 500 5\n2 100 3"]);
-            assert.strictEqual(fine.status, 0, fine.out);
-            assert.ok(fine.calls.length >= 3 && fine.calls.length <= 5 && fine.calls.every(c => c === "answers shop-production"),
-                `a reading at the switch, then about one a second of a 2-s bake and one at its end: ${fine.calls.join(", ")}`);
-            assert.match(fine.out, /==> slot 2 served all traffic for 2\.\ds of the bake and passed every health check; stopping slot 1\n {4}answers since slot 2 got traffic: slot 2 answered 100 requests, 3 with a 5xx status \(3\.0 %\); slot 1 0, 0 with a 5xx status \(0\.0 %\)\nBAKING=0\n$/);
+        const dir = tempDir("bake-answers");
+        // The helper's counters: one reading per `answers` call, the last one again once they run out.
+        const bake = (readings: string[], fromRamp = "", o: { bakeSeconds?: number; windowSeconds?: number } = {}) => {
+            fs.writeFileSync(path.join(dir, "readings"), readings.map(r => r + "\n").join("=\n"));
+            fs.writeFileSync(path.join(dir, "calls"), "");
+            const script = ["set -euo pipefail", ...["uptime_us", "now_us", "past_deadline", "set_secs_since", "secs_since", "timed_read", "pause", "status_state",
+                "start_bake", "poll_new_slot", "poll_baking_slot", "compare_baking_answers", "finish_bake", "start_counting_answers", "answers_between", "judge_answers",
+                "note_answers_reading", "compare_answers"].map(fn => functionSource(s, fn)),
+                'say() { echo "==> $*"; }', 'warn() { echo "warning: $*"; }', 'detail() { echo "    $*"; }', 'fail() { echo "failed: $1 (BAKING=$BAKING)"; exit 1; }',
+                "still_healthy() { return 0; }", "new_slot_exited() { return 1; }",
+                `switch_cmd() {
+                    echo "$*" >>${dir}/calls
+                    if grep -q '^=$' ${dir}/readings; then sed -n '1,/^=$/p' ${dir}/readings | sed '/^=$/d'; sed -i '1,/^=$/d' ${dir}/readings; else cat ${dir}/readings; fi
+                }`,
+                "IN_TIMED_READ=0 PENDING_EXIT= PAUSE_FD= HEALTH_INTERVAL=0.1 HEALTH_MISSES_TO_FAIL=2 BAKING=0 NEW_SLOT_MISSES=0 NEW_SLOT_MISSED=0 HEALTH_REFUSED=0 OLD_PID= BAKE_NEXT_COMPARISON=0",
+                "ENV_ID=shop-production SWITCH_HELPER=/usr/local/sbin/switch NEW_SLOT=2 OLD_SLOT=1 RAMP_MAX_ERROR_PERCENT=5 RAMP_ERROR_MIN_RESPONSES=20",
+                `BAKE_SECONDS=${o.bakeSeconds ?? 2} ANSWERS_WINDOW_SECONDS=${o.windowSeconds ?? 10}`,
+                `ANSWERS_START="${fromRamp}" ANSWERS_SEEN="" ANSWERS_RECENT="" ANSWERS_WINDOWED=0`,
+                fromRamp ? `ANSWERS_READINGS=("$(now_us) ${fromRamp}")` : "ANSWERS_READINGS=()", "T_SWITCHED=$(now_us)",
+                'start_bake 1 "app-1 RUNNING pid 4242, uptime 0:00:09"', "finish_bake 2 1", 'echo "BAKING=$BAKING"'].join("\n");
+            const r = spawnSync("bash", ["-c", script], { encoding: "utf8" });
+            return { status: r.status, out: r.stdout + r.stderr, calls: fs.readFileSync(path.join(dir, "calls"), "utf8").trim().split("\n").filter(Boolean) };
+        };
+        // No ramp: the counting starts at the switch, where the old slot stops getting requests.
+        const fine = bake(["1 500 5\n2 0 0", "1 500 5\n2 10 0", "1 500 5\n2 100 3"]);
+        assert.strictEqual(fine.status, 0, fine.out);
+        assert.ok(fine.calls.length >= 3 && fine.calls.length <= 5 && fine.calls.every(c => c === "answers shop-production"),
+            `a reading at the switch, then about one a second of a 2-s bake and one at its end: ${fine.calls.join(", ")}`);
+        assert.match(fine.out, /==> slot 2 served all traffic for 2\.\ds of the bake and passed every health check; stopping slot 1\n {4}answers since slot 2 got traffic: slot 2 answered 100 requests, 3 with a 5xx status \(3\.0 %\); slot 1 0, 0 with a 5xx status \(0\.0 %\)\nBAKING=0\n$/);
 
-            const failing = bake(["1 500 5\n2 0 0", "1 500 5\n2 40 20"]);
-            assert.strictEqual(failing.status, 1, failing.out);
-            assert.match(failing.out, /failed: slot 2 answered 20 of 40 requests with a 5xx status \(50\.0 %\) since it got traffic, [0-9.]+s after it got all of it; slot 1 answered none in the same time, and rampMaxErrorPercent allows 5 points more \(BAKING=1\)\n$/,
-                "a failure in the bake moves the traffic back (on_exit, with BAKING=1)");
+        const failing = bake(["1 500 5\n2 0 0", "1 500 5\n2 40 20"]);
+        assert.strictEqual(failing.status, 1, failing.out);
+        assert.match(failing.out, /failed: slot 2 answered 20 of 40 requests with a 5xx status \(50\.0 %\) since it got traffic, [0-9.]+s after it got all of it; slot 1 answered none in the same time, and rampMaxErrorPercent allows 5 points more \(BAKING=1\)\n$/,
+            "a failure in the bake moves the traffic back (on_exit, with BAKING=1)");
 
-            // After a ramp: counted from the ramp's start, so the old slot's share is its share in the ramp.
-            const afterRamp = bake(["1 200 20\n2 300 40"], "1 0 0\n2 0 0");
-            assert.strictEqual(afterRamp.status, 0, afterRamp.out);
-            assert.match(afterRamp.out, /answers since slot 2 got traffic: slot 2 answered 300 requests, 40 with a 5xx status \(13\.3 %\); slot 1 200, 20 with a 5xx status \(10\.0 %\)\n/);
-            assert.match(bake(["1 200 20\n2 300 46"], "1 0 0\n2 0 0").out, /failed: slot 2 answered 46 of 300 requests with a 5xx status \(15\.3 %\) since it got traffic, [0-9.]+s after it got all of it; slot 1 answered 20 of 200 so \(10\.0 %\) in the same time/);
+        // After a ramp: counted from the ramp's start, so the old slot's share is its share in the ramp.
+        const afterRamp = bake(["1 200 20\n2 300 40"], "1 0 0\n2 0 0");
+        assert.strictEqual(afterRamp.status, 0, afterRamp.out);
+        assert.match(afterRamp.out, /answers since slot 2 got traffic: slot 2 answered 300 requests, 40 with a 5xx status \(13\.3 %\); slot 1 200, 20 with a 5xx status \(10\.0 %\)\n/);
+        assert.match(bake(["1 200 20\n2 300 46"], "1 0 0\n2 0 0").out, /failed: slot 2 answered 46 of 300 requests with a 5xx status \(15\.3 %\) since it got traffic, [0-9.]+s after it got all of it; slot 1 answered 20 of 200 so \(10\.0 %\) in the same time/);
 
-            // A failure that begins late: 30 5xx in the last second are 0.9 % since the switch, but 30 % of that second's answers.
-            // (A 1-s window here; a reading at the switch, at once, then about one a second.)
-            const late = ["1 500 5\n2 0 0", "1 500 5\n2 10 0", "1 500 5\n2 1500 0", "1 500 5\n2 3000 0", "1 500 5\n2 3100 30"];
-            const windowed = bake(late, "", { bakeSeconds: 5, windowSeconds: 1 });
-            assert.strictEqual(windowed.status, 1, windowed.out);
-            assert.match(windowed.out, /failed: slot 2 answered 30 of 100 requests with a 5xx status \(30\.0 %\) in the last 1s, [0-9.]+s after it got all of it; slot 1 answered none in the same time, and rampMaxErrorPercent allows 5 points more \(BAKING=1\)\n$/);
-            assert.strictEqual(windowed.calls.length, 5, "it failed at the reading that found it");
-            // The window is the time since the newest reading at least that long ago: with 10 s, none in a 5-s bake but the
-            // first, so only the whole time is compared, and it passes.
-            const whole = bake(late, "", { bakeSeconds: 5, windowSeconds: 10 });
-            assert.strictEqual(whole.status, 0, whole.out);
-            assert.match(whole.out, /answers since slot 2 got traffic: slot 2 answered 3100 requests, 30 with a 5xx status \(1\.0 %\); slot 1 0, 0 with a 5xx status \(0\.0 %\)\n/);
-            // Too few answers in the window say nothing (the whole time still counts).
-            const quiet = bake(["1 500 5\n2 0 0", "1 500 5\n2 10 0", "1 500 5\n2 1500 0", "1 500 5\n2 1510 10"], "", { bakeSeconds: 4, windowSeconds: 1 });
-            assert.strictEqual(quiet.status, 0, quiet.out);
-        } finally {
-            fs.rmSync(dir, { recursive: true, force: true });
-        }
+        // A failure that begins late: 30 5xx in the last second are 0.9 % since the switch, but 30 % of that second's answers.
+        // (A 1-s window here; a reading at the switch, at once, then about one a second.)
+        const late = ["1 500 5\n2 0 0", "1 500 5\n2 10 0", "1 500 5\n2 1500 0", "1 500 5\n2 3000 0", "1 500 5\n2 3100 30"];
+        const windowed = bake(late, "", { bakeSeconds: 5, windowSeconds: 1 });
+        assert.strictEqual(windowed.status, 1, windowed.out);
+        assert.match(windowed.out, /failed: slot 2 answered 30 of 100 requests with a 5xx status \(30\.0 %\) in the last 1s, [0-9.]+s after it got all of it; slot 1 answered none in the same time, and rampMaxErrorPercent allows 5 points more \(BAKING=1\)\n$/);
+        assert.strictEqual(windowed.calls.length, 5, "it failed at the reading that found it");
+        // The window is the time since the newest reading at least that long ago: with 10 s, none in a 5-s bake but the
+        // first, so only the whole time is compared, and it passes.
+        const whole = bake(late, "", { bakeSeconds: 5, windowSeconds: 10 });
+        assert.strictEqual(whole.status, 0, whole.out);
+        assert.match(whole.out, /answers since slot 2 got traffic: slot 2 answered 3100 requests, 30 with a 5xx status \(1\.0 %\); slot 1 0, 0 with a 5xx status \(0\.0 %\)\n/);
+        // Too few answers in the window say nothing (the whole time still counts).
+        const quiet = bake(["1 500 5\n2 0 0", "1 500 5\n2 10 0", "1 500 5\n2 1500 0", "1 500 5\n2 1510 10"], "", { bakeSeconds: 4, windowSeconds: 1 });
+        assert.strictEqual(quiet.status, 0, quiet.out);
     });
 
     it("the bake: from the switch (the drain included) until bakeSeconds after it, and on until a poll passes; one missed poll goes on, two in a row, an exited process or a port nothing listens on fail it", function () {
         this.timeout(30_000);
         // still_healthy answers from a list (one answer per poll, then healthy; r: refused); new_slot_exited from a flag;
         // ss shows the old slot's connections for `drainPolls` polls.
-        const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-bake-"));
-        try {
-            const retire = (o: { bakeSeconds: number; answers: string; exited?: boolean; oldState?: string; oldStateLater?: string; drainPolls?: number; switchedAgoS?: number }) => {
-                fs.writeFileSync(path.join(dir, "answers"), o.answers.split("").join("\n") + "\n");
-                fs.writeFileSync(path.join(dir, "drain"), "x\n".repeat(o.drainPolls ?? 0));
-                const script = ["set -euo pipefail", ...["uptime_us", "now_us", "past_deadline", "set_secs_since", "secs_since", "timed_read", "pause", "status_state",
-                    "wait_drained", "retire_old_slot", "start_bake", "poll_new_slot", "poll_baking_slot", "finish_bake"].map(fn => functionSource(s, fn)),
-                    'say() { echo "==> $*"; }', 'warn() { echo "warning: $*"; }', 'detail() { echo "    $*"; }', 'fail() { echo "failed: $1 (BAKING=$BAKING)"; exit 1; }',
-                    // The old slot's state: at the switch (a status line), then after the drain.
-                    `slot_status_line() { echo "app-1 ${o.oldState ?? "RUNNING"} pid 4242, uptime 0:00:09"; }`,
-                    `slot_state() { if [ "$1" = 2 ]; then echo BACKOFF; else echo ${o.oldStateLater ?? o.oldState ?? "RUNNING"}; fi; }`,
-                    'supervisor_process() { echo "$1 $2"; }', "start_counting_answers() { :; }", "compare_answers() { :; }", 'ANSWERS_START="" ANSWERS_SEEN=""',
-                    `ss() { local l; l=$(head -n 1 ${dir}/drain); sed -i 1d ${dir}/drain; echo "$l"; }`,
-                    "IN_TIMED_READ=0 PENDING_EXIT= PAUSE_FD= HEALTH_INTERVAL=0.1 HEALTH_MISSES_TO_FAIL=2 BAKING=0 NEW_SLOT_MISSES=0 NEW_SLOT_MISSED=0 HEALTH_REFUSED=0 DRAIN_TIMEOUT=30",
-                    'SLOT_PORT=("" 3001 3002) SLOT_PROGRAM=("" app-1 app-2) NEW_SLOT=2 T_DRAIN=0 T_BAKE=0',
-                    `ANSWERS=${dir}/answers EXITED=${o.exited ? 1 : 0}`,
-                    'still_healthy() { local a; a=$(head -n 1 "$ANSWERS"); sed -i 1d "$ANSWERS"; HEALTH_REFUSED=0; [ "$a" != r ] || { HEALTH_REFUSED=1; return 1; }; [ "$a" != n ]; }',
-                    'new_slot_exited() { [ "$EXITED" = 1 ]; }',
-                    `BAKE_SECONDS=${o.bakeSeconds}`, `T_SWITCHED=$(( $(now_us) - ${(o.switchedAgoS ?? 0) * 1000000} ))`, "t0=$(now_us)", "retire_old_slot 1",
-                    'echo "took $(( ($(now_us) - t0) / 100000 )) tenths, BAKING=$BAKING"'].join("\n");
-                const r = spawnSync("bash", ["-c", script], { encoding: "utf8" });
-                return { status: r.status, out: r.stdout + r.stderr };
-            };
-            const none = retire({ bakeSeconds: 0, answers: "n" });
-            assert.strictEqual(none.out, "==> drained slot 1 in 0.0s\n==> stopped slot 1\ntook 0 tenths, BAKING=0\n", "bakeSeconds 0: no bake, no poll");
-            const fine = retire({ bakeSeconds: 1, answers: "yyynyyy" });
-            assert.strictEqual(fine.status, 0, fine.out);
-            assert.match(fine.out, /^==> slot 1 stays up until 1s after the switch: if slot 2 fails before then, all traffic goes back to slot 1\n==> drained slot 1/);
-            assert.match(fine.out, /    slot 2 missed a health check 0\.\ds after it got all traffic; polling again\n/);
-            assert.match(fine.out, /==> slot 2 served all traffic for 1\.\ds of the bake; it missed 1 of its health polls, never 2 in a row, and passed the last; stopping slot 1\n==> stopped slot 1\n/);
-            const took = Number(/took (\d+) tenths, BAKING=0/.exec(fine.out)![1]);
-            assert.ok(took >= 10 && took <= 20, `a 1-s bake took ${took} tenths of a second`);
-            const clean = retire({ bakeSeconds: 1, answers: "y" });
-            assert.match(clean.out, /==> slot 2 served all traffic for 1\.\ds of the bake and passed every health check; stopping slot 1\n/);
-            const missAtTheEnd = retire({ bakeSeconds: 1, answers: "ny", switchedAgoS: 2 });
-            assert.match(missAtTheEnd.out, /missed a health check 2\.\ds after it got all traffic; polling again\n==> slot 2 served all traffic for 2\.\ds of the bake; it missed 1 of its health polls/,
-                "past the bake's end, a missed poll is polled again, not taken for a pass");
-            const failing = retire({ bakeSeconds: 5, answers: "yynn" });
-            assert.strictEqual(failing.status, 1, failing.out);
-            assert.match(failing.out, /failed: slot 2 stopped answering its health check 0\.\ds after it got all traffic: 2 polls in a row failed \(supervisor: BACKOFF\) \(BAKING=1\)/);
-            assert.doesNotMatch(failing.out, /stopped slot 1/);
-            const gone = retire({ bakeSeconds: 5, answers: "n", exited: true });
-            assert.strictEqual(gone.status, 1, gone.out);
-            assert.match(gone.out, /failed: slot 2 stopped answering its health check 0\.\ds after it got all traffic: its process has exited \(supervisor: BACKOFF\) \(BAKING=1\)/);
-            assert.doesNotMatch(gone.out, /missed/, "an exited process fails the bake at once");
-            const refused = retire({ bakeSeconds: 5, answers: "yr" });
-            assert.strictEqual(refused.status, 1, refused.out);
-            assert.match(refused.out, /failed: slot 2 stopped answering its health check 0\.\ds after it got all traffic: nothing listens on its port 3002 any more \(supervisor: BACKOFF\) \(BAKING=1\)/);
-            assert.doesNotMatch(refused.out, /missed/, "a port that refuses connections fails the bake at once: nothing listens there to answer the next poll");
-            const inTheDrain = retire({ bakeSeconds: 5, answers: "yn", exited: true, drainPolls: 50 });
-            assert.match(inTheDrain.out, /^==> slot 1 stays up until 5s after the switch[^\n]*\nfailed: slot 2 stopped answering its health check 0\.\ds after it got all traffic: its process has exited \(supervisor: BACKOFF\) \(BAKING=1\)\n$/,
-                "the bake starts at the switch: the drain polls the new slot, and a failure there is the bake's");
-            const oldDown = retire({ bakeSeconds: 5, answers: "n", oldState: "BACKOFF" });
-            assert.match(oldDown.out, /^==> no bake: slot 1 is BACKOFF, so there is no slot to move traffic back to\n/);
-            assert.match(oldDown.out, /took \d+ tenths, BAKING=0\n$/);
-            const oldEnded = retire({ bakeSeconds: 5, answers: "y", oldStateLater: "EXITED" });
-            assert.match(oldEnded.out, /^==> slot 1 stays up until 5s[^\n]*\nwarning: slot 1 is EXITED since the switch, so the bake ends: there is no slot to move traffic back to\ntook \d+ tenths, BAKING=0\n$/);
-            assert.match(functionBody(s, "rotate"), /retire_old_slot "\$OLD_SLOT"\n\s+elif \[ "\$BAKE_SECONDS" -gt 0 \]; then\n\s+say "no bake: no slot served before this deploy, so there is none to move traffic back to"/);
-        } finally {
-            fs.rmSync(dir, { recursive: true, force: true });
-        }
+        const dir = tempDir("bake");
+        const retire = (o: { bakeSeconds: number; answers: string; exited?: boolean; oldState?: string; oldStateLater?: string; drainPolls?: number; switchedAgoS?: number }) => {
+            fs.writeFileSync(path.join(dir, "answers"), o.answers.split("").join("\n") + "\n");
+            fs.writeFileSync(path.join(dir, "drain"), "x\n".repeat(o.drainPolls ?? 0));
+            fs.writeFileSync(path.join(dir, "comparisons"), "");
+            const script = ["set -euo pipefail", ...["uptime_us", "now_us", "past_deadline", "set_secs_since", "secs_since", "timed_read", "pause", "status_state",
+                "wait_drained", "retire_old_slot", "start_bake", "poll_new_slot", "poll_baking_slot", "compare_baking_answers", "finish_bake"].map(fn => functionSource(s, fn)),
+                'say() { echo "==> $*"; }', 'warn() { echo "warning: $*"; }', 'detail() { echo "    $*"; }', 'fail() { echo "failed: $1 (BAKING=$BAKING)"; exit 1; }',
+                // The old slot's state: at the switch (a status line), then after the drain.
+                `slot_status_line() { echo "app-1 ${o.oldState ?? "RUNNING"} pid 4242, uptime 0:00:09"; }`,
+                `slot_state() { if [ "$1" = 2 ]; then echo BACKOFF; else echo ${o.oldStateLater ?? o.oldState ?? "RUNNING"}; fi; }`,
+                'supervisor_process() { echo "$1 $2"; }', "start_counting_answers() { :; }", `compare_answers() { echo "$2" >>${dir}/comparisons; }`, 'ANSWERS_START="" ANSWERS_SEEN=""',
+                `ss() { local l; l=$(head -n 1 ${dir}/drain); sed -i 1d ${dir}/drain; echo "$l"; }`,
+                "IN_TIMED_READ=0 PENDING_EXIT= PAUSE_FD= HEALTH_INTERVAL=0.1 HEALTH_MISSES_TO_FAIL=2 BAKING=0 NEW_SLOT_MISSES=0 NEW_SLOT_MISSED=0 HEALTH_REFUSED=0 DRAIN_TIMEOUT=30 BAKE_NEXT_COMPARISON=0",
+                'SLOT_PORT=("" 3001 3002) SLOT_PROGRAM=("" app-1 app-2) NEW_SLOT=2 T_DRAIN=0 T_BAKE=0',
+                `ANSWERS=${dir}/answers EXITED=${o.exited ? 1 : 0}`,
+                'still_healthy() { local a; a=$(head -n 1 "$ANSWERS"); sed -i 1d "$ANSWERS"; HEALTH_REFUSED=0; [ "$a" != r ] || { HEALTH_REFUSED=1; return 1; }; [ "$a" != n ]; }',
+                'new_slot_exited() { [ "$EXITED" = 1 ]; }',
+                `BAKE_SECONDS=${o.bakeSeconds}`, `T_SWITCHED=$(( $(now_us) - ${(o.switchedAgoS ?? 0) * 1000000} ))`, "t0=$(now_us)", "retire_old_slot 1",
+                'echo "took $(( ($(now_us) - t0) / 100000 )) tenths, BAKING=$BAKING"'].join("\n");
+            const r = spawnSync("bash", ["-c", script], { encoding: "utf8" });
+            return { status: r.status, out: r.stdout + r.stderr, comparisons: fs.readFileSync(path.join(dir, "comparisons"), "utf8") };
+        };
+        const none = retire({ bakeSeconds: 0, answers: "n" });
+        assert.strictEqual(none.out, "==> drained slot 1 in 0.0s\n==> stopped slot 1\ntook 0 tenths, BAKING=0\n", "bakeSeconds 0: no bake, no poll");
+        const fine = retire({ bakeSeconds: 1, answers: "yyynyyy" });
+        assert.strictEqual(fine.status, 0, fine.out);
+        assert.match(fine.out, /^==> slot 1 stays up until 1s after the switch: if slot 2 fails before then, all traffic goes back to slot 1\n==> drained slot 1/);
+        assert.match(fine.out, /    slot 2 missed a health check 0\.\ds after it got all traffic; polling again\n/);
+        assert.match(fine.out, /==> slot 2 served all traffic for 1\.\ds of the bake; it missed 1 of its health polls, never 2 in a row, and passed the last; stopping slot 1\n==> stopped slot 1\n/);
+        const took = Number(/took (\d+) tenths, BAKING=0/.exec(fine.out)![1]);
+        assert.ok(took >= 10 && took <= 20, `a 1-s bake took ${took} tenths of a second`);
+        const clean = retire({ bakeSeconds: 1, answers: "y" });
+        assert.match(clean.out, /==> slot 2 served all traffic for 1\.\ds of the bake and passed every health check; stopping slot 1\n/);
+        const missAtTheEnd = retire({ bakeSeconds: 1, answers: "ny", switchedAgoS: 2 });
+        assert.match(missAtTheEnd.out, /missed a health check 2\.\ds after it got all traffic; polling again\n==> slot 2 served all traffic for 2\.\ds of the bake; it missed 1 of its health polls/,
+            "past the bake's end, a missed poll is polled again, not taken for a pass");
+        const failing = retire({ bakeSeconds: 5, answers: "yynn" });
+        assert.strictEqual(failing.status, 1, failing.out);
+        assert.match(failing.out, /failed: slot 2 stopped answering its health check 0\.\ds after it got all traffic: 2 polls in a row failed \(supervisor: BACKOFF\) \(BAKING=1\)/);
+        assert.doesNotMatch(failing.out, /stopped slot 1/);
+        const gone = retire({ bakeSeconds: 5, answers: "n", exited: true });
+        assert.strictEqual(gone.status, 1, gone.out);
+        assert.match(gone.out, /failed: slot 2 stopped answering its health check 0\.\ds after it got all traffic: its process has exited \(supervisor: BACKOFF\) \(BAKING=1\)/);
+        assert.doesNotMatch(gone.out, /missed/, "an exited process fails the bake at once");
+        const refused = retire({ bakeSeconds: 5, answers: "yr" });
+        assert.strictEqual(refused.status, 1, refused.out);
+        assert.match(refused.out, /failed: slot 2 stopped answering its health check 0\.\ds after it got all traffic: nothing listens on its port 3002 any more \(supervisor: BACKOFF\) \(BAKING=1\)/);
+        assert.doesNotMatch(refused.out, /missed/, "a port that refuses connections fails the bake at once: nothing listens there to answer the next poll");
+        const inTheDrain = retire({ bakeSeconds: 5, answers: "yn", exited: true, drainPolls: 50 });
+        assert.match(inTheDrain.out, /^==> slot 1 stays up until 5s after the switch[^\n]*\nfailed: slot 2 stopped answering its health check 0\.\ds after it got all traffic: its process has exited \(supervisor: BACKOFF\) \(BAKING=1\)\n$/,
+            "the bake starts at the switch: the drain polls the new slot, and a failure there is the bake's");
+        // The drain is part of the bake: the slots' answers are compared there too, each second from the switch on.
+        const longDrain = retire({ bakeSeconds: 1, answers: "y", drainPolls: 15 });
+        assert.strictEqual(longDrain.status, 0, longDrain.out);
+        assert.match(longDrain.out, /==> drained slot 1 in 1\.\ds\n/);
+        assert.match(longDrain.comparisons, /^0\.\ds after it got all of it\n1\.\ds after it got all of it\n1\.\ds after it got all of it\n$/,
+            "one in the drain's first poll, one a second later, one at the bake's end");
+        const oldDown = retire({ bakeSeconds: 5, answers: "n", oldState: "BACKOFF" });
+        assert.match(oldDown.out, /^==> no bake: slot 1 is BACKOFF, so there is no slot to move traffic back to\n/);
+        assert.match(oldDown.out, /took \d+ tenths, BAKING=0\n$/);
+        const oldEnded = retire({ bakeSeconds: 5, answers: "y", oldStateLater: "EXITED" });
+        assert.match(oldEnded.out, /^==> slot 1 stays up until 5s[^\n]*\nwarning: slot 1 is EXITED since the switch, so the bake ends: there is no slot to move traffic back to\ntook \d+ tenths, BAKING=0\n$/);
+        assert.match(functionBody(s, "rotate"), /retire_old_slot "\$OLD_SLOT"\n\s+elif \[ "\$BAKE_SECONDS" -gt 0 \]; then\n\s+say "no bake: no slot served before this deploy, so there is none to move traffic back to"/);
     });
 
     it("a deploy that fails during its bake (on_exit): all traffic back to the old slot and the records as before, unless the old slot no longer runs and answers", () => {
-        const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-takeback-"));
-        try {
-            const failBake = (oldAlive: boolean, oldHealth: string) => {
-                fs.writeFileSync(path.join(dir, "live-slot"), "2\n");
-                fs.writeFileSync(path.join(dir, "live-revision"), "new\n");
-                fs.writeFileSync(path.join(dir, "previous-revision"), "old\n");
-                const script = ["set -Eeuo pipefail", "exec 2>&1", ...["uptime_us", "now_us", "set_secs_since", "read_state", "write_state", "record_switch_back", "take_back_bake", "on_exit"].map(fn => functionSource(s, fn)),
-                    'say() { echo "==> $*"; }', 'warn() { echo "warning: $*"; }', "fail() { REASON=$1; exit 1; }",
-                    `OLD_PID=${oldAlive ? "$$" : "2147483647"}`, `check_health() { HEALTH_CODE=${oldHealth}; }`,
-                    'return_traffic_to() { echo "traffic to slot $1"; RETURN_DRAINED=1; }', 'stop_new_slot() { echo "stop slot $NEW_SLOT ($1)"; }',
-                    "slot_revision() { echo old; }", "kernel_live_slot() { echo 2; }",
-                    `STATE_DIR=${dir} ENVIRONMENT=live SWITCH_HELPER=/sbin/switch ENV_ID=app-live DRAIN_TIMEOUT=30 RECORD_HISTORY=0 EXITING=0 LAST_ERROR= STAGE=baking`,
-                    "NEW_SLOT=2 OLD_SLOT=1 REVISION=new OLD_REVISION=old PREVIOUS_BEFORE=older NEW_STARTED=1 SWITCHED=1 RAMPING=0 BAKING=1 T_BAKE=0.0 RETURN_DRAINED=1",
-                    "T_SWITCHED=$(now_us)", "trap on_exit EXIT", 'fail "slot 2 stopped answering its health check"'].join("\n");
-                const r = spawnSync("bash", ["-c", script], { encoding: "utf8" });
-                const state = ["live-slot", "live-revision", "previous-revision"].map(f => fs.readFileSync(path.join(dir, f), "utf8").trim()).join(" ");
-                return { status: r.status, out: r.stdout + r.stderr, state };
-            };
-            const back = failBake(true, "200");
-            assert.strictEqual(back.status, 1, back.out);
-            assert.strictEqual(back.out, "==> moving all traffic back to slot 1\ntraffic to slot 1\n" +
-                "stop slot 2 (it had all the traffic for 0.0s of the bake; its requests have finished)\n==> all traffic back on slot 1, which still serves old\n" +
+        const dir = tempDir("takeback");
+        const failBake = (oldAlive: boolean, oldHealth: string) => {
+            fs.writeFileSync(path.join(dir, "live-slot"), "2\n");
+            fs.writeFileSync(path.join(dir, "live-revision"), "new\n");
+            fs.writeFileSync(path.join(dir, "previous-revision"), "old\n");
+            const script = ["set -Eeuo pipefail", "exec 2>&1", ...["uptime_us", "now_us", "set_secs_since", "read_state", "write_state", "record_switch_back", "take_back_bake", "on_exit"].map(fn => functionSource(s, fn)),
+                'say() { echo "==> $*"; }', 'warn() { echo "warning: $*"; }', "fail() { REASON=$1; exit 1; }",
+                `OLD_PID=${oldAlive ? "$$" : "2147483647"}`, `check_health() { HEALTH_CODE=${oldHealth}; }`,
+                'return_traffic_to() { echo "traffic to slot $1"; RETURN_DRAINED=1; }', 'stop_new_slot() { echo "stop slot $NEW_SLOT ($1)"; }',
+                "slot_revision() { echo old; }", "kernel_live_slot() { echo 2; }",
+                `STATE_DIR=${dir} ENVIRONMENT=live SWITCH_HELPER=/sbin/switch ENV_ID=app-live DRAIN_TIMEOUT=30 RECORD_HISTORY=0 EXITING=0 LAST_ERROR= STAGE=baking`,
+                "NEW_SLOT=2 OLD_SLOT=1 REVISION=new OLD_REVISION=old PREVIOUS_BEFORE=older NEW_STARTED=1 SWITCHED=1 RAMPING=0 BAKING=1 T_BAKE=0.0 RETURN_DRAINED=1",
+                "T_SWITCHED=$(now_us)", "trap on_exit EXIT", 'fail "slot 2 stopped answering its health check"'].join("\n");
+            const r = spawnSync("bash", ["-c", script], { encoding: "utf8" });
+            const state = ["live-slot", "live-revision", "previous-revision"].map(f => fs.readFileSync(path.join(dir, f), "utf8").trim()).join(" ");
+            return { status: r.status, out: r.stdout + r.stderr, state };
+        };
+        const back = failBake(true, "200");
+        assert.strictEqual(back.status, 1, back.out);
+        assert.strictEqual(back.out, "==> moving all traffic back to slot 1\ntraffic to slot 1\n" +
+            "stop slot 2 (it had all the traffic for 0.0s of the bake; its requests have finished)\n==> all traffic back on slot 1, which still serves old\n" +
+            "deploy of new to live failed: slot 2 stopped answering its health check\n");
+        assert.strictEqual(back.state, "1 old older");
+        for (const [alive, health, said] of [[false, "200", "its process 2147483647 has exited"], [true, "000", "its health check: no answer"], [true, "503", "its health check: 503"]] as const) {
+            const stays = failBake(alive, health);
+            assert.strictEqual(stays.out, `warning: slot 1 cannot take the traffic back (${said}): slot 2 (new) keeps it and stays recorded as live; roll back with deploy --rollback\n` +
                 "deploy of new to live failed: slot 2 stopped answering its health check\n");
-            assert.strictEqual(back.state, "1 old older");
-            for (const [alive, health, said] of [[false, "200", "its process 2147483647 has exited"], [true, "000", "its health check: no answer"], [true, "503", "its health check: 503"]] as const) {
-                const stays = failBake(alive, health);
-                assert.strictEqual(stays.out, `warning: slot 1 cannot take the traffic back (${said}): slot 2 (new) keeps it and stays recorded as live; roll back with deploy --rollback\n` +
-                    "deploy of new to live failed: slot 2 stopped answering its health check\n");
-                assert.strictEqual(stays.state, "2 new old", "the records say what serves");
-            }
-        } finally {
-            fs.rmSync(dir, { recursive: true, force: true });
+            assert.strictEqual(stays.state, "2 new old", "the records say what serves");
         }
     });
 
@@ -828,241 +803,205 @@ describe("rotation: deploy script", () => {
     });
 
     it("a failed bake puts the records back as they were before the deploy", () => {
-        const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-state-"));
-        try {
-            fs.mkdirSync(path.join(dir, "releases"));
-            const state = () => stateRecords(dir);
-            const switchAndBack = () => spawnSync("bash", ["-c", ["set -euo pipefail", `STATE_DIR=${dir} RELEASES_DIR=${dir}/releases NEW_SLOT=2 OLD_SLOT=1 OLD_REVISION=old REVISION=new`,
-                ...["read_state", "write_state", "record_switch", "record_switch_back"].map(fn => functionSource(s, fn)),
-                'PREVIOUS_BEFORE=$(read_state previous-revision)', "record_switch", 'echo "switched: $(cat $STATE_DIR/live-slot $STATE_DIR/live-revision $STATE_DIR/previous-revision | tr "\n" " ")"',
-                "record_switch_back && echo back"].join("\n")], { encoding: "utf8" });
-            fs.writeFileSync(path.join(dir, "live-slot"), "1\n");
-            fs.writeFileSync(path.join(dir, "live-revision"), "old\n");
-            fs.writeFileSync(path.join(dir, "previous-revision"), "older\n");
-            const r = switchAndBack();
-            assert.strictEqual(r.stdout, "switched: 2 new old \nback\n", r.stderr);
-            assert.deepStrictEqual(state(), ["1\n", "old\n", "older\n"]);
-            fs.rmSync(path.join(dir, "previous-revision"));
-            const first = switchAndBack();
-            assert.strictEqual(first.stdout, "switched: 2 new old \nback\n", first.stderr);
-            assert.deepStrictEqual(state(), ["1\n", "old\n", "-"], "no previous revision before: none after");
-        } finally {
-            fs.rmSync(dir, { recursive: true, force: true });
-        }
+        const dir = tempDir("state");
+        fs.mkdirSync(path.join(dir, "releases"));
+        const state = () => stateRecords(dir);
+        const switchAndBack = () => spawnSync("bash", ["-c", ["set -euo pipefail", `STATE_DIR=${dir} RELEASES_DIR=${dir}/releases NEW_SLOT=2 OLD_SLOT=1 OLD_REVISION=old REVISION=new`,
+            ...["read_state", "write_state", "record_switch", "record_switch_back"].map(fn => functionSource(s, fn)),
+            'PREVIOUS_BEFORE=$(read_state previous-revision)', "record_switch", 'echo "switched: $(cat $STATE_DIR/live-slot $STATE_DIR/live-revision $STATE_DIR/previous-revision | tr "\n" " ")"',
+            "record_switch_back && echo back"].join("\n")], { encoding: "utf8" });
+        fs.writeFileSync(path.join(dir, "live-slot"), "1\n");
+        fs.writeFileSync(path.join(dir, "live-revision"), "old\n");
+        fs.writeFileSync(path.join(dir, "previous-revision"), "older\n");
+        const r = switchAndBack();
+        assert.strictEqual(r.stdout, "switched: 2 new old \nback\n", r.stderr);
+        assert.deepStrictEqual(state(), ["1\n", "old\n", "older\n"]);
+        fs.rmSync(path.join(dir, "previous-revision"));
+        const first = switchAndBack();
+        assert.strictEqual(first.stdout, "switched: 2 new old \nback\n", first.stderr);
+        assert.deepStrictEqual(state(), ["1\n", "old\n", "-"], "no previous revision before: none after");
     });
 
     it("times deadlines and durations by the kernel's time since boot, which a step of the wall clock (NTP at boot) does not move", () => {
-        const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-clock-"));
-        try {
-            const uptime = path.join(dir, "uptime");
-            fs.writeFileSync(uptime, "100.00 50.00\n");
-            const script = [...["uptime_us", "now_us", "past_deadline", "set_secs_since"].map(fn => functionSource(s, fn)),
-                't0=$(now_us); deadline=$((t0 + 2000000)); echo "t0 $t0"',
-                'if past_deadline "$deadline"; then echo due; else echo waiting; fi',
-                `printf '102.55 51.00\\n' >${uptime}`,
-                'set_secs_since since "$t0"; echo "since $since"',
-                'if past_deadline "$deadline"; then echo due; else echo waiting; fi'].join("\n");
-            // The kernel's uptime, replaced (in a mount namespace of this run only) by a file the test moves on.
-            const r = spawnSync("unshare", ["-m", "--propagation", "private", "bash", "-c", `set -euo pipefail; mount --bind ${uptime} /proc/uptime\n${script}`], { encoding: "utf8" });
-            assert.strictEqual(r.stdout, "t0 100000000\nwaiting\nsince 2.5\ndue\n", r.stderr);
-            assert.deepStrictEqual(lines(s).filter(l => l.includes("EPOCHREALTIME")), ['    printf \'%s\\n\' "$$.$EPOCHREALTIME" >"$tmp"'],
-                "the wall clock only makes a settings request token unique");
-        } finally {
-            fs.rmSync(dir, { recursive: true, force: true });
-        }
+        const dir = tempDir("clock");
+        const uptime = path.join(dir, "uptime");
+        fs.writeFileSync(uptime, "100.00 50.00\n");
+        const script = [...["uptime_us", "now_us", "past_deadline", "set_secs_since"].map(fn => functionSource(s, fn)),
+            't0=$(now_us); deadline=$((t0 + 2000000)); echo "t0 $t0"',
+            'if past_deadline "$deadline"; then echo due; else echo waiting; fi',
+            `printf '102.55 51.00\\n' >${uptime}`,
+            'set_secs_since since "$t0"; echo "since $since"',
+            'if past_deadline "$deadline"; then echo due; else echo waiting; fi'].join("\n");
+        // The kernel's uptime, replaced (in a mount namespace of this run only) by a file the test moves on.
+        const r = spawnSync("unshare", ["-m", "--propagation", "private", "bash", "-c", `set -euo pipefail; mount --bind ${uptime} /proc/uptime\n${script}`], { encoding: "utf8" });
+        assert.strictEqual(r.stdout, "t0 100000000\nwaiting\nsince 2.5\ndue\n", r.stderr);
+        assert.deepStrictEqual(lines(s).filter(l => l.includes("EPOCHREALTIME")), ['    printf \'%s\\n\' "$$.$EPOCHREALTIME" >"$tmp"'],
+            "the wall clock only makes a settings request token unique");
     });
 
     it("records state all or nothing: a write that fails (a full disk) keeps the old value and says so; on_exit then gives the manual fix", () => {
-        const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-state-"));
-        try {
-            fs.mkdirSync(path.join(dir, "releases"));
-            fs.writeFileSync(path.join(dir, "live-slot"), "1\n");
-            fs.writeFileSync(path.join(dir, "live-revision"), "old\n");
-            // The temporary file is /dev/full for one run: each write to it fails with ENOSPC, as on a full disk.
-            const run = (full: string) => spawnSync("bash", ["-c", ["set -euo pipefail", `STATE_DIR=${dir} RELEASES_DIR=${dir}/releases NEW_SLOT=2 OLD_REVISION=old REVISION=new`,
-                ...["write_state", "record_switch"].map(fn => functionSource(s, fn)),
-                full ? `ln -s /dev/full "${dir}/.${full}.tmp.$$"` : ":",
-                'if record_switch; then echo recorded; else echo "not recorded: $?"; fi'].join("\n")], { encoding: "utf8" });
-            const state = () => stateRecords(dir);
-            const failed = run("live-slot");
-            assert.strictEqual(failed.stdout, "not recorded: 1\n", failed.stderr);
-            assert.deepStrictEqual(state(), ["1\n", "old\n", "-"], "the old values stay, not an empty file");
-            assert.deepStrictEqual(fs.readdirSync(dir).filter(f => f.startsWith(".")), [], "no temporary file left");
-            const later = run("live-revision");
-            assert.strictEqual(later.stdout, "not recorded: 1\n");
-            assert.deepStrictEqual(state(), ["2\n", "old\n", "old\n"], "it stops at the first record it could not write");
-            const ok = run("");
-            assert.strictEqual(ok.stdout, "recorded\n", ok.stderr);
-            assert.deepStrictEqual(state(), ["2\n", "new\n", "old\n"]);
-            assert.match(functionBody(s, "on_exit"), /if ! record_switch; then\n\s+warn "traffic already goes to slot \$NEW_SLOT \(\$REVISION\), but this server could not record it \(is the disk full\? df -h \$STATE_DIR\)[^"]*echo \$NEW_SLOT > \$STATE_DIR\/live-slot; echo \$REVISION > \$STATE_DIR\/live-revision"/);
-        } finally {
-            fs.rmSync(dir, { recursive: true, force: true });
-        }
+        const dir = tempDir("state");
+        fs.mkdirSync(path.join(dir, "releases"));
+        fs.writeFileSync(path.join(dir, "live-slot"), "1\n");
+        fs.writeFileSync(path.join(dir, "live-revision"), "old\n");
+        // The temporary file is /dev/full for one run: each write to it fails with ENOSPC, as on a full disk.
+        const run = (full: string) => spawnSync("bash", ["-c", ["set -euo pipefail", `STATE_DIR=${dir} RELEASES_DIR=${dir}/releases NEW_SLOT=2 OLD_REVISION=old REVISION=new`,
+            ...["write_state", "record_switch"].map(fn => functionSource(s, fn)),
+            full ? `ln -s /dev/full "${dir}/.${full}.tmp.$$"` : ":",
+            'if record_switch; then echo recorded; else echo "not recorded: $?"; fi'].join("\n")], { encoding: "utf8" });
+        const state = () => stateRecords(dir);
+        const failed = run("live-slot");
+        assert.strictEqual(failed.stdout, "not recorded: 1\n", failed.stderr);
+        assert.deepStrictEqual(state(), ["1\n", "old\n", "-"], "the old values stay, not an empty file");
+        assert.deepStrictEqual(fs.readdirSync(dir).filter(f => f.startsWith(".")), [], "no temporary file left");
+        const later = run("live-revision");
+        assert.strictEqual(later.stdout, "not recorded: 1\n");
+        assert.deepStrictEqual(state(), ["2\n", "old\n", "old\n"], "it stops at the first record it could not write");
+        const ok = run("");
+        assert.strictEqual(ok.stdout, "recorded\n", ok.stderr);
+        assert.deepStrictEqual(state(), ["2\n", "new\n", "old\n"]);
+        assert.match(functionBody(s, "on_exit"), /if ! record_switch; then\n\s+warn "traffic already goes to slot \$NEW_SLOT \(\$REVISION\), but this server could not record it \(is the disk full\? df -h \$STATE_DIR\)[^"]*echo \$NEW_SLOT > \$STATE_DIR\/live-slot; echo \$REVISION > \$STATE_DIR\/live-revision"/);
     });
 
     it("prunes to the newest keepReleases releases with a jar, keeps live, previous and the slots' whatever their age, and removes builds that did not finish", () => {
-        const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-prune-"));
-        try {
-            const releases = path.join(dir, "releases");
-            const slots = path.join(dir, "slots");
-            fs.mkdirSync(slots);
-            // Oldest first: r1 (previous), r2, r3 (its build failed), r4, r5 (linked from slot 1), f1 and f2 (failed builds), r6 (live, this deploy).
-            const names = ["r1", "r2", "r3", "r4", "r5", "f1", "f2", "r6"];
-            names.forEach((name, i) => {
-                fs.mkdirSync(path.join(releases, name, "src"), { recursive: true });
-                if (!name.startsWith("f") && name !== "r3") fs.writeFileSync(path.join(releases, name, "app.jar"), TINY_JAR);
-                if (name === "r3") fs.writeFileSync(path.join(releases, name, "app.jar"), TINY_JAR.subarray(0, 20)); // cut short
-                const t = new Date(Date.UTC(2026, 10, 1, 0, i));
-                fs.utimesSync(path.join(releases, name), t, t);
-            });
-            fs.symlinkSync(path.join(releases, "r5"), path.join(slots, "1"));
-            fs.writeFileSync(path.join(dir, "live-revision"), "r6\n");
-            fs.writeFileSync(path.join(dir, "previous-revision"), "r1\n");
-            const r = spawnSync("bash", ["-c", ["set -euo pipefail", `STATE_DIR=${dir} RELEASES_DIR=${releases} SLOTS_DIR=${slots} RELEASE_JAR=app.jar KEEP_RELEASES=2 REVISION=r6`,
-                oneLineFunction(s, "say"), ...["read_state", "slot_revision", "jar_is_zip", "release_built", "prune_releases"].map(fn => functionSource(s, fn)), "prune_releases"].join("\n")],
-                { encoding: "utf8" });
-            assert.strictEqual(r.status, 0, r.stderr);
-            assert.deepStrictEqual(fs.readdirSync(releases).sort(), ["r1", "r5", "r6"],
-                `the 2 newest with a jar (r6, r5; r5 also a slot's), previous r1; r2 and r4 pruned; failed builds gone\n${r.stdout}${r.stderr}`);
-            assert.match(r.stdout + r.stderr, /removing f2: its build did not finish/);
-            assert.match(r.stdout + r.stderr, /pruning release r4/);
-        } finally {
-            fs.rmSync(dir, { recursive: true, force: true });
-        }
+        const dir = tempDir("prune");
+        const releases = path.join(dir, "releases");
+        const slots = path.join(dir, "slots");
+        fs.mkdirSync(slots);
+        // Oldest first: r1 (previous), r2, r3 (its build failed), r4, r5 (linked from slot 1), f1 and f2 (failed builds), r6 (live, this deploy).
+        const names = ["r1", "r2", "r3", "r4", "r5", "f1", "f2", "r6"];
+        names.forEach((name, i) => {
+            fs.mkdirSync(path.join(releases, name, "src"), { recursive: true });
+            if (!name.startsWith("f") && name !== "r3") fs.writeFileSync(path.join(releases, name, "app.jar"), TINY_JAR);
+            if (name === "r3") fs.writeFileSync(path.join(releases, name, "app.jar"), TINY_JAR.subarray(0, 20)); // cut short
+            const t = new Date(Date.UTC(2026, 10, 1, 0, i));
+            fs.utimesSync(path.join(releases, name), t, t);
+        });
+        fs.symlinkSync(path.join(releases, "r5"), path.join(slots, "1"));
+        fs.writeFileSync(path.join(dir, "live-revision"), "r6\n");
+        fs.writeFileSync(path.join(dir, "previous-revision"), "r1\n");
+        const r = spawnSync("bash", ["-c", ["set -euo pipefail", `STATE_DIR=${dir} RELEASES_DIR=${releases} SLOTS_DIR=${slots} RELEASE_JAR=app.jar KEEP_RELEASES=2 REVISION=r6`,
+            oneLineFunction(s, "say"), ...["read_state", "slot_revision", "jar_is_zip", "release_built", "prune_releases"].map(fn => functionSource(s, fn)), "prune_releases"].join("\n")],
+            { encoding: "utf8" });
+        assert.strictEqual(r.status, 0, r.stderr);
+        assert.deepStrictEqual(fs.readdirSync(releases).sort(), ["r1", "r5", "r6"],
+            `the 2 newest with a jar (r6, r5; r5 also a slot's), previous r1; r2 and r4 pruned; failed builds gone\n${r.stdout}${r.stderr}`);
+        assert.match(r.stdout + r.stderr, /removing f2: its build did not finish/);
+        assert.match(r.stdout + r.stderr, /pruning release r4/);
     });
 
     it("--git names the release by the full commit id, whatever names the revision (a branch, a short id); a name that is no commit fails", () => {
-        const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-resolve-"));
-        try {
-            const { repo, commits: [commit] } = bareRepo(dir, 1);
-            const resolve = (revision: string) => spawnSync("bash", ["-c", ["set -euo pipefail", 'fail() { echo "failed: $1"; exit 1; }',
-                `GIT_REPO=${repo} REVISION=${revision}`, oneLineFunction(s, "say"), functionSource(s, "resolve_git_revision"),
-                'resolve_git_revision; echo "release: $REVISION"'].join("\n")], { encoding: "utf8" });
-            assert.strictEqual(resolve("main").stdout, `==> main is commit ${commit}\nrelease: ${commit}\n`);
-            assert.strictEqual(resolve(commit.slice(0, 9)).stdout, `==> ${commit.slice(0, 9)} is commit ${commit}\nrelease: ${commit}\n`);
-            assert.strictEqual(resolve(commit).stdout, `release: ${commit}\n`);
-            assert.strictEqual(resolve("nope").stdout, `failed: nope is not a commit in ${repo}\n`);
-            assert.match(functionBody(s, "main"), /acquire_lock\n(.*\n)*\s+\[ "\$MODE" != git \] \|\| resolve_git_revision\n\s+if superseded; then return 0; fi\n/);
-        } finally {
-            fs.rmSync(dir, { recursive: true, force: true });
-        }
+        const dir = tempDir("resolve");
+        const { repo, commits: [commit] } = bareRepo(dir, 1);
+        const resolve = (revision: string) => spawnSync("bash", ["-c", ["set -euo pipefail", 'fail() { echo "failed: $1"; exit 1; }',
+            `GIT_REPO=${repo} REVISION=${revision}`, oneLineFunction(s, "say"), functionSource(s, "resolve_git_revision"),
+            'resolve_git_revision; echo "release: $REVISION"'].join("\n")], { encoding: "utf8" });
+        assert.strictEqual(resolve("main").stdout, `==> main is commit ${commit}\nrelease: ${commit}\n`);
+        assert.strictEqual(resolve(commit.slice(0, 9)).stdout, `==> ${commit.slice(0, 9)} is commit ${commit}\nrelease: ${commit}\n`);
+        assert.strictEqual(resolve(commit).stdout, `release: ${commit}\n`);
+        assert.strictEqual(resolve("nope").stdout, `failed: nope is not a commit in ${repo}\n`);
+        assert.match(functionBody(s, "main"), /acquire_lock\n(.*\n)*\s+\[ "\$MODE" != git \] \|\| resolve_git_revision\n\s+if superseded; then return 0; fi\n/);
     });
 
     it("jar_is_zip: a whole jar passes; one cut short (its end record lost), an empty file or a text file does not", () => {
-        const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-jar-"));
-        try {
-            const jar = path.join(dir, "app.jar");
-            execFileSync("python3", ["-c", `import zipfile, os
+        const dir = tempDir("jar");
+        const jar = path.join(dir, "app.jar");
+        execFileSync("python3", ["-c", `import zipfile, os
 z = zipfile.ZipFile("${jar}", "w", zipfile.ZIP_DEFLATED)
 z.writestr("big.bin", os.urandom(300000))
 z.writestr("app/core.clj", "(ns app.core)")
 z.close()`]);
-            const check = (file: string) => spawnSync("bash", ["-c", `set -euo pipefail\n${functionSource(s, "jar_is_zip")}\nif jar_is_zip "$1"; then echo jar; else echo no; fi`, "x", file], { encoding: "utf8" }).stdout.trim();
-            assert.strictEqual(check(jar), "jar");
-            const commented = path.join(dir, "commented.jar");
-            execFileSync("python3", ["-c", `import zipfile\nz = zipfile.ZipFile("${commented}", "w")\nz.writestr("a", "b")\nz.comment = b"PK built by hand"\nz.close()`]);
-            assert.strictEqual(check(commented), "jar", "a zip comment (even one that looks like a signature) is allowed");
-            const whole = fs.readFileSync(jar);
-            for (const [name, bytes] of [["half", whole.subarray(0, whole.length >> 1)], ["short", whole.subarray(0, whole.length - 10)], ["empty", Buffer.alloc(0)], ["text", Buffer.from("jar\n")]] as const) {
-                fs.writeFileSync(path.join(dir, name), bytes);
-                assert.strictEqual(check(path.join(dir, name)), "no", name);
-            }
-        } finally {
-            fs.rmSync(dir, { recursive: true, force: true });
+        const check = (file: string) => spawnSync("bash", ["-c", `set -euo pipefail\n${functionSource(s, "jar_is_zip")}\nif jar_is_zip "$1"; then echo jar; else echo no; fi`, "x", file], { encoding: "utf8" }).stdout.trim();
+        assert.strictEqual(check(jar), "jar");
+        const commented = path.join(dir, "commented.jar");
+        execFileSync("python3", ["-c", `import zipfile\nz = zipfile.ZipFile("${commented}", "w")\nz.writestr("a", "b")\nz.comment = b"PK built by hand"\nz.close()`]);
+        assert.strictEqual(check(commented), "jar", "a zip comment (even one that looks like a signature) is allowed");
+        const whole = fs.readFileSync(jar);
+        for (const [name, bytes] of [["half", whole.subarray(0, whole.length >> 1)], ["short", whole.subarray(0, whole.length - 10)], ["empty", Buffer.alloc(0)], ["text", Buffer.from("jar\n")]] as const) {
+            fs.writeFileSync(path.join(dir, name), bytes);
+            assert.strictEqual(check(path.join(dir, name)), "no", name);
         }
     });
 
     it("a push that waited for the lock is not deployed once a newer push moved its branch; --git-ref goes with --git only", () => {
-        const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-superseded-"));
-        try {
-            const { repo, commits: [first, second] } = bareRepo(dir, 2);
-            const check = (revision: string, ref: string, mode = "git") => spawnSync("bash", ["-c", ["set -euo pipefail",
-                `MODE=${mode} GIT_REPO=${repo} GIT_REF=${ref} REVISION=${revision}`, oneLineFunction(s, "say"),
-                'record_history() { echo "history: $1"; }', functionSource(s, "superseded"),
-                'if superseded; then echo skipped; else echo deploys; fi'].join("\n")], { encoding: "utf8" });
-            assert.strictEqual(check(first, "refs/heads/main").stdout,
-                `==> not deploying ${first.slice(0, 12)}: main moved on to ${second.slice(0, 12)} (a newer push) while it waited; that push deploys it\nhistory: superseded by ${second.slice(0, 12)}\nskipped\n`);
-            assert.strictEqual(check(second, "refs/heads/main").stdout, "deploys\n", "the branch's head");
-            assert.strictEqual(check(first, '""').stdout, "deploys\n", "no --git-ref (a deploy by hand)");
-            assert.strictEqual(check(first, "refs/heads/main", "archive").stdout, "deploys\n");
-            assert.match(functionBody(s, "main"), /acquire_lock\n(.*\n)*\s+if superseded; then return 0; fi\n/, "checked once the lock is held");
-            const usage = spawnSync("bash", ["-c", `${s.replace(/\nmain "\$@"\n$/, "\n")}\nparse_args --archive a.tar --revision x --git-ref refs/heads/main`], { encoding: "utf8" });
-            assert.strictEqual(usage.status, 2);
-            assert.match(usage.stderr, /^deploy: --git-ref goes with --git$/m);
-        } finally {
-            fs.rmSync(dir, { recursive: true, force: true });
-        }
+        const dir = tempDir("superseded");
+        const { repo, commits: [first, second] } = bareRepo(dir, 2);
+        const check = (revision: string, ref: string, mode = "git") => spawnSync("bash", ["-c", ["set -euo pipefail",
+            `MODE=${mode} GIT_REPO=${repo} GIT_REF=${ref} REVISION=${revision}`, oneLineFunction(s, "say"),
+            'record_history() { echo "history: $1"; }', functionSource(s, "superseded"),
+            'if superseded; then echo skipped; else echo deploys; fi'].join("\n")], { encoding: "utf8" });
+        assert.strictEqual(check(first, "refs/heads/main").stdout,
+            `==> not deploying ${first.slice(0, 12)}: main moved on to ${second.slice(0, 12)} (a newer push) while it waited; that push deploys it\nhistory: superseded by ${second.slice(0, 12)}\nskipped\n`);
+        assert.strictEqual(check(second, "refs/heads/main").stdout, "deploys\n", "the branch's head");
+        assert.strictEqual(check(first, '""').stdout, "deploys\n", "no --git-ref (a deploy by hand)");
+        assert.strictEqual(check(first, "refs/heads/main", "archive").stdout, "deploys\n");
+        assert.match(functionBody(s, "main"), /acquire_lock\n(.*\n)*\s+if superseded; then return 0; fi\n/, "checked once the lock is held");
+        const usage = spawnSync("bash", ["-c", `${s.replace(/\nmain "\$@"\n$/, "\n")}\nparse_args --archive a.tar --revision x --git-ref refs/heads/main`], { encoding: "utf8" });
+        assert.strictEqual(usage.status, 2);
+        assert.match(usage.stderr, /^deploy: --git-ref goes with --git$/m);
     });
 
     it("unpacks a pushed revision, or with --git-path only the app's directory of it, and names a revision without that directory", () => {
-        const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-git-path-"));
-        try {
-            const work = path.join(dir, "work");
-            fs.mkdirSync(path.join(work, "apps", "shop"), { recursive: true });
-            fs.writeFileSync(path.join(work, "apps", "shop", "project.clj"), "(defproject shop \"1\")\n");
-            fs.writeFileSync(path.join(work, "README"), "top\n");
-            const g = gitIn(work);
-            g("init", "-q", "-b", "main");
-            g("add", ".");
-            g("commit", "-q", "-m", "one");
-            const rev = g("rev-parse", "HEAD");
-            const body = ["set -euo pipefail", 'fail() { echo "failed: $1"; exit 1; }', functionSource(s, "unpack_source")].join("\n");
-            const unpack = (gitPath: string, revision = rev) => {
-                const dest = fs.mkdtempSync(path.join(dir, "dest-"));
-                const r = spawnSync("bash", ["-c", `${body}\nMODE=git GIT_REPO=${work}/.git REVISION=${revision} GIT_PATH=$1; unpack_source ${dest}; find ${dest} -type f -printf '%P\\n' | sort`,
-                    "test", gitPath], { encoding: "utf8" });
-                return (r.stdout + r.stderr).trim();
-            };
-            assert.strictEqual(unpack(""), "README\napps/shop/project.clj");
-            assert.strictEqual(unpack("apps/shop"), "project.clj");
-            // Names with spaces and non-ASCII letters are directories like any other.
-            fs.mkdirSync(path.join(work, "apps", "café shop"));
-            fs.writeFileSync(path.join(work, "apps", "café shop", "project.clj"), "(defproject cafe \"1\")\n");
-            g("add", ".");
-            g("commit", "-q", "-m", "two");
-            const rev2 = g("rev-parse", "HEAD");
-            assert.strictEqual(unpack("apps/café shop", rev2), "project.clj");
-            assert.strictEqual(unpack("apps/gone"), `failed: revision ${rev} has no directory apps/gone (where appPath puts the app in its repository)`);
-            assert.match(unpack("README"), /has no directory README/, "a file is not the app's directory");
-        } finally {
-            fs.rmSync(dir, { recursive: true, force: true });
-        }
+        const dir = tempDir("git-path");
+        const work = path.join(dir, "work");
+        fs.mkdirSync(path.join(work, "apps", "shop"), { recursive: true });
+        fs.writeFileSync(path.join(work, "apps", "shop", "project.clj"), "(defproject shop \"1\")\n");
+        fs.writeFileSync(path.join(work, "README"), "top\n");
+        const g = gitIn(work);
+        g("init", "-q", "-b", "main");
+        g("add", ".");
+        g("commit", "-q", "-m", "one");
+        const rev = g("rev-parse", "HEAD");
+        const body = ["set -euo pipefail", 'fail() { echo "failed: $1"; exit 1; }', functionSource(s, "unpack_source")].join("\n");
+        const unpack = (gitPath: string, revision = rev) => {
+            const dest = fs.mkdtempSync(path.join(dir, "dest-"));
+            const r = spawnSync("bash", ["-c", `${body}\nMODE=git GIT_REPO=${work}/.git REVISION=${revision} GIT_PATH=$1; unpack_source ${dest}; find ${dest} -type f -printf '%P\\n' | sort`,
+                "test", gitPath], { encoding: "utf8" });
+            return (r.stdout + r.stderr).trim();
+        };
+        assert.strictEqual(unpack(""), "README\napps/shop/project.clj");
+        assert.strictEqual(unpack("apps/shop"), "project.clj");
+        // Names with spaces and non-ASCII letters are directories like any other.
+        fs.mkdirSync(path.join(work, "apps", "café shop"));
+        fs.writeFileSync(path.join(work, "apps", "café shop", "project.clj"), "(defproject cafe \"1\")\n");
+        g("add", ".");
+        g("commit", "-q", "-m", "two");
+        const rev2 = g("rev-parse", "HEAD");
+        assert.strictEqual(unpack("apps/café shop", rev2), "project.clj");
+        assert.strictEqual(unpack("apps/gone"), `failed: revision ${rev} has no directory apps/gone (where appPath puts the app in its repository)`);
+        assert.match(unpack("README"), /has no directory README/, "a file is not the app's directory");
     });
 
     it("a rollback or a deploy of a kept release takes the start of its name when one release starts so (a short id as status shows it, a build: local release by its commit)", () => {
-        const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-release-names-"));
-        try {
-            for (const name of ["0123456789abcdef-aaaa11112222", "0123456789abcdef-bbbb33334444", "fedcba9876543210", "badc0ffee0000000"]) {
-                fs.mkdirSync(path.join(dir, name));
-                fs.writeFileSync(path.join(dir, name, "app.jar"), TINY_JAR);
-            }
-            fs.mkdirSync(path.join(dir, "fedcba98-unbuilt")); // no jar: not a kept release
-            fs.mkdirSync(path.join(dir, "fedcba98-cut"));
-            fs.writeFileSync(path.join(dir, "fedcba98-cut", "app.jar"), TINY_JAR.subarray(0, 30)); // a jar cut short: not one either
-            fs.mkdirSync(path.join(dir, "badc0ffee"));
-            fs.writeFileSync(path.join(dir, "badc0ffee", "app.jar"), TINY_JAR.subarray(0, 30)); // nor by its whole name
-            const body = ["set -euo pipefail", `readonly RELEASES_DIR=${dir} RELEASE_JAR=app.jar`, s.match(/^readonly RELEASE_PREFIX_MIN=.*$/m)![0], "say() { echo \"==> $*\"; }",
-                "fail() { echo \"failed: $1\"; exit 1; }", ...["jar_is_zip", "release_built", "kept_releases", "expand_release_name"].map(fn => functionSource(s, fn))].join("\n");
-            const expand = (name: string) => {
-                const r = spawnSync("bash", ["-c", `${body}\nREVISION=$1; expand_release_name; echo "revision: $REVISION"`, "test", name], { encoding: "utf8" });
-                return (r.stdout + r.stderr).trim();
-            };
-            assert.strictEqual(expand("fedcba98"), "==> release fedcba98 is fedcba9876543210\nrevision: fedcba9876543210");
-            assert.strictEqual(expand("badc0ffee0000000"), "revision: badc0ffee0000000", "a whole name stays as it is");
-            assert.strictEqual(expand("badc0ffee"), "==> release badc0ffee is badc0ffee0000000\nrevision: badc0ffee0000000",
-                "a name whose jar is cut short is no release: the kept one it starts is");
-            assert.strictEqual(expand("0123456789abcdef"),
-                "failed: more than one kept release starts with 0123456789abcdef: 0123456789abcdef-aaaa11112222 0123456789abcdef-bbbb33334444; give more of its name");
-            assert.strictEqual(expand("0123456789abcdef-bbbb"), "==> release 0123456789abcdef-bbbb is 0123456789abcdef-bbbb33334444\nrevision: 0123456789abcdef-bbbb33334444");
-            assert.strictEqual(expand("77"), "revision: 77", "none: require_release then names the kept ones");
-            assert.strictEqual(expand("fedcba"), "revision: fedcba", "shorter than git's short ids: taken as a whole name");
-            assert.strictEqual(expand("fedcba9"), "==> release fedcba9 is fedcba9876543210\nrevision: fedcba9876543210");
-            const rotate = functionBody(s, "rotate");
-            assert.ok(rotate.includes("        expand_release_name\n        say \"rolling back"), "a rollback expands the name it was given");
-            assert.ok(rotate.includes('[ "$MODE" != release ] || expand_release_name'), "so does a deploy of a kept release");
-        } finally {
-            fs.rmSync(dir, { recursive: true, force: true });
+        const dir = tempDir("release-names");
+        for (const name of ["0123456789abcdef-aaaa11112222", "0123456789abcdef-bbbb33334444", "fedcba9876543210", "badc0ffee0000000"]) {
+            fs.mkdirSync(path.join(dir, name));
+            fs.writeFileSync(path.join(dir, name, "app.jar"), TINY_JAR);
         }
+        fs.mkdirSync(path.join(dir, "fedcba98-unbuilt")); // no jar: not a kept release
+        fs.mkdirSync(path.join(dir, "fedcba98-cut"));
+        fs.writeFileSync(path.join(dir, "fedcba98-cut", "app.jar"), TINY_JAR.subarray(0, 30)); // a jar cut short: not one either
+        fs.mkdirSync(path.join(dir, "badc0ffee"));
+        fs.writeFileSync(path.join(dir, "badc0ffee", "app.jar"), TINY_JAR.subarray(0, 30)); // nor by its whole name
+        const body = ["set -euo pipefail", `readonly RELEASES_DIR=${dir} RELEASE_JAR=app.jar`, s.match(/^readonly RELEASE_PREFIX_MIN=.*$/m)![0], "say() { echo \"==> $*\"; }",
+            "fail() { echo \"failed: $1\"; exit 1; }", ...["jar_is_zip", "release_built", "kept_releases", "expand_release_name"].map(fn => functionSource(s, fn))].join("\n");
+        const expand = (name: string) => {
+            const r = spawnSync("bash", ["-c", `${body}\nREVISION=$1; expand_release_name; echo "revision: $REVISION"`, "test", name], { encoding: "utf8" });
+            return (r.stdout + r.stderr).trim();
+        };
+        assert.strictEqual(expand("fedcba98"), "==> release fedcba98 is fedcba9876543210\nrevision: fedcba9876543210");
+        assert.strictEqual(expand("badc0ffee0000000"), "revision: badc0ffee0000000", "a whole name stays as it is");
+        assert.strictEqual(expand("badc0ffee"), "==> release badc0ffee is badc0ffee0000000\nrevision: badc0ffee0000000",
+            "a name whose jar is cut short is no release: the kept one it starts is");
+        assert.strictEqual(expand("0123456789abcdef"),
+            "failed: more than one kept release starts with 0123456789abcdef: 0123456789abcdef-aaaa11112222 0123456789abcdef-bbbb33334444; give more of its name");
+        assert.strictEqual(expand("0123456789abcdef-bbbb"), "==> release 0123456789abcdef-bbbb is 0123456789abcdef-bbbb33334444\nrevision: 0123456789abcdef-bbbb33334444");
+        assert.strictEqual(expand("77"), "revision: 77", "none: require_release then names the kept ones");
+        assert.strictEqual(expand("fedcba"), "revision: fedcba", "shorter than git's short ids: taken as a whole name");
+        assert.strictEqual(expand("fedcba9"), "==> release fedcba9 is fedcba9876543210\nrevision: fedcba9876543210");
+        const rotate = functionBody(s, "rotate");
+        assert.ok(rotate.includes("        expand_release_name\n        say \"rolling back"), "a rollback expands the name it was given");
+        assert.ok(rotate.includes('[ "$MODE" != release ] || expand_release_name'), "so does a deploy of a kept release");
     });
 
     it("warm-up: counts 2xx answers, tells wrong answers from a warm-up cut off by its time limit (curl against a local server)", async function () {
@@ -1134,20 +1073,16 @@ z.close()`]);
     });
 
     it("a deploy's new slot asks for the current settings with a token it has not seen; a reboot's restore does not ask", () => {
-        const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-request-"));
-        try {
-            const file = path.join(dir, "2.settings-request");
-            const run = () => spawnSync("bash", ["-c", ["set -euo pipefail", `declare -a SLOT_SETTINGS_REQUEST=("" "" "${file}")`,
-                functionSource(s, "request_current_settings"), "request_current_settings 2"].join("\n")], { encoding: "utf8" });
-            assert.strictEqual(run().status, 0);
-            const first = fs.readFileSync(file, "utf8");
-            assert.strictEqual(run().status, 0);
-            assert.notStrictEqual(fs.readFileSync(file, "utf8"), first, "every deploy's request is new");
-            assert.deepStrictEqual(fs.readdirSync(dir), ["2.settings-request"], "written through a temporary file");
-            assert.match(functionBody(s, "start_slot"), /set_boot_priority "\$slot" "\$priority"\n(\s*#.*\n)*\s+\[ "\$MODE" = boot \] \|\| request_current_settings "\$slot"\n/);
-        } finally {
-            fs.rmSync(dir, { recursive: true, force: true });
-        }
+        const dir = tempDir("request");
+        const file = path.join(dir, "2.settings-request");
+        const run = () => spawnSync("bash", ["-c", ["set -euo pipefail", `declare -a SLOT_SETTINGS_REQUEST=("" "" "${file}")`,
+            functionSource(s, "request_current_settings"), "request_current_settings 2"].join("\n")], { encoding: "utf8" });
+        assert.strictEqual(run().status, 0);
+        const first = fs.readFileSync(file, "utf8");
+        assert.strictEqual(run().status, 0);
+        assert.notStrictEqual(fs.readFileSync(file, "utf8"), first, "every deploy's request is new");
+        assert.deepStrictEqual(fs.readdirSync(dir), ["2.settings-request"], "written through a temporary file");
+        assert.match(functionBody(s, "start_slot"), /set_boot_priority "\$slot" "\$priority"\n(\s*#.*\n)*\s+\[ "\$MODE" = boot \] \|\| request_current_settings "\$slot"\n/);
     });
 
     it("after its lock, a deploy stops when the environment was removed while it waited; the ramp stops when the switch cannot be read", () => {
@@ -1161,58 +1096,54 @@ z.close()`]);
 
     it("build: lein's failure fails the deploy as a failed build; output that can no longer be written (the SSH session ended) as lost output", function () {
         this.timeout(20_000);
-        const dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-build-"));
-        try {
-            const bin = path.join(dir, "bin");
-            fs.mkdirSync(bin);
-            // prints a line every 20 ms, then makes the uberjar, or fails with LEIN_FAILS set
-            fs.writeFileSync(path.join(bin, "lein"), [
-                "#!/bin/bash", 'for i in $(seq 30); do echo "compiling $i"; sleep 0.02; done',
-                '[ -z "${LEIN_FAILS:-}" ] || exit 1', "mkdir -p target",
-                `python3 -c "import zipfile; zipfile.ZipFile('target/app-0.1.0-standalone.jar', 'w').writestr('app/core.clj', '(ns app.core)')"`, "",
-            ].join("\n"), { mode: 0o755 });
-            const script = path.join(dir, "build.sh");
-            fs.writeFileSync(script, [
-                "set -Eeuo pipefail", "trap '' PIPE", `PATH=${bin}:$PATH`,
-                functionSource(s, "uptime_us"), oneLineFunction(s, "now_us"), oneLineFunction(s, "say"),
-                ...["set_secs_since", "secs_since", "output_lost", "fail", "jar_is_zip", "release_built", "install_jar", "build_release"].map(fn => functionSource(s, fn)),
-                `unpack_source() { echo '(defproject app "0.1.0")' >"$1/project.clj"; }`,
-                `RELEASES_DIR=${dir}/releases REVISION=abc RELEASE_JAR=app.jar MODE=archive BUILD_NICE=10 EXITING=0 REASON="" STAGE=""`,
-                `trap 'echo "$REASON" >${dir}/reason' EXIT`,
-                "build_release", "",
-            ].join("\n"));
-            let said = "";
-            const build = (pipeTo: string, env: Record<string, string> = {}, keep = false) => {
-                if (!keep) fs.rmSync(path.join(dir, "releases"), { recursive: true, force: true });
-                fs.rmSync(path.join(dir, "reason"), { force: true });
-                said = spawnSync("bash", ["-c", `bash ${script} | ${pipeTo}`], { encoding: "utf8", env: { ...process.env, ...env } }).stdout;
-                return fs.readFileSync(path.join(dir, "reason"), "utf8").trim();
-            };
-            const jar = path.join(dir, "releases", "abc", "app.jar");
-            assert.strictEqual(build("cat"), "");
-            assert.ok(fs.existsSync(jar), "the release's jar");
-            assert.deepStrictEqual(fs.readdirSync(path.dirname(jar)).filter(f => f.startsWith(".")), [], "no temporary jar left");
-            assert.strictEqual(build("cat", {}, true), "");
-            assert.match(said, /release abc is already built; not rebuilding/);
-            // A jar cut short (a crash before it reached the disk, a full disk) is no release: built again.
-            fs.truncateSync(jar, fs.statSync(jar).size - 30);
-            assert.strictEqual(build("cat", {}, true), "");
-            assert.match(said, /==> building abc/);
-            assert.doesNotMatch(said, /already built/);
-            fs.truncateSync(jar, 0);
-            build("cat", {}, true);
-            assert.match(said, /==> building abc/, "an empty jar too");
-            assert.strictEqual(build("cat >/dev/null", { LEIN_FAILS: "1" }), `lein uberjar failed for abc (full output: ${dir}/releases/abc/build.log)`);
-            // the reader goes away after 3 lines, as an ended SSH session does
-            assert.strictEqual(build("head -n 3 >/dev/null"), "its output was closed (the SSH session or pipe that ran it ended)");
-            assert.ok(fs.existsSync(path.join(dir, "releases", "abc", "app.jar")), "the build finished all the same: the next deploy reuses its jar");
-            assert.match(fs.readFileSync(path.join(dir, "releases", "abc", "build.log"), "utf8"), /compiling 30\n$/, "build.log has all of lein's output");
-            assert.strictEqual(build("head -n 3 >/dev/null", { LEIN_FAILS: "1" }), `lein uberjar failed for abc (full output: ${dir}/releases/abc/build.log)`,
-                "a failed build is a failed build, output or not");
-            assert.ok(!fs.existsSync(path.join(dir, "releases", "abc", "app.jar")));
-        } finally {
-            fs.rmSync(dir, { recursive: true, force: true });
-        }
+        const dir = tempDir("build");
+        const bin = path.join(dir, "bin");
+        fs.mkdirSync(bin);
+        // prints a line every 20 ms, then makes the uberjar, or fails with LEIN_FAILS set
+        fs.writeFileSync(path.join(bin, "lein"), [
+            "#!/bin/bash", 'for i in $(seq 30); do echo "compiling $i"; sleep 0.02; done',
+            '[ -z "${LEIN_FAILS:-}" ] || exit 1', "mkdir -p target",
+            `python3 -c "import zipfile; zipfile.ZipFile('target/app-0.1.0-standalone.jar', 'w').writestr('app/core.clj', '(ns app.core)')"`, "",
+        ].join("\n"), { mode: 0o755 });
+        const script = path.join(dir, "build.sh");
+        fs.writeFileSync(script, [
+            "set -Eeuo pipefail", "trap '' PIPE", `PATH=${bin}:$PATH`,
+            functionSource(s, "uptime_us"), oneLineFunction(s, "now_us"), oneLineFunction(s, "say"),
+            ...["set_secs_since", "secs_since", "output_lost", "fail", "jar_is_zip", "release_built", "install_jar", "build_release"].map(fn => functionSource(s, fn)),
+            `unpack_source() { echo '(defproject app "0.1.0")' >"$1/project.clj"; }`,
+            `RELEASES_DIR=${dir}/releases REVISION=abc RELEASE_JAR=app.jar MODE=archive BUILD_NICE=10 EXITING=0 REASON="" STAGE=""`,
+            `trap 'echo "$REASON" >${dir}/reason' EXIT`,
+            "build_release", "",
+        ].join("\n"));
+        let said = "";
+        const build = (pipeTo: string, env: Record<string, string> = {}, keep = false) => {
+            if (!keep) fs.rmSync(path.join(dir, "releases"), { recursive: true, force: true });
+            fs.rmSync(path.join(dir, "reason"), { force: true });
+            said = spawnSync("bash", ["-c", `bash ${script} | ${pipeTo}`], { encoding: "utf8", env: { ...process.env, ...env } }).stdout;
+            return fs.readFileSync(path.join(dir, "reason"), "utf8").trim();
+        };
+        const jar = path.join(dir, "releases", "abc", "app.jar");
+        assert.strictEqual(build("cat"), "");
+        assert.ok(fs.existsSync(jar), "the release's jar");
+        assert.deepStrictEqual(fs.readdirSync(path.dirname(jar)).filter(f => f.startsWith(".")), [], "no temporary jar left");
+        assert.strictEqual(build("cat", {}, true), "");
+        assert.match(said, /release abc is already built; not rebuilding/);
+        // A jar cut short (a crash before it reached the disk, a full disk) is no release: built again.
+        fs.truncateSync(jar, fs.statSync(jar).size - 30);
+        assert.strictEqual(build("cat", {}, true), "");
+        assert.match(said, /==> building abc/);
+        assert.doesNotMatch(said, /already built/);
+        fs.truncateSync(jar, 0);
+        build("cat", {}, true);
+        assert.match(said, /==> building abc/, "an empty jar too");
+        assert.strictEqual(build("cat >/dev/null", { LEIN_FAILS: "1" }), `lein uberjar failed for abc (full output: ${dir}/releases/abc/build.log)`);
+        // the reader goes away after 3 lines, as an ended SSH session does
+        assert.strictEqual(build("head -n 3 >/dev/null"), "its output was closed (the SSH session or pipe that ran it ended)");
+        assert.ok(fs.existsSync(path.join(dir, "releases", "abc", "app.jar")), "the build finished all the same: the next deploy reuses its jar");
+        assert.match(fs.readFileSync(path.join(dir, "releases", "abc", "build.log"), "utf8"), /compiling 30\n$/, "build.log has all of lein's output");
+        assert.strictEqual(build("head -n 3 >/dev/null", { LEIN_FAILS: "1" }), `lein uberjar failed for abc (full output: ${dir}/releases/abc/build.log)`,
+            "a failed build is a failed build, output or not");
+        assert.ok(!fs.existsSync(path.join(dir, "releases", "abc", "app.jar")));
     });
 
     it("passes bash -n", () => {
@@ -1332,7 +1263,7 @@ describe("rotation: switch helper", () => {
  */
 function helperNamespace(name: string, what: string, servers: string) {
     const ns = `czd-ut-${name}-${process.pid}`;
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), `czd-${name}-`));
+    const dir = tempDir(`${name}`);
     const helper = path.join(dir, "switch");
     let child: ReturnType<typeof spawn> | undefined;
     const inNs = (cmd: string[]) => spawnSync("ip", ["netns", "exec", ns, ...cmd], { encoding: "utf8" });
@@ -1350,7 +1281,6 @@ function helperNamespace(name: string, what: string, servers: string) {
     after(() => {
         if (child?.pid) child.kill("SIGKILL");
         spawnSync("ip", ["netns", "del", ns]);
-        fs.rmSync(dir, { recursive: true, force: true });
     });
     return { dir, inNs, helperRun };
 }

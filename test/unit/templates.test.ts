@@ -8,8 +8,9 @@ import { parseSettings, Settings } from "../../infra/config";
 import { appEnvFile, AUTOGROUP_SETTING, CLAIMS_LOCK_WAIT_SECONDS, environmentStep, environmentView, hostSteps, renderEnvironmentFiles, renderFirewall, renderTeardown, SCHEDULER_SYSCTL_CONTENT } from "../../infra/host-files";
 import { APPS_ROOT, CLAIMS_LOCK, DEPLOY_KEYS_LOCK, DESTROY_GUARD, layout, MANAGED_MARKER, SCHEDULER_SYSCTL } from "../../infra/names";
 import { render } from "../../infra/render";
-import { functionBody, functionSource, shellcheck, tmpdir } from "../support/shell";
+import { functionBody, functionSource, shellcheck } from "../support/shell";
 import { startSupervisord, Supervisord } from "../support/supervisord";
+import { tempDir } from "../support/tmp";
 
 const PUB = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGxhbWJkYWxhbWJkYWxhbWJkYWxhbWJkYWxhbWJkYQ unit@test";
 const PRIV = "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n";
@@ -43,7 +44,7 @@ describe("rendered templates", () => {
     });
 
     it("nginx site passes a real `nginx -t` in a temporary prefix", function () {
-        const dir = tmpdir("nginx");
+        const dir = tempDir("nginx");
         fs.writeFileSync(path.join(dir, "site.conf"), files.nginxSite);
         fs.writeFileSync(path.join(dir, "nginx.conf"),
             `pid ${dir}/nginx.pid;\nerror_log ${dir}/error.log;\nevents {}\nhttp {\n  access_log off;\n  include ${dir}/site.conf;\n}\n`);
@@ -53,7 +54,6 @@ describe("rendered templates", () => {
         // And a broken site does fail it, so the check means something.
         fs.writeFileSync(path.join(dir, "site.conf"), files.nginxSite.replace("proxy_pass", "proxy_passs"));
         assert.notStrictEqual(spawnSync("nginx", ["-t", "-p", dir, "-c", path.join(dir, "nginx.conf")]).status, 0);
-        fs.rmSync(dir, { recursive: true, force: true });
     });
 
     it("Supervisor group: both slots, own ports, logs, stopasgroup/killasgroup, 3 retries, no secrets", () => {
@@ -110,60 +110,56 @@ describe("rendered templates", () => {
     });
 
     it("run-slot takes the current appEnv and javaOpts only when a deploy asks (a new request token); any other start keeps the slot's last ones", () => {
-        const dir = tmpdir("runslot-settings");
-        try {
-            const script = path.join(dir, "run-slot");
-            fs.writeFileSync(script, files.runSlot.split(env.baseDir).join(dir));
-            fs.mkdirSync(path.join(dir, "releases", "r1"), { recursive: true });
-            fs.writeFileSync(path.join(dir, "releases", "r1", "app.jar"), "");
-            fs.mkdirSync(path.join(dir, "slots"));
-            fs.mkdirSync(path.join(dir, "slot-settings"), { mode: 0o700 });
-            fs.symlinkSync(path.join(dir, "releases", "r1"), path.join(dir, "slots", "1"));
-            // A stand-in `java` that reports its arguments and the secret it was given.
-            fs.mkdirSync(path.join(dir, "bin"));
-            fs.writeFileSync(path.join(dir, "bin", "java"), '#!/bin/bash\necho "args: $* secret: $SECRET"\n', { mode: 0o755 });
-            const start = () => {
-                const out = execFileSync("bash", [script, "1"], { encoding: "utf8", env: { ...process.env, PATH: `${path.join(dir, "bin")}:${process.env.PATH}` } });
-                return /^args: .*$/m.exec(out)![0];
-            };
-            const configure = (secret: string, opts: string) => {
-                fs.writeFileSync(path.join(dir, "app.env"), appEnvFile({ SECRET: secret }));
-                fs.writeFileSync(path.join(dir, "java-opts"), `${opts}\n`);
-            };
-            const request = (token: string) => fs.writeFileSync(path.join(dir, "slots", "1.settings-request"), `${token}\n`);
-            const jar = path.join(dir, "releases", "r1", "app.jar");
-            configure("one", "-Xmx64m -Dx=1");
-            assert.strictEqual(start(), `args: -Xmx64m -Dx=1 -jar ${jar} secret: one`, "no settings of its own yet: the current ones");
-            assert.strictEqual(fs.statSync(path.join(dir, "slot-settings", "1.env")).mode & 0o777, 0o600, "its copy of the secrets is private");
-            configure("two", "-Xmx128m");
-            assert.strictEqual(start(), `args: -Xmx64m -Dx=1 -jar ${jar} secret: one`, "a restart (a reboot, a crash) keeps them");
-            request("deploy-a");
-            assert.strictEqual(start(), `args: -Xmx128m -jar ${jar} secret: two`, "a deploy's request takes the current ones");
-            configure("three", "-Xmx256m");
-            assert.strictEqual(start(), `args: -Xmx128m -jar ${jar} secret: two`, "the same request again: kept");
-            request("deploy-b");
-            assert.strictEqual(start(), `args: -Xmx256m -jar ${jar} secret: three`);
-            // A copy that fails (here app.env is a directory; a full disk alike): the slot does not start, nothing is recorded.
-            fs.rmSync(path.join(dir, "app.env"));
-            fs.mkdirSync(path.join(dir, "app.env"));
-            request("deploy-c");
-            const failed = spawnSync("bash", [script, "1"], { encoding: "utf8", env: { ...process.env, PATH: `${path.join(dir, "bin")}:${process.env.PATH}` } });
-            assert.strictEqual(failed.status, 1, failed.stdout);
-            assert.doesNotMatch(failed.stdout, /args:/, "java never started");
-            assert.match(failed.stderr, /run-slot: could not copy the settings of slot 1 into .*slot-settings \(is the disk full\?\); the slot does not start/);
-            assert.strictEqual(fs.readFileSync(path.join(dir, "slot-settings", "1.request"), "utf8"), "deploy-b\n", "the request is not recorded as taken");
-            assert.deepStrictEqual(fs.readdirSync(path.join(dir, "slot-settings")).filter(f => f.startsWith(".")), [], "no temporary files left");
-            fs.rmSync(path.join(dir, "java-opts"));
-            fs.rmSync(path.join(dir, "app.env"), { recursive: true });
-            request("deploy-d");
-            assert.strictEqual(start(), `args: -jar ${jar} secret: `, "no settings files (a new environment): none");
-        } finally {
-            fs.rmSync(dir, { recursive: true, force: true });
-        }
+        const dir = tempDir("runslot-settings");
+        const script = path.join(dir, "run-slot");
+        fs.writeFileSync(script, files.runSlot.split(env.baseDir).join(dir));
+        fs.mkdirSync(path.join(dir, "releases", "r1"), { recursive: true });
+        fs.writeFileSync(path.join(dir, "releases", "r1", "app.jar"), "");
+        fs.mkdirSync(path.join(dir, "slots"));
+        fs.mkdirSync(path.join(dir, "slot-settings"), { mode: 0o700 });
+        fs.symlinkSync(path.join(dir, "releases", "r1"), path.join(dir, "slots", "1"));
+        // A stand-in `java` that reports its arguments and the secret it was given.
+        fs.mkdirSync(path.join(dir, "bin"));
+        fs.writeFileSync(path.join(dir, "bin", "java"), '#!/bin/bash\necho "args: $* secret: $SECRET"\n', { mode: 0o755 });
+        const start = () => {
+            const out = execFileSync("bash", [script, "1"], { encoding: "utf8", env: { ...process.env, PATH: `${path.join(dir, "bin")}:${process.env.PATH}` } });
+            return /^args: .*$/m.exec(out)![0];
+        };
+        const configure = (secret: string, opts: string) => {
+            fs.writeFileSync(path.join(dir, "app.env"), appEnvFile({ SECRET: secret }));
+            fs.writeFileSync(path.join(dir, "java-opts"), `${opts}\n`);
+        };
+        const request = (token: string) => fs.writeFileSync(path.join(dir, "slots", "1.settings-request"), `${token}\n`);
+        const jar = path.join(dir, "releases", "r1", "app.jar");
+        configure("one", "-Xmx64m -Dx=1");
+        assert.strictEqual(start(), `args: -Xmx64m -Dx=1 -jar ${jar} secret: one`, "no settings of its own yet: the current ones");
+        assert.strictEqual(fs.statSync(path.join(dir, "slot-settings", "1.env")).mode & 0o777, 0o600, "its copy of the secrets is private");
+        configure("two", "-Xmx128m");
+        assert.strictEqual(start(), `args: -Xmx64m -Dx=1 -jar ${jar} secret: one`, "a restart (a reboot, a crash) keeps them");
+        request("deploy-a");
+        assert.strictEqual(start(), `args: -Xmx128m -jar ${jar} secret: two`, "a deploy's request takes the current ones");
+        configure("three", "-Xmx256m");
+        assert.strictEqual(start(), `args: -Xmx128m -jar ${jar} secret: two`, "the same request again: kept");
+        request("deploy-b");
+        assert.strictEqual(start(), `args: -Xmx256m -jar ${jar} secret: three`);
+        // A copy that fails (here app.env is a directory; a full disk alike): the slot does not start, nothing is recorded.
+        fs.rmSync(path.join(dir, "app.env"));
+        fs.mkdirSync(path.join(dir, "app.env"));
+        request("deploy-c");
+        const failed = spawnSync("bash", [script, "1"], { encoding: "utf8", env: { ...process.env, PATH: `${path.join(dir, "bin")}:${process.env.PATH}` } });
+        assert.strictEqual(failed.status, 1, failed.stdout);
+        assert.doesNotMatch(failed.stdout, /args:/, "java never started");
+        assert.match(failed.stderr, /run-slot: could not copy the settings of slot 1 into .*slot-settings \(is the disk full\?\); the slot does not start/);
+        assert.strictEqual(fs.readFileSync(path.join(dir, "slot-settings", "1.request"), "utf8"), "deploy-b\n", "the request is not recorded as taken");
+        assert.deepStrictEqual(fs.readdirSync(path.join(dir, "slot-settings")).filter(f => f.startsWith(".")), [], "no temporary files left");
+        fs.rmSync(path.join(dir, "java-opts"));
+        fs.rmSync(path.join(dir, "app.env"), { recursive: true });
+        request("deploy-d");
+        assert.strictEqual(start(), `args: -jar ${jar} secret: `, "no settings files (a new environment): none");
     });
 
     it("run-slot starts the JVM at idle CPU priority exactly while the slot's boot flag exists", () => {
-        const dir = tmpdir("runslot-priority");
+        const dir = tempDir("runslot-priority");
         // The rendered script, with the environment's directory moved into the temp dir.
         const script = path.join(dir, "run-slot");
         fs.writeFileSync(script, files.runSlot.split(env.baseDir).join(dir));
@@ -184,11 +180,10 @@ describe("rendered templates", () => {
         assert.strictEqual(policy(), "SCHED_OTHER", "slot 2's flag must not affect slot 1");
         fs.writeFileSync(path.join(dir, "slots", "1.booting"), "");
         assert.strictEqual(policy(), "SCHED_IDLE");
-        fs.rmSync(dir, { recursive: true, force: true });
     });
 
     it("run-slot really loads NAME=value lines verbatim, even with shell metacharacters", () => {
-        const dir = tmpdir("runslot");
+        const dir = tempDir("runslot");
         const envFile = path.join(dir, "app.env");
         const tricky = "p@ss $(touch " + path.join(dir, "pwned") + ") `id` 'q' \"d\"";
         fs.writeFileSync(envFile, appEnvFile({ SECRET: tricky, PLAIN: "x=y" }));
@@ -198,29 +193,24 @@ describe("rendered templates", () => {
         const out = execFileSync("bash", ["-c", script], { encoding: "utf8" });
         assert.strictEqual(out, `${tricky}\nx=y\n`);
         assert.ok(!fs.existsSync(path.join(dir, "pwned")), "the value was evaluated by the shell");
-        fs.rmSync(dir, { recursive: true, force: true });
     });
 
     /** Runs the rendered post-receive hook with the deploy script replaced by a stub that records its arguments and exits with `exit`. */
     function push(hook: string, lines: string, exit: number) {
-        const dir = tmpdir("post-receive");
-        try {
-            const stub = path.join(dir, "deploy");
-            fs.writeFileSync(stub, `#!/bin/bash\nprintf '%s\\n' "$@" >>${dir}/calls; echo ---- >>${dir}/calls\nexit ${exit}\n`, { mode: 0o755 });
-            const r = spawnSync("bash", ["-c", hook.split(env.deployScript).join(stub)], { input: lines, encoding: "utf8" });
-            const calls = fs.existsSync(path.join(dir, "calls")) ? fs.readFileSync(path.join(dir, "calls"), "utf8").split("----\n").filter(Boolean).map(c => c.trimEnd().split("\n")) : [];
-            // The command the hook prints to deploy again, run as a user would paste it (with the stub).
-            const again = /on the server: (.*)$/m.exec(r.stdout)?.[1];
-            let pasted: string[] | undefined;
-            if (again) {
-                fs.rmSync(path.join(dir, "calls"), { force: true });
-                spawnSync("bash", ["-c", again.split(env.deployScript).join(stub)], { encoding: "utf8" });
-                pasted = fs.readFileSync(path.join(dir, "calls"), "utf8").split("----\n")[0].trimEnd().split("\n");
-            }
-            return { status: r.status, stdout: r.stdout, calls, pasted };
-        } finally {
-            fs.rmSync(dir, { recursive: true, force: true });
+        const dir = tempDir("post-receive");
+        const stub = path.join(dir, "deploy");
+        fs.writeFileSync(stub, `#!/bin/bash\nprintf '%s\\n' "$@" >>${dir}/calls; echo ---- >>${dir}/calls\nexit ${exit}\n`, { mode: 0o755 });
+        const r = spawnSync("bash", ["-c", hook.split(env.deployScript).join(stub)], { input: lines, encoding: "utf8" });
+        const calls = fs.existsSync(path.join(dir, "calls")) ? fs.readFileSync(path.join(dir, "calls"), "utf8").split("----\n").filter(Boolean).map(c => c.trimEnd().split("\n")) : [];
+        // The command the hook prints to deploy again, run as a user would paste it (with the stub).
+        const again = /on the server: (.*)$/m.exec(r.stdout)?.[1];
+        let pasted: string[] | undefined;
+        if (again) {
+            fs.rmSync(path.join(dir, "calls"), { force: true });
+            spawnSync("bash", ["-c", again.split(env.deployScript).join(stub)], { encoding: "utf8" });
+            pasted = fs.readFileSync(path.join(dir, "calls"), "utf8").split("----\n")[0].trimEnd().split("\n");
         }
+        return { status: r.status, stdout: r.stdout, calls, pasted };
     }
     const sha = "0123456789abcdef0123456789abcdef01234567";
 
@@ -286,7 +276,7 @@ describe("rendered templates", () => {
     });
 
     it("the scheduler step turns autogroup scheduling off and writes the boot setting, and only warns where it cannot", () => {
-        const dir = tmpdir("scheduler");
+        const dir = tempDir("scheduler");
         const setting = path.join(dir, "sched_autogroup_enabled");
         const sysctlFile = path.join(dir, "60-czd.conf");
         const script = render("scheduler.sh", { schedulerSysctl: sysctlFile, schedulerSysctlContent: SCHEDULER_SYSCTL_CONTENT, autogroupSetting: setting });
@@ -322,7 +312,7 @@ describe("rendered templates", () => {
 describe("lib.sh: reload_nginx", () => {
     /** reload_nginx with systemd/service calls as stubs and the master pid file as given; its sleeps, counted. */
     const reload = (masterPid: string | undefined): { status: number | null; sleeps: number; calls: string } => {
-        const dir = tmpdir("reload");
+        const dir = tempDir("reload");
         const code = [
             'STEP=test; set -euo pipefail',
             render("lib.sh", {}),
@@ -332,13 +322,9 @@ describe("lib.sh: reload_nginx", () => {
             `sleep() { echo "$1" >>${dir}/sleeps; }`,
             "reload_nginx",
         ].join("\n");
-        try {
-            const r = spawnSync("bash", ["-c", code], { encoding: "utf8", timeout: 20_000 });
-            const read = (f: string) => (fs.existsSync(path.join(dir, f)) ? fs.readFileSync(path.join(dir, f), "utf8").trim().split("\n") : []);
-            return { status: r.status, sleeps: read("sleeps").length, calls: read("calls").join(" ") };
-        } finally {
-            fs.rmSync(dir, { recursive: true, force: true });
-        }
+        const r = spawnSync("bash", ["-c", code], { encoding: "utf8", timeout: 20_000 });
+        const read = (f: string) => (fs.existsSync(path.join(dir, f)) ? fs.readFileSync(path.join(dir, f), "utf8").trim().split("\n") : []);
+        return { status: r.status, sleeps: read("sleeps").length, calls: read("calls").join(" ") };
     };
 
     it("does not wait for old workers it cannot know: without the master's pid it reloads and goes on", () => {
@@ -357,7 +343,7 @@ describe("apt.sh: apt_retry", () => {
      * mount namespace of this run only) on by 4 s, and the wall clock not at all.
      */
     const aptRetry = (busyTries: number): { status: number | null; out: string; tries: number } => {
-        const dir = tmpdir("apt");
+        const dir = tempDir("apt");
         const uptime = path.join(dir, "uptime");
         fs.writeFileSync(uptime, "100.00 50.00\n");
         const code = [
@@ -373,12 +359,8 @@ describe("apt.sh: apt_retry", () => {
             "sleep() { :; }",
             "apt_retry install -y nginx",
         ].join("\n");
-        try {
-            const r = spawnSync("unshare", ["-m", "--propagation", "private", "bash", "-c", `mount --bind ${uptime} /proc/uptime\n${code}`], { encoding: "utf8", timeout: 20_000 });
-            return { status: r.status, out: (r.stdout + r.stderr).trim(), tries: Number(fs.readFileSync(path.join(dir, "tries"), "utf8")) };
-        } finally {
-            fs.rmSync(dir, { recursive: true, force: true });
-        }
+        const r = spawnSync("unshare", ["-m", "--propagation", "private", "bash", "-c", `mount --bind ${uptime} /proc/uptime\n${code}`], { encoding: "utf8", timeout: 20_000 });
+        return { status: r.status, out: (r.stdout + r.stderr).trim(), tries: Number(fs.readFileSync(path.join(dir, "tries"), "utf8")) };
     };
 
     it("waits while another package manager holds apt's lock, then goes on", () => {
@@ -458,41 +440,37 @@ describe("lib.sh: root never writes into a directory another user owns", () => {
     };
 
     it("writes files and makes directories in that user's directory as that user; in root's as root; refuses a third owner", () => {
-        const dir = tmpdir("owner");
+        const dir = tempDir("owner");
         fs.chmodSync(dir, 0o755); // the other user must reach its directory
-        try {
-            const theirs = path.join(dir, "theirs");
-            fs.mkdirSync(theirs, { mode: 0o755 });
-            execFileSync("chown", ["nobody:nogroup", theirs]);
+        const theirs = path.join(dir, "theirs");
+        fs.mkdirSync(theirs, { mode: 0o755 });
+        execFileSync("chown", ["nobody:nogroup", theirs]);
 
-            const written = lib(dir, `install_file 0600 nobody:nogroup ${theirs}/keys <<<hello; echo "changed=$CHANGED"`);
-            assert.strictEqual(written.status, 0, written.out);
-            assert.strictEqual(written.calls, "runuser -u nobody", "written as the directory's owner");
-            assert.match(written.out, /wrote .*\/theirs\/keys\nchanged=1/);
-            assert.strictEqual(fs.readFileSync(`${theirs}/keys`, "utf8"), "hello\n");
-            assert.strictEqual(execFileSync("stat", ["-c", "%a %U:%G", `${theirs}/keys`], { encoding: "utf8" }).trim(), "600 nobody:nogroup");
-            const again = lib(dir, `CHANGED=0; install_file 0600 nobody:nogroup ${theirs}/keys <<<hello; echo "changed=$CHANGED"`);
-            assert.match(again.out, /changed=0/, "unchanged content is not rewritten");
+        const written = lib(dir, `install_file 0600 nobody:nogroup ${theirs}/keys <<<hello; echo "changed=$CHANGED"`);
+        assert.strictEqual(written.status, 0, written.out);
+        assert.strictEqual(written.calls, "runuser -u nobody", "written as the directory's owner");
+        assert.match(written.out, /wrote .*\/theirs\/keys\nchanged=1/);
+        assert.strictEqual(fs.readFileSync(`${theirs}/keys`, "utf8"), "hello\n");
+        assert.strictEqual(execFileSync("stat", ["-c", "%a %U:%G", `${theirs}/keys`], { encoding: "utf8" }).trim(), "600 nobody:nogroup");
+        const again = lib(dir, `CHANGED=0; install_file 0600 nobody:nogroup ${theirs}/keys <<<hello; echo "changed=$CHANGED"`);
+        assert.match(again.out, /changed=0/, "unchanged content is not rewritten");
 
-            fs.rmSync(`${dir}/runuser-calls`);
-            const made = lib(dir, `ensure_dir 0700 nobody:nogroup ${theirs}/.ssh`);
-            assert.strictEqual(made.status, 0, made.out);
-            assert.strictEqual(made.calls, "runuser -u nobody");
-            assert.strictEqual(execFileSync("stat", ["-c", "%a %U", `${theirs}/.ssh`], { encoding: "utf8" }).trim(), "700 nobody");
+        fs.rmSync(`${dir}/runuser-calls`);
+        const made = lib(dir, `ensure_dir 0700 nobody:nogroup ${theirs}/.ssh`);
+        assert.strictEqual(made.status, 0, made.out);
+        assert.strictEqual(made.calls, "runuser -u nobody");
+        assert.strictEqual(execFileSync("stat", ["-c", "%a %U", `${theirs}/.ssh`], { encoding: "utf8" }).trim(), "700 nobody");
 
-            fs.rmSync(`${dir}/runuser-calls`);
-            const refused = lib(dir, `echo x | install_file 0644 root:root ${theirs}/root-file`);
-            assert.strictEqual(refused.status, 1);
-            assert.match(refused.out, /error: .*\/theirs\/root-file: its directory belongs to nobody; root writes only in root's directories and root only in theirs/);
-            assert.ok(!fs.existsSync(`${theirs}/root-file`));
+        fs.rmSync(`${dir}/runuser-calls`);
+        const refused = lib(dir, `echo x | install_file 0644 root:root ${theirs}/root-file`);
+        assert.strictEqual(refused.status, 1);
+        assert.match(refused.out, /error: .*\/theirs\/root-file: its directory belongs to nobody; root writes only in root's directories and root only in theirs/);
+        assert.ok(!fs.existsSync(`${theirs}/root-file`));
 
-            const ours = lib(dir, `echo x | install_file 0640 root:nogroup ${dir}/ours`);
-            assert.strictEqual(ours.status, 0, ours.out);
-            assert.strictEqual(ours.calls, "", "root's own directory: root writes");
-            assert.strictEqual(execFileSync("stat", ["-c", "%a %U:%G", `${dir}/ours`], { encoding: "utf8" }).trim(), "640 root:nogroup");
-        } finally {
-            fs.rmSync(dir, { recursive: true, force: true });
-        }
+        const ours = lib(dir, `echo x | install_file 0640 root:nogroup ${dir}/ours`);
+        assert.strictEqual(ours.status, 0, ours.out);
+        assert.strictEqual(ours.calls, "", "root's own directory: root writes");
+        assert.strictEqual(execFileSync("stat", ["-c", "%a %U:%G", `${dir}/ours`], { encoding: "utf8" }).trim(), "640 root:nogroup");
     });
 
     it("the environment's directories that hold root's scripts and the app's secrets are root's", () => {
@@ -539,7 +517,7 @@ describe("teardown: a running deploy of the environment", () => {
     });
 
     it("waits for the deploy to finish, then removes; with no deploy (or no lock file yet) it goes on at once", async () => {
-        const dir = tmpdir("teardown-lock");
+        const dir = tempDir("teardown-lock");
         const lock = path.join(dir, "deploy.lock");
         let holder: ReturnType<typeof spawn> | undefined;
         try {
@@ -554,12 +532,11 @@ describe("teardown: a running deploy of the environment", () => {
             assert.ok(Date.now() - started >= 500, "it went on before the deploy had finished");
         } finally {
             holder?.kill();
-            fs.rmSync(dir, { recursive: true, force: true });
         }
     });
 
     it("a deploy that outlasts lockTimeout stops the teardown before it removes anything, and says so", async () => {
-        const dir = tmpdir("teardown-lock");
+        const dir = tempDir("teardown-lock");
         const lock = path.join(dir, "deploy.lock");
         fs.writeFileSync(lock, "");
         const holder = await holdLock(lock, 30);
@@ -570,89 +547,76 @@ describe("teardown: a running deploy of the environment", () => {
             assert.match(r.stderr, new RegExp(`a deploy of sample-app-live still held ${lock} after 1s; nothing was removed\\. Run pulumi destroy again when it has finished`));
         } finally {
             holder.kill();
-            fs.rmSync(dir, { recursive: true, force: true });
         }
     });
 });
 
 describe("environment step: the traffic ports of an existing environment", () => {
     it("stop the setup before it changes anything when the config moves them, naming both; the claims record them", () => {
-        const dir = tmpdir("ports");
-        try {
-            const script = (extra: Record<string, string>) => {
-                const s = parseSettings({ sshPublicKey: PUB, sshPrivateKey: PRIV, appName: APP, ...extra }, "live");
-                const env = layout(APP, "live", s.ports);
-                return environmentStep(s, env).script.split(env.stateDir).join(dir);
-            };
-            /** The step's check, then its record, with the library's install_file; what they said. */
-            const run = (extra: Record<string, string>) => runCheckThenRecord(script(extra), "check_traffic_ports", "record_claims",
-                { functions: ["recorded_traffic_ports", "own_claims"], lines: [/^readonly LEGACY_TRAFFIC_PORTS_FILE=.*$/m] });
-            const claims = () => fs.readFileSync(`${dir}/claims`, "utf8");
-            const first = run({});
-            assert.strictEqual(first.status, 0, first.stderr);
-            assert.match(claims(), /^port 3000 proxyPort\nport 3001 slot1Port\nport 3002 slot2Port\n/m);
-            assert.strictEqual(run({ nrepl1Port: "7101" }).status, 0, "the same traffic ports again (an nREPL port may change)");
-            const moved = run({ proxyPort: "4000" });
-            assert.strictEqual(moved.status, 1);
-            assert.doesNotMatch(moved.stdout, /checked/);
-            assert.match(moved.stderr, /error: the ports of czd-unit-app-live are 'proxy 3000 slots 3001 3002' on the server, and the config says 'proxy 4000 slots 3001 3002': ports cannot change once an environment exists .*nothing was changed/);
-            assert.match(claims(), /^port 3000 proxyPort$/m, "the record stays");
-            const slots = run({ slot2Port: "3003" });
-            assert.match(slots.stderr, /are 'proxy 3000 slots 3001 3002' on the server, and the config says 'proxy 3000 slots 3001 3003'/);
-            const step = script({});
-            assert.ok(step.indexOf("\n  check_traffic_ports\n") > 0 && step.indexOf("\n  check_traffic_ports\n") < step.indexOf("\n  ensure_app_user\n"), "the check comes first");
-        } finally {
-            fs.rmSync(dir, { recursive: true, force: true });
-        }
+        const dir = tempDir("ports");
+        const script = (extra: Record<string, string>) => {
+            const s = parseSettings({ sshPublicKey: PUB, sshPrivateKey: PRIV, appName: APP, ...extra }, "live");
+            const env = layout(APP, "live", s.ports);
+            return environmentStep(s, env).script.split(env.stateDir).join(dir);
+        };
+        /** The step's check, then its record, with the library's install_file; what they said. */
+        const run = (extra: Record<string, string>) => runCheckThenRecord(script(extra), "check_traffic_ports", "record_claims",
+            { functions: ["recorded_traffic_ports", "own_claims"], lines: [/^readonly LEGACY_TRAFFIC_PORTS_FILE=.*$/m] });
+        const claims = () => fs.readFileSync(`${dir}/claims`, "utf8");
+        const first = run({});
+        assert.strictEqual(first.status, 0, first.stderr);
+        assert.match(claims(), /^port 3000 proxyPort\nport 3001 slot1Port\nport 3002 slot2Port\n/m);
+        assert.strictEqual(run({ nrepl1Port: "7101" }).status, 0, "the same traffic ports again (an nREPL port may change)");
+        const moved = run({ proxyPort: "4000" });
+        assert.strictEqual(moved.status, 1);
+        assert.doesNotMatch(moved.stdout, /checked/);
+        assert.match(moved.stderr, /error: the ports of czd-unit-app-live are 'proxy 3000 slots 3001 3002' on the server, and the config says 'proxy 4000 slots 3001 3002': ports cannot change once an environment exists .*nothing was changed/);
+        assert.match(claims(), /^port 3000 proxyPort$/m, "the record stays");
+        const slots = run({ slot2Port: "3003" });
+        assert.match(slots.stderr, /are 'proxy 3000 slots 3001 3002' on the server, and the config says 'proxy 3000 slots 3001 3003'/);
+        const step = script({});
+        assert.ok(step.indexOf("\n  check_traffic_ports\n") > 0 && step.indexOf("\n  check_traffic_ports\n") < step.indexOf("\n  ensure_app_user\n"), "the check comes first");
     });
 
     it("a server set up before the claims: the traffic-ports file it recorded counts, until the claims replace it", () => {
-        const dir = tmpdir("ports-legacy");
-        try {
-            const run = (extra: Record<string, string>) => {
-                const s = parseSettings({ sshPublicKey: PUB, sshPrivateKey: PRIV, appName: APP, ...extra }, "live");
-                const env = layout(APP, "live", s.ports);
-                return runCheckThenRecord(environmentStep(s, env).script.split(env.stateDir).join(dir), "check_traffic_ports", "record_claims",
-                    { functions: ["recorded_traffic_ports", "own_claims"], lines: [/^readonly LEGACY_TRAFFIC_PORTS_FILE=.*$/m] });
-            };
-            fs.writeFileSync(`${dir}/traffic-ports`, "proxy 3000 slots 3001 3002\n");
-            const moved = run({ slot1Port: "3005" });
-            assert.strictEqual(moved.status, 1);
-            assert.match(moved.stderr, /are 'proxy 3000 slots 3001 3002' on the server, and the config says 'proxy 3000 slots 3005 3002'/);
-            const same = run({});
-            assert.strictEqual(same.status, 0, same.stderr);
-            assert.ok(!fs.existsSync(`${dir}/traffic-ports`), "one record: the claims");
-            assert.match(fs.readFileSync(`${dir}/claims`, "utf8"), /^port 3001 slot1Port$/m);
-        } finally {
-            fs.rmSync(dir, { recursive: true, force: true });
-        }
+        const dir = tempDir("ports-legacy");
+        const run = (extra: Record<string, string>) => {
+            const s = parseSettings({ sshPublicKey: PUB, sshPrivateKey: PRIV, appName: APP, ...extra }, "live");
+            const env = layout(APP, "live", s.ports);
+            return runCheckThenRecord(environmentStep(s, env).script.split(env.stateDir).join(dir), "check_traffic_ports", "record_claims",
+                { functions: ["recorded_traffic_ports", "own_claims"], lines: [/^readonly LEGACY_TRAFFIC_PORTS_FILE=.*$/m] });
+        };
+        fs.writeFileSync(`${dir}/traffic-ports`, "proxy 3000 slots 3001 3002\n");
+        const moved = run({ slot1Port: "3005" });
+        assert.strictEqual(moved.status, 1);
+        assert.match(moved.stderr, /are 'proxy 3000 slots 3001 3002' on the server, and the config says 'proxy 3000 slots 3005 3002'/);
+        const same = run({});
+        assert.strictEqual(same.status, 0, same.stderr);
+        assert.ok(!fs.existsSync(`${dir}/traffic-ports`), "one record: the claims");
+        assert.match(fs.readFileSync(`${dir}/claims`, "utf8"), /^port 3001 slot1Port$/m);
     });
 });
 
 describe("environment step: the stack's key for the deploy user", () => {
     it("adds this stack's key, keeps the others, once; on a server another stack owns only this step adds it", () => {
-        const dir = tmpdir("deploy-key");
-        try {
-            const other = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOtherStackKeyOtherStackKeyOtherStackKey1 owner";
-            fs.mkdirSync(path.join(dir, ".ssh"));
-            fs.writeFileSync(path.join(dir, ".ssh", "authorized_keys"), `${other}\n`);
-            const s = parseSettings({ sshPublicKey: PUB, sshPrivateKey: PRIV, appName: APP, provider: "existing", serverStack: "live" }, "beta");
-            const step = environmentStep(s, layout(APP, "beta", s.ports)).script;
-            assert.match(step, /\nmain\(\) \{\n  claim_environment\n  authorize_deploy_key "\$STACK_KEY"\n/);
-            const run = () => spawnSync("bash", ["-c", ["STEP=test; set -euo pipefail", render("lib.sh", {}),
-                `getent() { echo "deploy:x:1000:1000::${dir}:/bin/bash"; }`, step.match(/^readonly STACK_KEY=.*$/m)![0],
-                functionSource(step, "authorize_deploy_key").split("deploy:deploy").join("root:root").split(DEPLOY_KEYS_LOCK).join(path.join(dir, "keys.lock")),
-                'authorize_deploy_key "$STACK_KEY"'].join("\n")],
-                { encoding: "utf8" });
-            for (const attempt of [1, 2]) {
-                const r = run();
-                assert.strictEqual(r.status, 0, r.stderr);
-                assert.strictEqual(fs.readFileSync(path.join(dir, ".ssh", "authorized_keys"), "utf8"), `${other}\n${PUB}\n`, `after run ${attempt}`);
-            }
-            assert.strictEqual(fs.statSync(path.join(dir, ".ssh", "authorized_keys")).mode & 0o777, 0o600);
-        } finally {
-            fs.rmSync(dir, { recursive: true, force: true });
+        const dir = tempDir("deploy-key");
+        const other = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOtherStackKeyOtherStackKeyOtherStackKey1 owner";
+        fs.mkdirSync(path.join(dir, ".ssh"));
+        fs.writeFileSync(path.join(dir, ".ssh", "authorized_keys"), `${other}\n`);
+        const s = parseSettings({ sshPublicKey: PUB, sshPrivateKey: PRIV, appName: APP, provider: "existing", serverStack: "live" }, "beta");
+        const step = environmentStep(s, layout(APP, "beta", s.ports)).script;
+        assert.match(step, /\nmain\(\) \{\n  claim_environment\n  authorize_deploy_key "\$STACK_KEY"\n/);
+        const run = () => spawnSync("bash", ["-c", ["STEP=test; set -euo pipefail", render("lib.sh", {}),
+            `getent() { echo "deploy:x:1000:1000::${dir}:/bin/bash"; }`, step.match(/^readonly STACK_KEY=.*$/m)![0],
+            functionSource(step, "authorize_deploy_key").split("deploy:deploy").join("root:root").split(DEPLOY_KEYS_LOCK).join(path.join(dir, "keys.lock")),
+            'authorize_deploy_key "$STACK_KEY"'].join("\n")],
+            { encoding: "utf8" });
+        for (const attempt of [1, 2]) {
+            const r = run();
+            assert.strictEqual(r.status, 0, r.stderr);
+            assert.strictEqual(fs.readFileSync(path.join(dir, ".ssh", "authorized_keys"), "utf8"), `${other}\n${PUB}\n`, `after run ${attempt}`);
         }
+        assert.strictEqual(fs.statSync(path.join(dir, ".ssh", "authorized_keys")).mode & 0o777, 0o600);
     });
 });
 
@@ -672,18 +636,14 @@ describe("environment step: the server-wide lock around the claims", () => {
     it("comes first in the setup, and takes the checks and the records", () => {
         assert.match(step, /\nmain\(\) \{\n  claim_environment\n/);
         assert.strictEqual(step.match(/check_claims$/gm)!.length, 1, "the checks run only under the lock");
-        const dir = tmpdir("claims-lock");
-        try {
-            const r = claim(path.join(dir, "lib", "claims.lock"));
-            assert.strictEqual(r.status, 0, r.stderr);
-            assert.strictEqual(r.stdout, [...steps, "lock free", ""].join("\n"), "in this order, and the lock is released after them");
-        } finally {
-            fs.rmSync(dir, { recursive: true, force: true });
-        }
+        const dir = tempDir("claims-lock");
+        const r = claim(path.join(dir, "lib", "claims.lock"));
+        assert.strictEqual(r.status, 0, r.stderr);
+        assert.strictEqual(r.stdout, [...steps, "lock free", ""].join("\n"), "in this order, and the lock is released after them");
     });
 
     it("waits for another environment's setup to record its claims; a stuck one stops this setup before it changes anything", async () => {
-        const dir = tmpdir("claims-lock");
+        const dir = tempDir("claims-lock");
         const lock = path.join(dir, "claims.lock");
         fs.writeFileSync(lock, "");
         const holder = spawn("bash", ["-c", `exec 9>>"$1"; flock 9; exec sleep 30`, "hold", lock], { stdio: "ignore" });
@@ -695,80 +655,71 @@ describe("environment step: the server-wide lock around the claims", () => {
             assert.match(r.stderr, new RegExp(`error: another environment's setup on this server held ${lock} for 1s; nothing was changed\\. Run pulumi up again when it has finished`));
         } finally {
             holder.kill();
-            fs.rmSync(dir, { recursive: true, force: true });
         }
     });
 });
 
 describe("environment step: what environments on one server hold alone (ports, server name)", () => {
     it("stops a setup whose ports or domain another environment on the server holds, whichever stack made it, naming each; records its own", () => {
-        const root = tmpdir("claims");
-        try {
-            /** The step's claims check, then its record, for an environment in a server whose apps live under `root`. */
-            const run = (environment: string, stack: string, extra: Record<string, string>) => {
-                const s = parseSettings({ sshPublicKey: PUB, sshPrivateKey: PRIV, appName: APP, environment, ...extra }, stack);
-                const env = layout(APP, environment, s.ports);
-                fs.mkdirSync(`${root}/${APP}/${environment}/state`, { recursive: true });
-                const sc = environmentStep(s, env).script.split(`${APPS_ROOT}/`).join(`${root}/`);
-                return runCheckThenRecord(sc, "check_claims", "record_claims", { functions: ["own_claims", "conflicting_claims"], lines: [/^readonly LEGACY_TRAFFIC_PORTS_FILE=.*$/m] });
-            };
-            const claims = (environment: string) => fs.readFileSync(`${root}/${APP}/${environment}/state/claims`, "utf8");
-            assert.strictEqual(run("live", "live", {}).status, 0);
-            assert.strictEqual(claims("live"), `# ${APP}-live (stack live)\nport 3000 proxyPort\nport 3001 slot1Port\nport 3002 slot2Port\n` +
-                "port 7001 nrepl1Port\nport 7002 nrepl2Port\nserver _ domain\n");
-            const betaPorts = { proxyPort: "4000", slot1Port: "4001", slot2Port: "4002", nrepl1Port: "4101", nrepl2Port: "4102" };
-            const beta = run("beta", "beta", { ...betaPorts, domain: "beta.example.com" });
-            assert.strictEqual(beta.status, 0, beta.stderr);
-            assert.strictEqual(run("live", "live", {}).status, 0, "its own record is no conflict");
-            // A third stack that shares the server: it collides with beta, which its preview does not see.
-            const staging = run("staging", "staging", { proxyPort: "5000", slot1Port: "4002", slot2Port: "5002", nrepl1Port: "5101", nrepl2Port: "5102",
-                domain: "beta.example.com" });
-            assert.strictEqual(staging.status, 1, staging.stdout);
-            assert.doesNotMatch(staging.stdout, /checked/);
-            assert.match(staging.stderr, new RegExp(`error: ${APP}-staging would take what other environments on this server hold; nothing was changed\\. ` +
-                `Give it ports \\(and a domain\\) of its own:\n  slot1Port = 4002 is slot2Port of ${APP}-beta \\(stack beta\\) already\n` +
-                `  domain = beta\\.example\\.com is the domain of ${APP}-beta \\(stack beta\\) already\n?$`));
-            assert.ok(!fs.existsSync(`${root}/${APP}/staging/state/claims`), "nothing recorded");
-            const second = run("staging", "staging", { proxyPort: "5000", slot1Port: "5001", slot2Port: "5002", nrepl1Port: "5101", nrepl2Port: "5102" });
-            assert.strictEqual(second.status, 1);
-            assert.match(second.stderr, new RegExp(`  domain is empty, and so is that of ${APP}-live \\(stack live\\): nginx has one default server`));
-            // The live stack renamed its environment: its old one still holds the ports until it is destroyed.
-            const renamed = run("prod", "live", {});
-            assert.strictEqual(renamed.status, 1);
-            assert.match(renamed.stderr, new RegExp(`  proxyPort = 3000 is proxyPort of ${APP}-live \\(stack live\\) already\n[^]*` +
-                `\n${APP}-live \\(stack live\\) is this stack's own, from before a change of appName or environment: an environment cannot be renamed in place\\.`));
-            assert.doesNotMatch(staging.stderr, /this stack's own/);
-            const liveSettings = parseSettings({ sshPublicKey: PUB, sshPrivateKey: PRIV, appName: APP }, "live");
-            const step = environmentStep(liveSettings, layout(APP, "live", liveSettings.ports)).script;
-            assert.ok(step.indexOf("\n  check_claims\n") > 0 && step.indexOf("\n  check_claims\n") < step.indexOf("\n  ensure_app_user\n"), "the check comes before any change");
-            assert.ok(step.includes(`for file in ${APPS_ROOT}/*/*/state/claims; do`), "it reads every environment's record");
-        } finally {
-            fs.rmSync(root, { recursive: true, force: true });
-        }
+        const root = tempDir("claims");
+        /** The step's claims check, then its record, for an environment in a server whose apps live under `root`. */
+        const run = (environment: string, stack: string, extra: Record<string, string>) => {
+            const s = parseSettings({ sshPublicKey: PUB, sshPrivateKey: PRIV, appName: APP, environment, ...extra }, stack);
+            const env = layout(APP, environment, s.ports);
+            fs.mkdirSync(`${root}/${APP}/${environment}/state`, { recursive: true });
+            const sc = environmentStep(s, env).script.split(`${APPS_ROOT}/`).join(`${root}/`);
+            return runCheckThenRecord(sc, "check_claims", "record_claims", { functions: ["own_claims", "conflicting_claims"], lines: [/^readonly LEGACY_TRAFFIC_PORTS_FILE=.*$/m] });
+        };
+        const claims = (environment: string) => fs.readFileSync(`${root}/${APP}/${environment}/state/claims`, "utf8");
+        assert.strictEqual(run("live", "live", {}).status, 0);
+        assert.strictEqual(claims("live"), `# ${APP}-live (stack live)\nport 3000 proxyPort\nport 3001 slot1Port\nport 3002 slot2Port\n` +
+            "port 7001 nrepl1Port\nport 7002 nrepl2Port\nserver _ domain\n");
+        const betaPorts = { proxyPort: "4000", slot1Port: "4001", slot2Port: "4002", nrepl1Port: "4101", nrepl2Port: "4102" };
+        const beta = run("beta", "beta", { ...betaPorts, domain: "beta.example.com" });
+        assert.strictEqual(beta.status, 0, beta.stderr);
+        assert.strictEqual(run("live", "live", {}).status, 0, "its own record is no conflict");
+        // A third stack that shares the server: it collides with beta, which its preview does not see.
+        const staging = run("staging", "staging", { proxyPort: "5000", slot1Port: "4002", slot2Port: "5002", nrepl1Port: "5101", nrepl2Port: "5102",
+            domain: "beta.example.com" });
+        assert.strictEqual(staging.status, 1, staging.stdout);
+        assert.doesNotMatch(staging.stdout, /checked/);
+        assert.match(staging.stderr, new RegExp(`error: ${APP}-staging would take what other environments on this server hold; nothing was changed\\. ` +
+            `Give it ports \\(and a domain\\) of its own:\n  slot1Port = 4002 is slot2Port of ${APP}-beta \\(stack beta\\) already\n` +
+            `  domain = beta\\.example\\.com is the domain of ${APP}-beta \\(stack beta\\) already\n?$`));
+        assert.ok(!fs.existsSync(`${root}/${APP}/staging/state/claims`), "nothing recorded");
+        const second = run("staging", "staging", { proxyPort: "5000", slot1Port: "5001", slot2Port: "5002", nrepl1Port: "5101", nrepl2Port: "5102" });
+        assert.strictEqual(second.status, 1);
+        assert.match(second.stderr, new RegExp(`  domain is empty, and so is that of ${APP}-live \\(stack live\\): nginx has one default server`));
+        // The live stack renamed its environment: its old one still holds the ports until it is destroyed.
+        const renamed = run("prod", "live", {});
+        assert.strictEqual(renamed.status, 1);
+        assert.match(renamed.stderr, new RegExp(`  proxyPort = 3000 is proxyPort of ${APP}-live \\(stack live\\) already\n[^]*` +
+            `\n${APP}-live \\(stack live\\) is this stack's own, from before a change of appName or environment: an environment cannot be renamed in place\\.`));
+        assert.doesNotMatch(staging.stderr, /this stack's own/);
+        const liveSettings = parseSettings({ sshPublicKey: PUB, sshPrivateKey: PRIV, appName: APP }, "live");
+        const step = environmentStep(liveSettings, layout(APP, "live", liveSettings.ports)).script;
+        assert.ok(step.indexOf("\n  check_claims\n") > 0 && step.indexOf("\n  check_claims\n") < step.indexOf("\n  ensure_app_user\n"), "the check comes before any change");
+        assert.ok(step.includes(`for file in ${APPS_ROOT}/*/*/state/claims; do`), "it reads every environment's record");
     });
 });
 
 describe("environment step: the stack that owns an environment", () => {
     it("stops another stack that names the same environment before it changes anything; the first setup records the owner", () => {
-        const dir = tmpdir("owner-stack");
-        try {
-            /** The step's owner check, then its record, for `stack` with environment "live". */
-            const run = (stack: string) => {
-                const s = parseSettings({ sshPublicKey: PUB, sshPrivateKey: PRIV, appName: APP, environment: "live" }, stack);
-                const env = layout(APP, "live", s.ports);
-                const sc = environmentStep(s, env).script.split(`${env.stateDir}/owner-stack`).join(`${dir}/owner-stack`);
-                return runCheckThenRecord(sc, "check_owner_stack", "record_owner_stack", { lines: [/^readonly OWNER_STACK_FILE=.*$/m] });
-            };
-            assert.strictEqual(run("live").status, 0);
-            assert.strictEqual(fs.readFileSync(`${dir}/owner-stack`, "utf8"), "live\n");
-            assert.strictEqual(run("live").status, 0, "its own stack again");
-            const other = run("staging");
-            assert.strictEqual(other.status, 1);
-            assert.doesNotMatch(other.stdout, /checked/);
-            assert.match(other.stderr, /error: environment live of czd-unit-app on this server belongs to stack 'live', and this is stack 'staging'; nothing was changed\. Give this stack its own environment/);
-            assert.strictEqual(fs.readFileSync(`${dir}/owner-stack`, "utf8"), "live\n");
-        } finally {
-            fs.rmSync(dir, { recursive: true, force: true });
-        }
+        const dir = tempDir("owner-stack");
+        /** The step's owner check, then its record, for `stack` with environment "live". */
+        const run = (stack: string) => {
+            const s = parseSettings({ sshPublicKey: PUB, sshPrivateKey: PRIV, appName: APP, environment: "live" }, stack);
+            const env = layout(APP, "live", s.ports);
+            const sc = environmentStep(s, env).script.split(`${env.stateDir}/owner-stack`).join(`${dir}/owner-stack`);
+            return runCheckThenRecord(sc, "check_owner_stack", "record_owner_stack", { lines: [/^readonly OWNER_STACK_FILE=.*$/m] });
+        };
+        assert.strictEqual(run("live").status, 0);
+        assert.strictEqual(fs.readFileSync(`${dir}/owner-stack`, "utf8"), "live\n");
+        assert.strictEqual(run("live").status, 0, "its own stack again");
+        const other = run("staging");
+        assert.strictEqual(other.status, 1);
+        assert.doesNotMatch(other.stdout, /checked/);
+        assert.match(other.stderr, /error: environment live of czd-unit-app on this server belongs to stack 'live', and this is stack 'staging'; nothing was changed\. Give this stack its own environment/);
+        assert.strictEqual(fs.readFileSync(`${dir}/owner-stack`, "utf8"), "live\n");
     });
 });

@@ -5,7 +5,6 @@
 import * as assert from "assert";
 import { execFileSync, spawnSync } from "child_process";
 import * as fs from "fs";
-import * as os from "os";
 import * as path from "path";
 import { parseSettings, Settings } from "../../infra/config";
 import { environmentStep, letsencryptStep, renderEnvironmentFiles, renderTeardown, renderTlsInstaller } from "../../infra/host-files";
@@ -13,7 +12,8 @@ import { CERTBOT_DEPLOY_HOOK, layout } from "../../infra/names";
 import { program } from "../../infra/program";
 import { render } from "../../infra/render";
 import { runUnderMocks } from "../support/pulumi-mocks";
-import { functionBody, functionSource, shellcheck, tmpdir } from "../support/shell";
+import { functionBody, functionSource, shellcheck } from "../support/shell";
+import { tempDir } from "../support/tmp";
 
 const PUB = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGxhbWJkYWxhbWJkYWxhbWJkYWxhbWJkYWxhbWJkYQ unit@test";
 const PRIV = "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n";
@@ -21,7 +21,7 @@ const DOMAIN = "app.example.com";
 const COMMAND = "command:remote:Command";
 
 /** A self-signed certificate and key for DOMAIN. */
-const certDir = tmpdir("tls-cert");
+const certDir = tempDir("tls-cert");
 execFileSync("openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", `/CN=${DOMAIN}`,
     "-addext", `subjectAltName=DNS:${DOMAIN}`, "-keyout", path.join(certDir, "key.pem"), "-out", path.join(certDir, "cert.pem")],
 { stdio: ["ignore", "ignore", "pipe"] });
@@ -101,7 +101,7 @@ describe("HTTPS", () => {
                 custom: renderEnvironmentFiles(settingsFor(CUSTOM), env).nginxSite,
             };
             for (const [name, text] of Object.entries(variants)) {
-                const dir = tmpdir("nginx-tls");
+                const dir = tempDir("nginx-tls");
                 const site = [env.letsencryptCertificate, env.customCertificate].reduce((s, p) => s.split(p).join(path.join(certDir, "cert.pem")), text);
                 const withKey = [env.letsencryptKey, env.customKey].reduce((s, p) => s.split(p).join(path.join(certDir, "key.pem")), site);
                 fs.writeFileSync(path.join(dir, "site.conf"), withKey);
@@ -110,7 +110,6 @@ describe("HTTPS", () => {
                 const res = spawnSync("nginx", ["-t", "-p", dir, "-c", path.join(dir, "nginx.conf")], { encoding: "utf8" });
                 assert.strictEqual(res.status, 0, `${name}: ${res.stderr}`);
                 assert.match(res.stderr, /test is successful/, name);
-                fs.rmSync(dir, { recursive: true, force: true });
             }
         });
     });
@@ -138,32 +137,28 @@ describe("HTTPS", () => {
         });
 
         it("letsencrypt step: after a change of acmeServer (staging to production) the certificate is renewed from the new server at once, not kept until due", () => {
-            const dir = tmpdir("acme-server");
-            try {
-                const production = "https://acme-v02.api.letsencrypt.org/directory";
-                const conf = path.join(dir, "renewal.conf");
-                const script = letsencryptStep(settingsFor({ tls: "letsencrypt", acmeServer: production }), env).script.split(env.letsencryptRenewalConf).join(conf);
-                /** obtain_certificate with a certbot that records its arguments; what it was given and logged. */
-                const obtain = () => {
-                    const r = spawnSync("bash", ["-c", ["set -euo pipefail", "log() { echo \"log: $*\"; }", 'die() { echo "die: $*"; exit 1; }',
-                        `certbot() { echo "certbot $*" >>${dir}/calls; }`, ...["certificate_server", "request_certificate", "obtain_certificate"].map(f => functionSource(script, f)),
-                        "obtain_certificate"].join("\n")], { encoding: "utf8" });
-                    const calls = fs.existsSync(path.join(dir, "calls")) ? fs.readFileSync(path.join(dir, "calls"), "utf8") : "";
-                    fs.rmSync(path.join(dir, "calls"), { force: true });
-                    return { out: r.stdout + r.stderr, calls };
-                };
-                const first = obtain();
-                assert.match(first.calls, /^certbot certonly --non-interactive --agree-tos --keep-until-expiring --webroot /, `no certificate yet: a plain request\n${first.out}`);
-                fs.writeFileSync(conf, "version = 2.1.0\narchive_dir = /etc/letsencrypt/archive/x\n[renewalparams]\nserver = https://acme-staging-v02.api.letsencrypt.org/directory\n");
-                const switched = obtain();
-                assert.match(switched.calls, /certbot certonly --non-interactive --agree-tos --keep-until-expiring --force-renewal /);
-                assert.match(switched.out, /log: the certificate for app\.example\.com came from https:\/\/acme-staging-v02\.api\.letsencrypt\.org\/directory; getting one from https:\/\/acme-v02/);
-                fs.writeFileSync(conf, `[renewalparams]\nserver = ${production}\n`);
-                const same = obtain();
-                assert.match(same.calls, /^certbot certonly --non-interactive --agree-tos --keep-until-expiring --webroot /, "the same server: kept until due");
-            } finally {
-                fs.rmSync(dir, { recursive: true, force: true });
-            }
+            const dir = tempDir("acme-server");
+            const production = "https://acme-v02.api.letsencrypt.org/directory";
+            const conf = path.join(dir, "renewal.conf");
+            const script = letsencryptStep(settingsFor({ tls: "letsencrypt", acmeServer: production }), env).script.split(env.letsencryptRenewalConf).join(conf);
+            /** obtain_certificate with a certbot that records its arguments; what it was given and logged. */
+            const obtain = () => {
+                const r = spawnSync("bash", ["-c", ["set -euo pipefail", "log() { echo \"log: $*\"; }", 'die() { echo "die: $*"; exit 1; }',
+                    `certbot() { echo "certbot $*" >>${dir}/calls; }`, ...["certificate_server", "request_certificate", "obtain_certificate"].map(f => functionSource(script, f)),
+                    "obtain_certificate"].join("\n")], { encoding: "utf8" });
+                const calls = fs.existsSync(path.join(dir, "calls")) ? fs.readFileSync(path.join(dir, "calls"), "utf8") : "";
+                fs.rmSync(path.join(dir, "calls"), { force: true });
+                return { out: r.stdout + r.stderr, calls };
+            };
+            const first = obtain();
+            assert.match(first.calls, /^certbot certonly --non-interactive --agree-tos --keep-until-expiring --webroot /, `no certificate yet: a plain request\n${first.out}`);
+            fs.writeFileSync(conf, "version = 2.1.0\narchive_dir = /etc/letsencrypt/archive/x\n[renewalparams]\nserver = https://acme-staging-v02.api.letsencrypt.org/directory\n");
+            const switched = obtain();
+            assert.match(switched.calls, /certbot certonly --non-interactive --agree-tos --keep-until-expiring --force-renewal /);
+            assert.match(switched.out, /log: the certificate for app\.example\.com came from https:\/\/acme-staging-v02\.api\.letsencrypt\.org\/directory; getting one from https:\/\/acme-v02/);
+            fs.writeFileSync(conf, `[renewalparams]\nserver = ${production}\n`);
+            const same = obtain();
+            assert.match(same.calls, /^certbot certonly --non-interactive --agree-tos --keep-until-expiring --webroot /, "the same server: kept until due");
         });
 
         describe("letsencrypt step: when certbot fails, advice by its reason", () => {
@@ -173,20 +168,16 @@ describe("HTTPS", () => {
              * succeeds), no pause between tries; what it printed, its exit code and certbot's calls.
              */
             function obtainWith(outputs: string[]) {
-                const dir = tmpdir("certbot-fails");
-                try {
-                    outputs.forEach((o, i) => fs.writeFileSync(path.join(dir, `out${i + 1}`), o));
-                    const certbot = `certbot() { local n; n=$(( $(cat ${dir}/n 2>/dev/null || echo 0) + 1 )); echo "$n" >${dir}/n; ` +
-                        `if [ -f ${dir}/out$n ]; then cat ${dir}/out$n; return 1; fi; echo "Successfully received certificate."; }`;
-                    const r = spawnSync("bash", ["-c", ["set -euo pipefail", 'log() { echo "log: $*"; }', 'die() { echo "die: $*"; exit 1; }',
-                        'dns_hint() { printf "(the DNS hint)"; }', certbot,
-                        ...script.match(/^readonly CERTBOT_BUSY_PAUSE=.*$/m)!.map(l => l.replace(/PAUSE=\d+/, "PAUSE=0")),
-                        ...["certbot_busy", "certbot_advice", "certificate_server", "request_certificate", "obtain_certificate"].map(f => functionSource(script, f)),
-                        "obtain_certificate"].join("\n")], { encoding: "utf8" });
-                    return { status: r.status, out: r.stdout + r.stderr, calls: Number(fs.readFileSync(path.join(dir, "n"), "utf8")) };
-                } finally {
-                    fs.rmSync(dir, { recursive: true, force: true });
-                }
+                const dir = tempDir("certbot-fails");
+                outputs.forEach((o, i) => fs.writeFileSync(path.join(dir, `out${i + 1}`), o));
+                const certbot = `certbot() { local n; n=$(( $(cat ${dir}/n 2>/dev/null || echo 0) + 1 )); echo "$n" >${dir}/n; ` +
+                    `if [ -f ${dir}/out$n ]; then cat ${dir}/out$n; return 1; fi; echo "Successfully received certificate."; }`;
+                const r = spawnSync("bash", ["-c", ["set -euo pipefail", 'log() { echo "log: $*"; }', 'die() { echo "die: $*"; exit 1; }',
+                    'dns_hint() { printf "(the DNS hint)"; }', certbot,
+                    ...script.match(/^readonly CERTBOT_BUSY_PAUSE=.*$/m)!.map(l => l.replace(/PAUSE=\d+/, "PAUSE=0")),
+                    ...["certbot_busy", "certbot_advice", "certificate_server", "request_certificate", "obtain_certificate"].map(f => functionSource(script, f)),
+                    "obtain_certificate"].join("\n")], { encoding: "utf8" });
+                return { status: r.status, out: r.stdout + r.stderr, calls: Number(fs.readFileSync(path.join(dir, "n"), "utf8")) };
             }
             const busy = "Another instance of Certbot is already running.\nAsk for help or search for solutions at https://community.letsencrypt.org.\n";
 
@@ -233,23 +224,19 @@ describe("HTTPS", () => {
         });
 
         it("teardown removes the environment's certificates, whichever TLS mode it had: certbot's lineage, the ACME webroot, a custom key", () => {
-            const dir = tmpdir("tls-teardown");
-            try {
-                const paths = { renewal: path.join(dir, "renewal.conf"), custom: path.join(dir, "custom"), webroot: path.join(dir, "webroot") };
-                const teardown = renderTeardown(le, { ...env, letsencryptRenewalConf: paths.renewal, customTlsDir: paths.custom, acmeWebroot: paths.webroot });
-                fs.mkdirSync(paths.custom);
-                fs.writeFileSync(path.join(paths.custom, "privkey.pem"), KEY);
-                fs.mkdirSync(paths.webroot);
-                fs.writeFileSync(paths.renewal, "server = x\n");
-                const r = spawnSync("bash", ["-c", ["set -euo pipefail", "log() { echo \"log: $*\"; }", `certbot() { echo "certbot $*" >>${dir}/calls; }`,
-                    functionSource(teardown, "remove_tls"), "remove_tls"].join("\n")], { encoding: "utf8" });
-                assert.strictEqual(r.status, 0, r.stderr);
-                assert.strictEqual(fs.readFileSync(path.join(dir, "calls"), "utf8"), `certbot delete --non-interactive --cert-name ${env.id}\n`);
-                assert.ok(!fs.existsSync(paths.custom) && !fs.existsSync(paths.webroot), "the key and the webroot are gone");
-                assert.match(functionBody(teardown, "main"), /remove_site\n  remove_tls\n  remove_files/);
-            } finally {
-                fs.rmSync(dir, { recursive: true, force: true });
-            }
+            const dir = tempDir("tls-teardown");
+            const paths = { renewal: path.join(dir, "renewal.conf"), custom: path.join(dir, "custom"), webroot: path.join(dir, "webroot") };
+            const teardown = renderTeardown(le, { ...env, letsencryptRenewalConf: paths.renewal, customTlsDir: paths.custom, acmeWebroot: paths.webroot });
+            fs.mkdirSync(paths.custom);
+            fs.writeFileSync(path.join(paths.custom, "privkey.pem"), KEY);
+            fs.mkdirSync(paths.webroot);
+            fs.writeFileSync(paths.renewal, "server = x\n");
+            const r = spawnSync("bash", ["-c", ["set -euo pipefail", "log() { echo \"log: $*\"; }", `certbot() { echo "certbot $*" >>${dir}/calls; }`,
+                functionSource(teardown, "remove_tls"), "remove_tls"].join("\n")], { encoding: "utf8" });
+            assert.strictEqual(r.status, 0, r.stderr);
+            assert.strictEqual(fs.readFileSync(path.join(dir, "calls"), "utf8"), `certbot delete --non-interactive --cert-name ${env.id}\n`);
+            assert.ok(!fs.existsSync(paths.custom) && !fs.existsSync(paths.webroot), "the key and the webroot are gone");
+            assert.match(functionBody(teardown, "main"), /remove_site\n  remove_tls\n  remove_files/);
         });
 
         it("the environment step installs the HTTPS site only once its certificate exists, and the HTTP one before", () => {
@@ -284,7 +271,7 @@ describe("HTTPS", () => {
         });
 
         it("renewal deploy hook: reloads nginx only when nginx -t passes, and says why not", () => {
-            const dir = tmpdir("hook");
+            const dir = tempDir("hook");
             const hook = path.join(dir, "hook");
             fs.writeFileSync(hook, render("certbot-deploy-hook.sh", {}), { mode: 0o755 });
             const fakeNginx = (testExit: number) => fs.writeFileSync(path.join(dir, "nginx"),
@@ -299,7 +286,6 @@ describe("HTTPS", () => {
             assert.strictEqual(failed.status, 1);
             assert.match(failed.stderr, /nginx -t failed after renewing \/etc\/letsencrypt\/live\/x; nginx keeps serving the previous certificate/);
             assert.strictEqual(fs.readFileSync(path.join(dir, "calls"), "utf8"), "nginx -t\n", "no reload after a failed test");
-            fs.rmSync(dir, { recursive: true, force: true });
         });
     });
 
