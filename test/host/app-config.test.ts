@@ -7,12 +7,12 @@
 import * as assert from "assert";
 import { spawn } from "child_process";
 import * as fs from "fs";
-import * as os from "os";
 import * as path from "path";
 import { DEPLOY_USER } from "../../infra/names";
 import { makeAppRepo } from "./app-variants";
 import { httpGet, sampleAppLayout, Server, startServer, step, underLoad as underLoadOn } from "./fixture";
 import { gitSshEnv } from "./testhost";
+import { tempDir } from "../support/tmp";
 
 const LAYOUT = sampleAppLayout("live");
 
@@ -43,7 +43,7 @@ describe("app secrets, JVM options and local builds on a test host", function ()
     }
 
     before(async function () {
-        work = fs.mkdtempSync(path.join(os.tmpdir(), "czd-appconfig-"));
+        work = tempDir("appconfig");
         const app = path.join(work, "repo", "app");
         makeAppRepo(app, { version: "1" }, path.join(work, "repo"));
         server = await startServer({ name: "appconfig", index: 23, appPath: app, config: { domain: DOMAIN, startTimeout: "30" } });
@@ -116,7 +116,7 @@ describe("app secrets, JVM options and local builds on a test host", function ()
     it("build: local builds where Pulumi runs and uploads only the jar; the server's Leiningen is never run", async () => {
         // A tripwire in place of the server's lein.
         await server.sh("mv /usr/bin/lein /usr/bin/lein.real && printf '#!/bin/sh\\ntouch /tmp/lein-was-run\\nexit 1\\n' >/usr/bin/lein && chmod 755 /usr/bin/lein");
-        const leinHome = fs.mkdtempSync(path.join(os.tmpdir(), "czd-lein-home-"));
+        const leinHome = tempDir("lein-home");
         fs.copyFileSync(LEIN_PROFILE, path.join(leinHome, "profiles.clj"));
         const saved = process.env.LEIN_HOME;
         process.env.LEIN_HOME = leinHome;

@@ -4,12 +4,12 @@
 // `npm run bench` is where those are measured.
 import * as assert from "assert";
 import * as fs from "fs";
-import * as os from "os";
 import * as path from "path";
 import { DEFAULT_OPTIONS, runBenchmark } from "../../bench/run";
 import { WARMUP_REQUESTS } from "../../bench/methods";
 import { BenchResult, METHOD_NAMES } from "../../bench/report";
 import { ROLLBACK_WARMUP_REQUESTS } from "../../infra/rotation";
+import { tempDir } from "../support/tmp";
 
 describe("benchmark smoke mode (--deploys 1, rotation only)", function () {
     // Host start, setup, two builds and about 30 s of load.
@@ -19,7 +19,7 @@ describe("benchmark smoke mode (--deploys 1, rotation only)", function () {
     let files: { jsonPath: string; markdownPath: string; svgPath: string };
 
     before(async function () {
-        dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-bench-smoke-"));
+        dir = tempDir("bench-smoke");
         const out = await runBenchmark({
             ...DEFAULT_OPTIONS,
             deploys: 1,

@@ -5,13 +5,13 @@ import * as assert from "assert";
 import { execFileSync } from "child_process";
 import * as fs from "fs";
 import * as http from "http";
-import * as os from "os";
 import * as path from "path";
 import { DEFAULTS } from "../../infra/config";
 import { EnvironmentLayout, layout } from "../../infra/names";
 import { LoadReport, startLoad } from "../load/client";
 import { apply, ApplyResult, collect, RemoteResource } from "./harness";
 import { startTestHost, TestHost } from "./testhost";
+import { tempDir } from "../support/tmp";
 
 /** Debian's Clojure libraries, copied into the test host as a local Maven mirror (a server would use Clojars). */
 const MAVEN_MIRROR = "/var/cache/czd-test-maven-repo";
@@ -76,7 +76,7 @@ export async function startServer(opts: ServerOptions): Promise<Server> {
             fs.writeFileSync(path.join(skel, "profiles.clj"), profile);
         });
         const publicKey = execFileSync("ssh-keygen", ["-y", "-f", host.privateKeyPath], { encoding: "utf8" }).trim();
-        const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), `czd-state-${opts.name}-`));
+        const stateDir = tempDir(`state-${opts.name}`);
         const config: Record<string, string> = {
             provider: "existing",
             host: host.address,

@@ -6,12 +6,12 @@ import * as assert from "assert";
 import { ChildProcess, execFileSync, spawn } from "child_process";
 import * as fs from "fs";
 import * as net from "net";
-import * as os from "os";
 import * as path from "path";
 import * as pulumi from "@pulumi/pulumi";
 import * as command from "@pulumi/command";
 
 import { ApplyError, ApplyResult, apply, collect, destroy } from "./harness";
+import { tempDir } from "../support/tmp";
 
 function freePort(): Promise<number> {
     return new Promise((resolve, reject) => {
@@ -123,7 +123,7 @@ describe("harness over real ssh", function () {
     };
 
     before(async function () {
-        tmp = fs.mkdtempSync(path.join(os.tmpdir(), "harness-host-"));
+        tmp = tempDir("harness-host");
         remote = path.join(tmp, "remote");
         fs.mkdirSync(remote);
         execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", path.join(tmp, "host_key")]);

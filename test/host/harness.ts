@@ -8,7 +8,6 @@
 import * as pulumi from "@pulumi/pulumi";
 import { spawn } from "child_process";
 import * as fs from "fs";
-import * as os from "os";
 import * as path from "path";
 
 import {
@@ -31,6 +30,7 @@ import {
     sha256,
     topoOrder,
 } from "./harness-state";
+import { tempDir } from "../support/tmp";
 
 export * from "./harness-state";
 
@@ -421,7 +421,7 @@ export class SshExecutor implements Executor {
     private seq = 0;
 
     constructor(o: SshExecutorOptions = {}) {
-        this.dir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-harness-"));
+        this.dir = tempDir("harness");
         fs.chmodSync(this.dir, 0o700);
         this.envMode = o.envMode ?? "strict";
         this.sshBin = o.ssh ?? "ssh";

@@ -5,11 +5,11 @@
 import * as assert from "assert";
 import { spawn, spawnSync } from "child_process";
 import * as fs from "fs";
-import * as os from "os";
 import * as path from "path";
 import { commitAppVersion, makeAppRepo } from "./app-variants";
 import { Slot, slotProgram } from "../../infra/names";
 import { httpGet, log, sampleAppLayout, Server, startServer, step } from "./fixture";
+import { tempDir } from "../support/tmp";
 
 const ROOT = path.resolve(__dirname, "..", "..");
 const OPS = path.join(ROOT, "scripts", "ops.sh");
@@ -83,7 +83,7 @@ describe("day-2 operations on a test host", function () {
     }
 
     before(async function () {
-        work = fs.mkdtempSync(path.join(os.tmpdir(), "czd-ops-host-"));
+        work = tempDir("ops-host");
         stubDir = path.join(work, "stub");
         fs.mkdirSync(stubDir);
         fs.mkdirSync(path.join(work, "tmp")); // ops.ts puts its key directory here: the test can see it come and go

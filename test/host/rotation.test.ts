@@ -4,7 +4,6 @@
 import * as assert from "assert";
 import { execFileSync, spawn } from "child_process";
 import * as fs from "fs";
-import * as os from "os";
 import * as path from "path";
 import { AppFault, commitAppVersion, makeAppRepo } from "./app-variants";
 import { httpGet, log, sampleAppLayout, Server, startServer, step, underLoad as underLoadOn } from "./fixture";
@@ -12,6 +11,7 @@ import { HEALTH_REQUEST_TIMEOUT_SECONDS } from "../../infra/config";
 import { CONNTRACK_CLOSE_TIMEOUT, JIT_NICE } from "../../infra/rotation";
 import { LoadReport, startLoad } from "../load/client";
 import { gitSshEnv, SSH_OPTIONS } from "./testhost";
+import { tempDir } from "../support/tmp";
 
 const DOMAIN = "shop.test";
 const ENV = "live";
@@ -57,7 +57,7 @@ describe("gated rotation on a test host, under load", function () {
     }
 
     before(async function () {
-        work = fs.mkdtempSync(path.join(os.tmpdir(), "czd-rotation-"));
+        work = tempDir("rotation");
         app = path.join(work, "app");
         commits.v1 = makeAppRepo(app, { version: "1" });
         commits.v2 = commitAppVersion(app, { version: "2" });

@@ -7,9 +7,9 @@ import * as crypto from "crypto";
 import * as fs from "fs";
 import * as http from "http";
 import * as net from "net";
-import * as os from "os";
 import * as path from "path";
 import { commitAppVersion, makeAppRepo } from "./app-variants";
+import { tempDir } from "../support/tmp";
 
 const PROFILE = path.resolve(__dirname, "lein-offline-profile.clj");
 const BUILD_TIMEOUT_MS = 300_000;
@@ -181,7 +181,7 @@ describe("sample-app (offline lein build on this host)", function () {
   before(function () {
     for (const tool of ["lein", "java"]) assert.ok(hasCommand(tool), `${tool} is needed (.ci/run installs it)`);
     assert.ok(fs.existsSync("/usr/share/maven-repo"), "Debian's Clojure libraries are needed (.ci/run installs them)");
-    work = fs.mkdtempSync(path.join(os.tmpdir(), "czd-sample-app-"));
+    work = tempDir("sample-app");
     // A throwaway HOME holding only the offline profile; ~/.m2 fills from file:///usr/share/maven-repo.
     const home = path.join(work, "home");
     fs.mkdirSync(path.join(home, ".lein"), { recursive: true });

@@ -5,10 +5,10 @@ import { spawnSync } from "child_process";
 import * as fs from "fs";
 import * as http from "http";
 import * as net from "net";
-import * as os from "os";
 import * as path from "path";
 import { makeAppRepo } from "./app-variants";
 import { log, sampleAppLayout, Server, startServer, step } from "./fixture";
+import { tempDir } from "../support/tmp";
 
 const ENV = "live";
 const DOMAIN = "app.test";
@@ -77,7 +77,7 @@ describe("host setup on a fresh Debian 12 server", function () {
     let work: string;
 
     before(async function () {
-        work = fs.mkdtempSync(path.join(os.tmpdir(), "czd-setup-"));
+        work = tempDir("setup");
         const appPath = path.join(work, "app");
         makeAppRepo(appPath, { version: "1" });
         server = await startServer({ name: "setup", index: 21, appPath, config: { domain: DOMAIN, environment: ENV } });

@@ -4,12 +4,12 @@
 import * as assert from "assert";
 import { execFileSync } from "child_process";
 import * as fs from "fs";
-import * as os from "os";
 import * as path from "path";
 import { commitAppVersion, makeAppRepo } from "./app-variants";
 import { httpGet, Server, startServer, step, underLoad } from "./fixture";
 import { apply, ApplyResult, collect, destroy, RemoteResource } from "./harness";
 import { layout } from "../../infra/names";
+import { tempDir } from "../support/tmp";
 
 const LIVE_DOMAIN = "live.test";
 const BETA_DOMAIN = "beta.test";
@@ -72,7 +72,7 @@ describe("live and beta on one server", function () {
     }
 
     before(async function () {
-        work = fs.mkdtempSync(path.join(os.tmpdir(), "czd-shared-"));
+        work = tempDir("shared");
         app = path.join(work, "app");
         commits.v1 = makeAppRepo(app, { version: "1" });
         commits.v2 = commitAppVersion(app, { version: "2" });

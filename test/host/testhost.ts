@@ -10,6 +10,7 @@ import { spawn, ChildProcess } from "child_process";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
+import { tempDir } from "../support/tmp";
 
 export interface ExecResult {
     code: number;
@@ -183,7 +184,7 @@ export async function startTestHost(opts: StartOptions = {}): Promise<TestHost> 
 
     // 2. fresh key for this run
     t = Date.now();
-    const keyDir = fs.mkdtempSync(path.join(os.tmpdir(), "czd-testhost-key-"));
+    const keyDir = tempDir("testhost-key");
     const tmpKey = path.join(keyDir, "id_ed25519");
     let state: Record<string, string>;
     try {

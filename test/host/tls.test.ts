@@ -5,11 +5,11 @@
 import * as assert from "assert";
 import { execFileSync, spawnSync } from "child_process";
 import * as fs from "fs";
-import * as os from "os";
 import * as path from "path";
 import { makeAppRepo } from "./app-variants";
 import { log, Server, startServer, step } from "./fixture";
 import { PEBBLE_ACME_PORT, Pebble, startPebble } from "./pebble";
+import { tempDir } from "../support/tmp";
 
 const APP = "sample-app";
 const ENV = "live";
@@ -78,7 +78,7 @@ describe("HTTPS on a Debian 12 server: pebble (real HTTP-01 validation), failure
     let acme: Record<string, string>;
 
     before(async function () {
-        work = fs.mkdtempSync(path.join(os.tmpdir(), "czd-tls-"));
+        work = tempDir("tls");
         const appPath = path.join(work, "app");
         makeAppRepo(appPath, { version: "1" });
         server = await startServer({ name: NAME, index: INDEX, appPath, config: { domain: DOMAIN, environment: ENV } });
