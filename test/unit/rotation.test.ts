@@ -642,7 +642,7 @@ describe("rotation: deploy script", () => {
                 "IN_TIMED_READ=0 PENDING_EXIT= PAUSE_FD= HEALTH_INTERVAL=0.1 HEALTH_MISSES_TO_FAIL=2 BAKING=0 NEW_SLOT_MISSES=0 NEW_SLOT_MISSED=0 HEALTH_REFUSED=0 OLD_PID= BAKE_NEXT_COMPARISON=0",
                 "ENV_ID=shop-production SWITCH_HELPER=/usr/local/sbin/switch NEW_SLOT=2 OLD_SLOT=1 RAMP_MAX_ERROR_PERCENT=5 RAMP_ERROR_MIN_RESPONSES=20",
                 `BAKE_SECONDS=${o.bakeSeconds ?? 2} ANSWERS_WINDOW_SECONDS=${o.windowSeconds ?? 10}`,
-                `ANSWERS_START="${fromRamp}" ANSWERS_SEEN="" ANSWERS_RECENT="" ANSWERS_WINDOWED=0`,
+                `ANSWERS_START="${fromRamp}" ANSWERS_SEEN="" ANSWERS_RECENT=""`,
                 fromRamp ? `ANSWERS_READINGS=("$(now_us) ${fromRamp}")` : "ANSWERS_READINGS=()", "T_SWITCHED=$(now_us)",
                 'start_bake 1 "app-1 RUNNING pid 4242, uptime 0:00:09"', "finish_bake 2 1", 'echo "BAKING=$BAKING"'].join("\n");
             const r = spawnSync("bash", ["-c", script], { encoding: "utf8" });

@@ -109,28 +109,40 @@ describe("rendered templates", () => {
         assert.doesNotMatch(files.runSlot, /Xmx256m/, "javaOpts come from the slot's settings, not the script");
     });
 
-    it("run-slot takes the current appEnv and javaOpts only when a deploy asks (a new request token); any other start keeps the slot's last ones", () => {
-        const dir = tempDir("runslot-settings");
+    /**
+     * The rendered run-slot in a temporary copy of the environment's directory: release r1 (an
+     * empty app.jar) linked from slot 1, and a stand-in `java` (the script `java`) first on the
+     * PATH. `startSlot1` runs it for slot 1.
+     */
+    function runSlotSandbox(tag: string, java: string) {
+        const dir = tempDir(tag);
         const script = path.join(dir, "run-slot");
         fs.writeFileSync(script, files.runSlot.split(env.baseDir).join(dir));
-        fs.mkdirSync(path.join(dir, "releases", "r1"), { recursive: true });
-        fs.writeFileSync(path.join(dir, "releases", "r1", "app.jar"), "");
+        const jar = path.join(dir, "releases", "r1", "app.jar");
+        fs.mkdirSync(path.dirname(jar), { recursive: true });
+        fs.writeFileSync(jar, "");
         fs.mkdirSync(path.join(dir, "slots"));
         fs.mkdirSync(path.join(dir, "slot-settings"), { mode: 0o700 });
-        fs.symlinkSync(path.join(dir, "releases", "r1"), path.join(dir, "slots", "1"));
-        // A stand-in `java` that reports its arguments and the secret it was given.
+        fs.symlinkSync(path.dirname(jar), path.join(dir, "slots", "1"));
         fs.mkdirSync(path.join(dir, "bin"));
-        fs.writeFileSync(path.join(dir, "bin", "java"), '#!/bin/bash\necho "args: $* secret: $SECRET"\n', { mode: 0o755 });
+        fs.writeFileSync(path.join(dir, "bin", "java"), java, { mode: 0o755 });
+        const runEnv = { ...process.env, PATH: `${path.join(dir, "bin")}:${process.env.PATH}` };
+        return { dir, jar, startSlot1: () => spawnSync("bash", [script, "1"], { encoding: "utf8", env: runEnv }) };
+    }
+
+    it("run-slot takes the current appEnv and javaOpts only when a deploy asks (a new request token); any other start keeps the slot's last ones", () => {
+        // A stand-in `java` that reports its arguments and the secret it was given.
+        const { dir, jar, startSlot1 } = runSlotSandbox("runslot-settings", '#!/bin/bash\necho "args: $* secret: $SECRET"\n');
         const start = () => {
-            const out = execFileSync("bash", [script, "1"], { encoding: "utf8", env: { ...process.env, PATH: `${path.join(dir, "bin")}:${process.env.PATH}` } });
-            return /^args: .*$/m.exec(out)![0];
+            const r = startSlot1();
+            assert.strictEqual(r.status, 0, r.stderr);
+            return /^args: .*$/m.exec(r.stdout)![0];
         };
         const configure = (secret: string, opts: string) => {
             fs.writeFileSync(path.join(dir, "app.env"), appEnvFile({ SECRET: secret }));
             fs.writeFileSync(path.join(dir, "java-opts"), `${opts}\n`);
         };
         const request = (token: string) => fs.writeFileSync(path.join(dir, "slots", "1.settings-request"), `${token}\n`);
-        const jar = path.join(dir, "releases", "r1", "app.jar");
         configure("one", "-Xmx64m -Dx=1");
         assert.strictEqual(start(), `args: -Xmx64m -Dx=1 -jar ${jar} secret: one`, "no settings of its own yet: the current ones");
         assert.strictEqual(fs.statSync(path.join(dir, "slot-settings", "1.env")).mode & 0o777, 0o600, "its copy of the secrets is private");
@@ -146,7 +158,7 @@ describe("rendered templates", () => {
         fs.rmSync(path.join(dir, "app.env"));
         fs.mkdirSync(path.join(dir, "app.env"));
         request("deploy-c");
-        const failed = spawnSync("bash", [script, "1"], { encoding: "utf8", env: { ...process.env, PATH: `${path.join(dir, "bin")}:${process.env.PATH}` } });
+        const failed = startSlot1();
         assert.strictEqual(failed.status, 1, failed.stdout);
         assert.doesNotMatch(failed.stdout, /args:/, "java never started");
         assert.match(failed.stderr, /run-slot: could not copy the settings of slot 1 into .*slot-settings \(is the disk full\?\); the slot does not start/);
@@ -159,21 +171,12 @@ describe("rendered templates", () => {
     });
 
     it("run-slot starts the JVM at idle CPU priority exactly while the slot's boot flag exists", () => {
-        const dir = tempDir("runslot-priority");
-        // The rendered script, with the environment's directory moved into the temp dir.
-        const script = path.join(dir, "run-slot");
-        fs.writeFileSync(script, files.runSlot.split(env.baseDir).join(dir));
-        fs.mkdirSync(path.join(dir, "releases", "r1"), { recursive: true });
-        fs.writeFileSync(path.join(dir, "releases", "r1", "app.jar"), "");
-        fs.mkdirSync(path.join(dir, "slots"));
-        fs.mkdirSync(path.join(dir, "slot-settings"));
-        fs.symlinkSync(path.join(dir, "releases", "r1"), path.join(dir, "slots", "1"));
         // A stand-in `java` that reports the scheduling policy it was started with.
-        fs.mkdirSync(path.join(dir, "bin"));
-        fs.writeFileSync(path.join(dir, "bin", "java"), "#!/bin/sh\nchrt -p $$\n", { mode: 0o755 });
+        const { dir, startSlot1 } = runSlotSandbox("runslot-priority", "#!/bin/sh\nchrt -p $$\n");
         const policy = () => {
-            const out = execFileSync("bash", [script, "1"], { encoding: "utf8", env: { ...process.env, PATH: `${path.join(dir, "bin")}:${process.env.PATH}` } });
-            return /scheduling policy: (\S+)/.exec(out)?.[1];
+            const r = startSlot1();
+            assert.strictEqual(r.status, 0, r.stderr);
+            return /scheduling policy: (\S+)/.exec(r.stdout)?.[1];
         };
         assert.strictEqual(policy(), "SCHED_OTHER");
         fs.writeFileSync(path.join(dir, "slots", "2.booting"), "");
