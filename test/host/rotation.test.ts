@@ -404,11 +404,10 @@ describe("gated rotation on a test host, under load", function () {
             assert.ok(n >= seen[i] * 0.9 && n <= seen[i] * 1.1, `the helper counted ${n} answers of v${[next, before][i]}, the client saw ${seen[i]}`));
         const history = (await server.sh(`tail -n 1 ${HISTORY}`)).trim().split("\t");
         assert.strictEqual(history.length, 11, history.join(" | "));
-        // Each step ends at its first health poll past the step's time, and a poll may take up to
-        // the health check's timeout on a busy machine (CI measured 8.4 s once): at least the 6 s
-        // asked for, at most a poll's timeout more per step.
+        // The steps end on the ramp's own clock, so only its last poll (up to the health check's
+        // timeout on a busy machine) and its last comparison of the answers add to the 6 s asked for.
         const rampSeconds = Number(history[10]);
-        assert.ok(rampSeconds >= 6 && rampSeconds < 6 + 3 * HEALTH_REQUEST_TIMEOUT_SECONDS, `ramp_s ${history[10]}\n${deploy.timeline}`);
+        assert.ok(rampSeconds >= 6 && rampSeconds < 6 + HEALTH_REQUEST_TIMEOUT_SECONDS + 1, `ramp_s ${history[10]}\n${deploy.timeline}`);
         assert.strictEqual(await liveVersion(), next);
 
         const { result: atOnce } = await underLoad("deploy with --ramp-seconds 0", () => timedDeploy(`--revision ${commits[`v${before}`]} --ramp-seconds 0`));

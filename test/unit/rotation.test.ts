@@ -623,6 +623,34 @@ describe("rotation: deploy script", () => {
         assert.doesNotMatch(off.out, /answers in the ramp/);
     });
 
+    it("the ramp's steps end on its own clock: slow helper calls and comparisons do not add up, and each step still gets its polls", function () {
+        this.timeout(30_000);
+        const dir = tempDir("ramp-clock");
+        // A busy server: each ramp call takes 0.4 s and each reading of the counters 0.2 s.
+        const script = ["set -euo pipefail", ...["uptime_us", "now_us", "past_deadline", "set_secs_since", "secs_since", "timed_read", "pause",
+            "ramp_traffic", "start_counting_answers", "answers_between", "judge_answers", "note_answers_reading", "compare_answers"].map(fn => functionSource(s, fn)),
+            'say() { echo "==> $*"; }', 'warn() { echo "warning: $*"; }', 'detail() { :; }', 'fail() { echo "failed: $1"; exit 1; }',
+            "kernel_live_slot() { echo 1; }", `poll_new_slot() { echo "poll $*" >>${dir}/calls; }`,
+            `switch_cmd() {
+                echo "$1\${4:+ $4}" >>${dir}/calls
+                if [ "$1" = ramp ]; then sleep 0.4; else sleep 0.2; printf '1 1000 0\n2 100 0\n'; fi
+            }`,
+            "IN_TIMED_READ=0 PENDING_EXIT= PAUSE_FD= HEALTH_INTERVAL=0.05 RAMP_SECONDS=3 RAMP_STEPS=(10 30 60) ENV_ID=shop-production SWITCH_HELPER=/usr/local/sbin/switch",
+            "NEW_SLOT=2 OLD_SLOT=1 RAMP_MAX_ERROR_PERCENT=5 RAMP_ERROR_MIN_RESPONSES=20 ANSWERS_WINDOW_SECONDS=10",
+            "ramp_traffic 2"].join("\n");
+        const r = spawnSync("bash", ["-c", script], { encoding: "utf8" });
+        assert.strictEqual(r.status, 0, r.stdout + r.stderr);
+        const took = /==> ramped slot 2 up through 10 30 60 % of new requests in ([0-9.]+)s$/m.exec(r.stdout);
+        assert.ok(took, r.stdout);
+        // On a clock per step it would take 3 s plus 3 x (0.4 + 0.2) s of calls: 4.8 s.
+        assert.ok(Number(took[1]) >= 3 && Number(took[1]) < 3.6, `the 3-s ramp took ${took[1]}s`);
+        const calls = fs.readFileSync(path.join(dir, "calls"), "utf8").trim().split("\n");
+        const polls = (percent: number) => calls.filter(c => c === `poll while it had ${percent} % of new requests`).length;
+        // The first step's share is in place 0.4 s after the clock starts, the later ones 0.6 s after their step's start.
+        assert.ok(polls(10) >= 5 && polls(30) >= 3 && polls(60) >= 3, `polls per step: ${[10, 30, 60].map(polls).join(", ")}`);
+        assert.deepStrictEqual(calls.filter(c => !c.startsWith("poll")), ["answers", "ramp 10", "answers", "ramp 30", "answers", "ramp 60", "answers"]);
+    });
+
     it("the bake goes on comparing the new slot's 5xx answers with the old slot's, each second and at its end: since the ramp began, or since the switch without one", function () {
         this.timeout(30_000);
         const dir = tempDir("bake-answers");
