@@ -125,7 +125,8 @@ export const RAMP_ERROR_MIN_RESPONSES = 20;
 export const ANSWERS_WINDOW_SECONDS = 10;
 /**
  * The longest one health check of a slot may take before it counts as a miss (seconds). A ramp
- * step or a bake ends at its first poll past its time, so each may run over by up to this much.
+ * (its steps end on its own clock) or a bake ends at its first poll past its time, so each may
+ * run over by up to this much.
  */
 export const HEALTH_REQUEST_TIMEOUT_SECONDS = 2;
 export const TLS_MODES = ["off", "letsencrypt", "custom"] as const;
