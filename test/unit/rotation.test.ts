@@ -551,6 +551,17 @@ describe("rotation: deploy script", () => {
         assert.strictEqual(bakeOf(20, "--rollback", "--bake-seconds", "5"), "5");
     });
 
+    /** `ramp_traffic 2` with what it calls from the script, the given stubs (switch_cmd,
+     *  poll_new_slot) and shell variables, and its messages as plain lines. */
+    const rampTrafficScript = (stubs: string[], vars: string, after: string[] = []) => ["set -euo pipefail",
+        ...["uptime_us", "now_us", "past_deadline", "set_secs_since", "secs_since", "timed_read", "pause", "ramp_traffic",
+            "start_counting_answers", "answers_between", "judge_answers", "note_answers_reading", "compare_answers"].map(fn => functionSource(s, fn)),
+        'say() { echo "==> $*"; }', 'warn() { echo "warning: $*"; }', 'detail() { echo "    $*"; }', 'fail() { echo "failed: $1"; exit 1; }',
+        "kernel_live_slot() { echo 1; }", ...stubs,
+        "IN_TIMED_READ=0 PENDING_EXIT= PAUSE_FD= HEALTH_INTERVAL=0.05 RAMP_STEPS=(10 30 60) ENV_ID=shop-production SWITCH_HELPER=/usr/local/sbin/switch",
+        `NEW_SLOT=2 OLD_SLOT=1 RAMP_ERROR_MIN_RESPONSES=20 ANSWERS_WINDOW_SECONDS=10 ${vars}`,
+        "ramp_traffic 2", ...after].join("\n");
+
     it("the ramp compares the new slot's 5xx answers since it began with the old slot's at the end of each step: more than rampMaxErrorPercent points above fails it; too few answers, or counters that cannot be read, do not", function () {
         this.timeout(30_000);
         const rendered = renderRotationFiles(env, { ...settings, rampMaxErrorPercent: 7 }).deployScript;
@@ -563,20 +574,14 @@ describe("rotation: deploy script", () => {
         const ramp = (readings: string[], limit = 5) => {
             fs.writeFileSync(path.join(dir, "readings"), readings.map(r => r + "\n").join("=\n"));
             fs.writeFileSync(path.join(dir, "calls"), "");
-            const script = ["set -euo pipefail", ...["uptime_us", "now_us", "past_deadline", "set_secs_since", "secs_since", "timed_read", "pause",
-                "ramp_traffic", "start_counting_answers", "answers_between", "judge_answers", "note_answers_reading", "compare_answers"].map(fn => functionSource(s, fn)),
-                'say() { echo "==> $*"; }', 'warn() { echo "warning: $*"; }', 'detail() { echo "    $*"; }', 'fail() { echo "failed: $1"; exit 1; }',
-                "kernel_live_slot() { echo 1; }", "poll_new_slot() { :; }",
+            const script = rampTrafficScript(["poll_new_slot() { :; }",
                 `switch_cmd() {
                     echo "$*" >>${dir}/calls
                     [ "$1" = answers ] || { echo "$1 $3 $4"; return 0; }
                     local reading; reading=$(sed -n '1,/^=$/p' ${dir}/readings | sed '/^=$/d'); sed -i '1,/^=$/d' ${dir}/readings
                     [ "$reading" != x ] || { echo "iptables: lock held" >&2; return 1; }
                     echo "$reading"
-                }`,
-                "IN_TIMED_READ=0 PENDING_EXIT= PAUSE_FD= HEALTH_INTERVAL=0.05 RAMP_SECONDS=1 RAMP_STEPS=(10 30 60) ENV_ID=shop-production SWITCH_HELPER=/usr/local/sbin/switch",
-                `NEW_SLOT=2 OLD_SLOT=1 RAMP_MAX_ERROR_PERCENT=${limit} RAMP_ERROR_MIN_RESPONSES=20 ANSWERS_WINDOW_SECONDS=10`,
-                "ramp_traffic 2", 'echo "ramp done"'].join("\n");
+                }`], `RAMP_SECONDS=1 RAMP_MAX_ERROR_PERCENT=${limit}`, ['echo "ramp done"']);
             const r = spawnSync("bash", ["-c", script], { encoding: "utf8" });
             return { status: r.status, out: r.stdout + r.stderr, calls: fs.readFileSync(path.join(dir, "calls"), "utf8").trim().split("\n") };
         };
@@ -627,17 +632,11 @@ describe("rotation: deploy script", () => {
         this.timeout(30_000);
         const dir = tempDir("ramp-clock");
         // A busy server: each ramp call takes 0.4 s and each reading of the counters 0.2 s.
-        const script = ["set -euo pipefail", ...["uptime_us", "now_us", "past_deadline", "set_secs_since", "secs_since", "timed_read", "pause",
-            "ramp_traffic", "start_counting_answers", "answers_between", "judge_answers", "note_answers_reading", "compare_answers"].map(fn => functionSource(s, fn)),
-            'say() { echo "==> $*"; }', 'warn() { echo "warning: $*"; }', 'detail() { :; }', 'fail() { echo "failed: $1"; exit 1; }',
-            "kernel_live_slot() { echo 1; }", `poll_new_slot() { echo "poll $*" >>${dir}/calls; }`,
+        const script = rampTrafficScript([`poll_new_slot() { echo "poll $*" >>${dir}/calls; }`,
             `switch_cmd() {
                 echo "$1\${4:+ $4}" >>${dir}/calls
                 if [ "$1" = ramp ]; then sleep 0.4; else sleep 0.2; printf '1 1000 0\n2 100 0\n'; fi
-            }`,
-            "IN_TIMED_READ=0 PENDING_EXIT= PAUSE_FD= HEALTH_INTERVAL=0.05 RAMP_SECONDS=3 RAMP_STEPS=(10 30 60) ENV_ID=shop-production SWITCH_HELPER=/usr/local/sbin/switch",
-            "NEW_SLOT=2 OLD_SLOT=1 RAMP_MAX_ERROR_PERCENT=5 RAMP_ERROR_MIN_RESPONSES=20 ANSWERS_WINDOW_SECONDS=10",
-            "ramp_traffic 2"].join("\n");
+            }`], "RAMP_SECONDS=3 RAMP_MAX_ERROR_PERCENT=5");
         const r = spawnSync("bash", ["-c", script], { encoding: "utf8" });
         assert.strictEqual(r.status, 0, r.stdout + r.stderr);
         const took = /==> ramped slot 2 up through 10 30 60 % of new requests in ([0-9.]+)s$/m.exec(r.stdout);
