@@ -90,3 +90,36 @@ describe("README and docs/benchmarks.md: the rotation as the prose describes it"
         }
     });
 });
+
+describe("README and docs/benchmarks.md: links", () => {
+    const ROOT = path.join(__dirname, "..", "..");
+    const pages = ["README.md", "docs/benchmarks.md"];
+    /** GitHub's anchors for a page's headings (outside code blocks): lower case, punctuation
+     *  dropped, spaces as hyphens, "-1", "-2" after a repeated one. */
+    const anchors = (page: string): string[] => {
+        const text = fs.readFileSync(path.join(ROOT, page), "utf8").replace(/^```[^\n]*\n[\s\S]*?^```$/gm, "");
+        const seen = new Map<string, number>();
+        return [...text.matchAll(/^#{1,6} (.+)$/gm)].map(([, heading]) => {
+            const base = heading.trim().toLowerCase().replace(/[^\p{L}\p{N}_\- ]/gu, "").replace(/ /g, "-");
+            const n = seen.get(base) ?? 0;
+            seen.set(base, n + 1);
+            return n ? `${base}-${n}` : base;
+        });
+    };
+
+    it("every link to a file names one in the repository, and every link to a heading names one of its page's", () => {
+        let checked = 0;
+        for (const page of pages) {
+            const text = fs.readFileSync(path.join(ROOT, page), "utf8");
+            for (const [, target] of text.matchAll(/\]\(([^)\s]+)\)/g)) {
+                if (/^[a-z]+:/.test(target)) continue; // https:, mailto:
+                const [file, hash] = target.split("#");
+                const linked = file ? path.normalize(path.join(path.dirname(page), file)) : page;
+                assert.ok(fs.existsSync(path.join(ROOT, linked)), `${page} links to ${target}: there is no ${linked}`);
+                if (hash !== undefined) assert.ok(anchors(linked).includes(hash), `${page} links to ${target}: ${linked} has no heading with that anchor`);
+                checked++;
+            }
+        }
+        assert.ok(checked >= 30, `only ${checked} links found`);
+    });
+});
