@@ -641,12 +641,14 @@ describe("rotation: deploy script", () => {
         assert.strictEqual(r.status, 0, r.stdout + r.stderr);
         const took = /==> ramped slot 2 up through 10 30 60 % of new requests in ([0-9.]+)s$/m.exec(r.stdout);
         assert.ok(took, r.stdout);
-        // On a clock per step it would take 3 s plus 3 x (0.4 + 0.2) s of calls: 4.8 s.
-        assert.ok(Number(took[1]) >= 3 && Number(took[1]) < 3.6, `the 3-s ramp took ${took[1]}s`);
+        // On a clock per step it would take 3 s plus 3 x (0.4 + 0.2) s of calls: at least 4.8 s. On
+        // its own clock, 3 s and the last reading (0.2 s); the rest is margin for a busy machine.
+        assert.ok(Number(took[1]) >= 3 && Number(took[1]) < 4.2, `the 3-s ramp took ${took[1]}s`);
         const calls = fs.readFileSync(path.join(dir, "calls"), "utf8").trim().split("\n");
         const polls = (percent: number) => calls.filter(c => c === `poll while it had ${percent} % of new requests`).length;
-        // The first step's share is in place 0.4 s after the clock starts, the later ones 0.6 s after their step's start.
-        assert.ok(polls(10) >= 5 && polls(30) >= 3 && polls(60) >= 3, `polls per step: ${[10, 30, 60].map(polls).join(", ")}`);
+        // Each share is in place for 0.4-0.6 s of its second, polled every 0.05 s: more than one poll
+        // each (a step that ended at once would have only the one every step gets).
+        assert.ok([10, 30, 60].every(p => polls(p) >= 2), `polls per step: ${[10, 30, 60].map(polls).join(", ")}`);
         assert.deepStrictEqual(calls.filter(c => !c.startsWith("poll")), ["answers", "ramp 10", "answers", "ramp 30", "answers", "ramp 60", "answers"]);
     });
 
