@@ -191,7 +191,7 @@ describe("sample-app (offline lein build on this host)", function () {
 
   after(async function () {
     for (const child of [...started]) killTree(child);
-    if (work && !process.env.KEEP_TEST_DIRS) fs.rmSync(work, { recursive: true, force: true });
+    if (work) fs.rmSync(work, { recursive: true, force: true });
   });
 
   describe("good build", function () {
