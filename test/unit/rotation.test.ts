@@ -1418,7 +1418,7 @@ print(" ".join(f"{k}={v}" for k, v in sorted(seen.items())))`]);
         const stagingHelper = path.join(dir, "switch-staging");
         fs.writeFileSync(stagingHelper, renderSwitchHelper(staging));
         const r = inNs(["python3", "-c", `
-import json, socket, struct, subprocess, threading
+import json, select, socket, struct, subprocess, threading
 TIMEOUT = ${JSON.stringify(CONNTRACK_CLOSE_TIMEOUT)}
 def helper(*args):
     r = subprocess.run(["bash", ${JSON.stringify(stagingHelper)}, *args], capture_output=True, text=True)
@@ -1432,7 +1432,7 @@ def answer():
     while True:
         c, _ = live.accept(); c.sendall(b"9001"); c.close()
 threading.Thread(target=answer, daemon=True).start()
-old = listen(9002); old.settimeout(0.5)
+old = listen(9002)
 def connect(source_port):
     s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("127.0.0.1", source_port)); s.settimeout(2)
     try:
@@ -1443,10 +1443,13 @@ def where(source_port):
     """Which slot takes a new connection from this source port; slot 2 resets it."""
     s = connect(source_port)
     if s is None: return "refused"
-    try:
+    # Whichever happens first: slot 2 has a connection to accept, or slot 1's answer arrives
+    # (no fixed wait, which a busy machine could outlast).
+    ready, _, _ = select.select([s] + ([old] if old.fileno() != -1 else []), [], [], 5)
+    if old in ready:
         c, _ = old.accept(); reset(c); s.close(); return "9002"
-    except (socket.timeout, OSError):
-        got = s.recv(16).decode(); s.close(); return got
+    got = s.recv(16).decode() if s in ready else "no answer"
+    s.close(); return got
 def tracked(source_port):
     with open("/proc/net/nf_conntrack") as f:
         return [l.split()[5] for l in f if f" sport={source_port} dport=9000 " in l]
@@ -1462,7 +1465,7 @@ rule_to(9001)
 old.close()
 out["default_timeout"] = where(41000)
 # The helper's switch sets the timeout to 0; slot 2 runs again, resets a connection, stops.
-old = listen(9002); old.settimeout(0.5)
+old = listen(9002)
 rule_to(9002)
 out["switch1"] = helper("switch", "shop-staging", "1")
 out["timeout"] = open(TIMEOUT).read().strip()
