@@ -56,6 +56,7 @@ check_prerequisites() {
   command -v node >/dev/null || die "Node.js 20 or later is needed: https://nodejs.org"
   command -v git >/dev/null || die "git is needed (deploys ship committed revisions of your app)"
   command -v ssh-keygen >/dev/null || die "ssh-keygen (OpenSSH client) is needed to make the server's key"
+  command -v curl >/dev/null || die "curl is needed: the pulumi npm package downloads the Pulumi CLI with it on first use (apt-get install curl ca-certificates)"
   git rev-parse --is-inside-work-tree >/dev/null 2>&1 ||
     die "run this from a git clone of clj-zero-downtime: the sample app is deployed from its git history"
 }

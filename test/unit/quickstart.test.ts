@@ -162,6 +162,24 @@ describe("npm run up (scripts/up.sh)", () => {
         }
     });
 
+    it("stops with a clear message when curl is missing (the pulumi package fetches its CLI with it), before any change", () => {
+        // A PATH with every program of the real one except curl.
+        const bin = path.join(home, "bin-without-curl");
+        fs.mkdirSync(bin);
+        for (const dir of process.env.PATH!.split(":").filter(d => fs.existsSync(d))) {
+            for (const name of fs.readdirSync(dir)) {
+                const target = path.join(bin, name);
+                if (name !== "curl" && !fs.existsSync(target)) fs.symlinkSync(path.join(dir, name), target);
+            }
+        }
+        const r = runUp(home, { DIGITALOCEAN_TOKEN: "dop_v1_test", PATH: bin });
+        assert.notStrictEqual(r.status, 0);
+        assert.match(r.stderr, /curl is needed: the pulumi npm package downloads the Pulumi CLI with it on first use \(apt-get install curl ca-certificates\)/);
+        assert.strictEqual(fs.existsSync(path.join(home, "stub", "calls.log")), false, "Pulumi was not run");
+        assert.strictEqual(fs.existsSync(path.join(home, ".clj-zero-downtime")), false, "no state directory made");
+        assert.strictEqual(runUp(home, { DIGITALOCEAN_TOKEN: "dop_v1_test" }).status, 0, "with curl on PATH it goes on");
+    });
+
     it("stops with a clear message when the cloud token is missing, before pulumi up", () => {
         const r = runUp(home, {});
         assert.notStrictEqual(r.status, 0);
