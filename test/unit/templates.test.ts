@@ -101,11 +101,11 @@ describe("rendered templates", () => {
         });
     });
 
-    it("run-slot exports the slot's ports and the app env without evaluating it", () => {
+    it("run-slot gives java the slot's ports and the app env, which it neither evaluates nor exports into its own shell", () => {
         assert.match(files.runSlot, new RegExp(`1\\) PORT=3001 NREPL_PORT=7001 BOOT_FLAG=${env.slotsDir}/1.booting SETTINGS_REQUEST=${env.slotsDir}/1.settings-request ;;`));
         assert.match(files.runSlot, new RegExp(`2\\) PORT=3002 NREPL_PORT=7002 BOOT_FLAG=${env.slotsDir}/2.booting SETTINGS_REQUEST=${env.slotsDir}/2.settings-request ;;`));
-        assert.match(files.runSlot, /exec "\$\{launcher\[@\]\}" java "\$\{java_opts\[@\]\}" -jar "\$jar"/);
-        assert.match(files.runSlot, /export "\$\{line\?\}"/);
+        assert.match(files.runSlot, /exec "\$\{launcher\[@\]\}" env -- "\$\{app_env\[@\]\}" PORT="\$PORT" NREPL_PORT="\$NREPL_PORT" \\\n\s*APP_REVISION="\$APP_REVISION" "\$java" "\$\{java_opts\[@\]\}" -jar "\$jar"/);
+        assert.doesNotMatch(files.runSlot, /^\s*export\b/m, "nothing of the app's reaches run-slot's own environment");
         assert.doesNotMatch(files.runSlot, /Xmx256m/, "javaOpts come from the slot's settings, not the script");
     });
 
@@ -185,17 +185,120 @@ describe("rendered templates", () => {
         assert.strictEqual(policy(), "SCHED_IDLE");
     });
 
-    it("run-slot really loads NAME=value lines verbatim, even with shell metacharacters", () => {
+    it("run-slot really reads NAME=value lines verbatim, even with shell metacharacters, and sets none of them in its shell", () => {
         const dir = tempDir("runslot");
         const envFile = path.join(dir, "app.env");
         const tricky = "p@ss $(touch " + path.join(dir, "pwned") + ") `id` 'q' \"d\"";
         fs.writeFileSync(envFile, appEnvFile({ SECRET: tricky, PLAIN: "x=y" }));
-        // Source only the loader function, pointed at the test file.
-        const loader = functionSource(files.runSlot, "load_app_env");
-        const script = `${loader}\nload_app_env ${envFile}\nprintf '%s\\n' "$SECRET" "$PLAIN"\n`;
+        // Source only the reader function, pointed at the test file.
+        const reader = functionSource(files.runSlot, "read_app_env");
+        const script = `set -u\n${reader}\nread_app_env ${envFile}\nprintf '%s\\n' "\${app_env[@]}" "\${SECRET-unset}" "\${PLAIN-unset}"\n`;
         const out = execFileSync("bash", ["-c", script], { encoding: "utf8" });
-        assert.strictEqual(out, `${tricky}\nx=y\n`);
+        assert.strictEqual(out, `PLAIN=x=y\nSECRET=${tricky}\nunset\nunset\n`);
         assert.ok(!fs.existsSync(path.join(dir, "pwned")), "the value was evaluated by the shell");
+    });
+
+    /** The absolute path of a program on the test's PATH, for a stand-in java whose PATH the app may have changed. */
+    const programPath = (name: string) => execFileSync("bash", ["-c", `type -P ${name}`], { encoding: "utf8" }).trim();
+
+    /**
+     * A run-slot sandbox whose stand-in `java` (a sh script, which ignores SHELLOPTS and the like)
+     * records what it was started with, with absolute paths only (the app's PATH may be anything):
+     * `started()` reads its argv (argv[0] as the script's path), working directory, exact
+     * environment (from /proc) and scheduling policy, undefined if it did not start.
+     */
+    function recordingSandbox(tag: string) {
+        const java = `#!/bin/sh\nout=\${0%/*}/..\nprintf '%s\\n' "$0" "$@" >"$out/java.args"\npwd -P >"$out/java.cwd"\n` +
+            `${programPath("cp")} /proc/$$/environ "$out/java.env"\n${programPath("chrt")} -p $$ >"$out/java.sched"\n`;
+        const sandbox = runSlotSandbox(tag, java);
+        const record = (name: string) => path.join(sandbox.dir, name);
+        const started = () => {
+            if (!fs.existsSync(record("java.args"))) return undefined;
+            const environment = new Map<string, string>();
+            for (const entry of fs.readFileSync(record("java.env"), "utf8").split("\0").filter(Boolean)) {
+                const eq = entry.indexOf("=");
+                environment.set(entry.slice(0, eq), entry.slice(eq + 1));
+            }
+            const result = {
+                argv: fs.readFileSync(record("java.args"), "utf8").trimEnd().split("\n"),
+                cwd: fs.readFileSync(record("java.cwd"), "utf8").trimEnd(),
+                environment,
+                policy: /scheduling policy: (\S+)/.exec(fs.readFileSync(record("java.sched"), "utf8"))?.[1],
+            };
+            for (const name of ["java.args", "java.cwd", "java.env", "java.sched"]) fs.rmSync(record(name), { force: true });
+            return result;
+        };
+        return { ...sandbox, started };
+    }
+
+    /**
+     * Starts slot 1 with `appEnv` (and a value of every kind of character) as the app's environment,
+     * without and with its boot flag: java must start as ever (the sandbox's java, javaOpts, the
+     * release's jar, in the release, at the priority the slot's flag sets), the app's variables in
+     * its environment byte-exact, and nothing else of run-slot's.
+     */
+    function assertGivenToJavaAlone(tag: string, appEnv: Record<string, string>) {
+        const { dir, jar, startSlot1, started } = recordingSandbox(tag);
+        const all: Record<string, string> = {
+            ...appEnv,
+            TRICKY: ` a=b  =c 'q' "d" $HOME \${PATH} $(touch ${path.join(dir, "pwned")}) \`id\` \\ ; # end `,
+            EMPTY: "",
+        };
+        fs.writeFileSync(path.join(dir, "app.env"), appEnvFile(all));
+        fs.writeFileSync(path.join(dir, "java-opts"), "-Xmx64m -Dx=1\n");
+        const own = new Set([...Object.keys(process.env), "_", "SHLVL", "PWD", "OLDPWD"]);
+        for (const booting of [false, true]) {
+            if (booting) fs.writeFileSync(path.join(dir, "slots", "1.booting"), "");
+            const r = startSlot1();
+            assert.strictEqual(r.status, 0, r.stderr);
+            assert.strictEqual(r.stderr, "", "no complaint");
+            const java = started();
+            assert.ok(java, "java started");
+            assert.deepStrictEqual(java.argv, [path.join(dir, "bin", "java"), "-Xmx64m", "-Dx=1", "-jar", jar], "the right java, javaOpts and jar");
+            assert.strictEqual(java.cwd, fs.realpathSync(path.dirname(jar)), "in the release");
+            assert.strictEqual(java.policy, booting ? "SCHED_IDLE" : "SCHED_OTHER", "the slot's boot flag decides");
+            for (const [name, value] of Object.entries(all)) assert.strictEqual(java.environment.get(name), value, `${name} reaches java exactly`);
+            assert.deepStrictEqual(["PORT", "NREPL_PORT", "APP_REVISION"].map(name => java.environment.get(name)), ["3001", "7001", "r1"]);
+            const extra = [...java.environment.keys()].filter(name => !own.has(name) && !(name in all) && !["PORT", "NREPL_PORT", "APP_REVISION"].includes(name));
+            assert.deepStrictEqual(extra, [], "nothing else of run-slot's reaches java");
+        }
+        assert.ok(!fs.existsSync(path.join(dir, "pwned")), "the value was evaluated by the shell");
+    }
+
+    it("run-slot gives the app's PATH to java alone: java and chrt are still found (every new slot failed with 'not found')", () => {
+        assertGivenToJavaAlone("runslot-path", { PATH: "/nonexistent" });
+    });
+
+    it("run-slot gives the app's UID, EUID, PPID, SHELLOPTS, BASHOPTS to java alone (bash's read-only variables: the slot never started)", () => {
+        assertGivenToJavaAlone("runslot-readonly", { UID: "5", EUID: "5", PPID: "1", SHELLOPTS: "xtrace", BASHOPTS: "nullglob" });
+    });
+
+    it("run-slot gives the app's variables named like its own to java alone: the same jar, release, java, javaOpts and priority (jar=... ran another jar)", () => {
+        const names = ["slot", "release", "jar", "java", "chrt", "launcher", "java_opts", "app_env", "line", "number", "found", "dir", "requested", "taken"];
+        assertGivenToJavaAlone("runslot-own-names", {
+            ...Object.fromEntries(names.map(name => [name, "/tmp/other"])),
+            jar: "/tmp/other.jar", release: "/tmp", slot: "2", java_opts: "-Xbad",
+            BOOT_FLAG: "/", SETTINGS_REQUEST: "/nonexistent", IFS: "/",
+        });
+    });
+
+    it("run-slot's own PORT, NREPL_PORT and APP_REVISION win over the same names in app.env (the config rejects them; a hand-edited file cannot move a slot)", () => {
+        const { dir, startSlot1, started } = recordingSandbox("runslot-reserved");
+        fs.writeFileSync(path.join(dir, "app.env"), "PORT=9001\nNREPL_PORT=9002\nAPP_REVISION=other\nJAVA_OPTS=-Dy=2\n");
+        const r = startSlot1();
+        assert.strictEqual(r.status, 0, r.stderr);
+        const environment = started()!.environment;
+        assert.deepStrictEqual(["PORT", "NREPL_PORT", "APP_REVISION", "JAVA_OPTS"].map(name => environment.get(name)), ["3001", "7001", "r1", "-Dy=2"]);
+    });
+
+    it("run-slot does not start a slot whose app.env has a line that is not NAME=value, naming the line but not its text (a secret)", () => {
+        const { dir, startSlot1, started } = recordingSandbox("runslot-badline");
+        fs.writeFileSync(path.join(dir, "app.env"), "# a comment\n\nGOOD=1\nhunter2 without a name\n");
+        const r = startSlot1();
+        assert.strictEqual(r.status, 1, r.stdout);
+        assert.strictEqual(started(), undefined, "java never started");
+        assert.match(r.stderr, /^run-slot: line 4 of \S*slot-settings\/1\.env is not NAME=value; the slot does not start\n$/);
+        assert.doesNotMatch(r.stderr, /hunter2/);
     });
 
     /** Runs the rendered post-receive hook with the deploy script replaced by a stub that records its arguments and exits with `exit`. */
@@ -631,8 +734,9 @@ describe("environment step: the server-wide lock around the claims", () => {
     function claim(lock: string) {
         const fn = functionSource(step, "claim_environment").split(CLAIMS_LOCK).join(lock).split(`${CLAIMS_LOCK_WAIT_SECONDS}s`).join("1s").split(`-w ${CLAIMS_LOCK_WAIT_SECONDS} `).join("-w 1 ");
         const code = ["STEP=test; set -euo pipefail", render("lib.sh", {}), ...steps.map(name => `${name}() { echo ${name}; }`), fn,
-            // A daemon started after it (supervisord, nginx) must not hold the lock.
-            `claim_environment; sleep 30 & daemon=$!; flock -n ${lock} echo "lock free"; kill $daemon`].join("\n");
+            // A daemon started after it (supervisord, nginx) must not hold the lock. The trap kills it
+            // whatever flock does: under set -e a failing flock ends the script at once.
+            `claim_environment; sleep 30 & daemon=$!; trap 'kill "$daemon"' EXIT; flock -n ${lock} echo "lock free"`].join("\n");
         return spawnSync("bash", ["-c", code], { encoding: "utf8" });
     }
 
