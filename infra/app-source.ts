@@ -28,13 +28,23 @@ export interface AppRevision {
 }
 
 /**
+ * The cloud API tokens the providers read from the environment (the README has users export
+ * them): @pulumi/digitalocean takes DIGITALOCEAN_TOKEN or DIGITALOCEAN_ACCESS_TOKEN, @pulumi/hcloud
+ * HCLOUD_TOKEN. Each can create and delete servers on the account.
+ */
+export const CLOUD_TOKEN_ENV = ["DIGITALOCEAN_TOKEN", "DIGITALOCEAN_ACCESS_TOKEN", "HCLOUD_TOKEN"] as const;
+
+/**
  * The environment for the programs this program runs on the user's machine (git, tar, lein):
  * without Pulumi's, which holds every config value with the secrets decrypted (PULUMI_CONFIG),
- * the state passphrase and the access token. `lein uberjar` runs the app's project.clj and its
- * plugins: none of them has any business with those.
+ * the state passphrase (PULUMI_CONFIG_PASSPHRASE, _FILE) and the access token, and without the
+ * cloud tokens (CLOUD_TOKEN_ENV). `lein uberjar` runs the app's project.clj and its plugins: none
+ * of them has any business with those. Everything else is passed on (a build may need AWS_* for
+ * an S3 Maven repository, say).
  */
 export function commandEnv(env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
-    return Object.fromEntries(Object.entries(env).filter(([k]) => !/^PULUMI_(CONFIG|ACCESS_TOKEN)/.test(k)));
+    const dropped = (k: string) => /^PULUMI_(CONFIG|ACCESS_TOKEN)/.test(k) || (CLOUD_TOKEN_ENV as readonly string[]).includes(k);
+    return Object.fromEntries(Object.entries(env).filter(([k]) => !dropped(k)));
 }
 
 function git(cwd: string, args: string[]): string {

@@ -2,9 +2,10 @@
 // fails `pulumi preview` before any resource exists. `parseSettings` is pure
 // (plain strings in, typed settings or a list of errors out); `readConfig`
 // is the only function that touches pulumi.Config.
+import { createHash } from "crypto";
 import * as net from "net";
 import * as pulumi from "@pulumi/pulumi";
-import { Ports } from "./names";
+import { DEPLOY_USER, layout, Ports } from "./names";
 
 export const PROJECT = "clj-zero-downtime";
 
@@ -203,7 +204,7 @@ export class ConfigError extends Error {
 const SLUG = /^[a-z][a-z0-9-]{0,22}[a-z0-9]$/;
 const SLUG_RULE = "lowercase letters, digits and '-', starting with a letter, not ending with '-', 2-24 characters";
 /** Names that must not become the app's system user. */
-const RESERVED_NAMES = new Set(["root", "deploy", "daemon", "bin", "sys", "nobody", "www-data", "nginx", "sshd", "backup", "mail", "admin", "ubuntu", "debian"]);
+const RESERVED_NAMES = new Set(["root", DEPLOY_USER, "daemon", "bin", "sys", "nobody", "www-data", "nginx", "sshd", "backup", "mail", "admin", "ubuntu", "debian"]);
 /**
  * A URL path with an optional query, for the health check and the warm-up. The deploy
  * script holds it in a double-quoted string, so nothing the shell would expand.
@@ -233,6 +234,58 @@ export function cidrProblem(cidr: string): string | undefined {
     return undefined;
 }
 
+/** `ssh-keygen -l`'s SHA256 fingerprint of a public key blob: public, safe to show. */
+function blobFingerprint(blob: Buffer): string {
+    return `SHA256:${createHash("sha256").update(blob).digest("base64").replace(/=+$/, "")}`;
+}
+
+/**
+ * What the private key's text says about it, without ever returning any of it:
+ * `encrypted` for a passphrase-protected key (OpenSSH with a cipher other than "none",
+ * PEM with `Proc-Type: 4,ENCRYPTED`, PKCS#8 `ENCRYPTED PRIVATE KEY`); for an OpenSSH-format
+ * key, the public key blobs stored (unencrypted) beside the private part; `damaged` for an
+ * OpenSSH key whose data ends early. A body that is not OpenSSH key data at all is left to
+ * the SSH connection to judge (`publicKeys` is then undefined).
+ */
+export function inspectPrivateKey(key: string): { encrypted: boolean; damaged: boolean; publicKeys?: Buffer[] } {
+    if (/-----BEGIN ENCRYPTED PRIVATE KEY-----/.test(key) || /^Proc-Type:\s*4,ENCRYPTED\s*$/m.test(key)) {
+        return { encrypted: true, damaged: false };
+    }
+    const m = /-----BEGIN OPENSSH PRIVATE KEY-----([\s\S]*?)(-----END OPENSSH PRIVATE KEY-----|$)/.exec(key);
+    if (!m) return { encrypted: false, damaged: false };
+    const data = Buffer.from(m[1].replace(/\s+/g, ""), "base64");
+    const MAGIC = Buffer.from("openssh-key-v1\0", "latin1");
+    if (data.length < MAGIC.length || !data.subarray(0, MAGIC.length).equals(MAGIC)) return { encrypted: false, damaged: false };
+    // openssh-key-v1\0, string ciphername, string kdfname, string kdfoptions, uint32 N, N x string publickey, string private part.
+    let off = MAGIC.length;
+    const uint32 = (): number | undefined => {
+        if (off + 4 > data.length) return undefined;
+        const v = data.readUInt32BE(off);
+        off += 4;
+        return v;
+    };
+    const bytes = (): Buffer | undefined => {
+        const n = uint32();
+        if (n === undefined || off + n > data.length) return undefined;
+        const b = data.subarray(off, off + n);
+        off += n;
+        return b;
+    };
+    const cipher = bytes();
+    if (cipher === undefined) return { encrypted: false, damaged: true };
+    const encrypted = cipher.toString("latin1") !== "none";
+    if (bytes() === undefined || bytes() === undefined) return { encrypted, damaged: true };
+    const count = uint32();
+    if (count === undefined || count < 1 || count > 16) return { encrypted, damaged: true };
+    const publicKeys: Buffer[] = [];
+    for (let i = 0; i < count; i++) {
+        const blob = bytes();
+        if (blob === undefined) return { encrypted, damaged: true };
+        publicKeys.push(blob);
+    }
+    return { encrypted, damaged: false, publicKeys };
+}
+
 /**
  * Turns raw config into settings, or throws one ConfigError listing every problem:
  * each names the key, the bad value and what is allowed.
@@ -244,7 +297,11 @@ export function cidrProblem(cidr: string): string | undefined {
 export const JAVA_OPTS_ALLOWED = /^[A-Za-z0-9 ._:=+,\/%@-]*$/;
 export const JAVA_OPTS_ALLOWED_TEXT = "JVM options separated by spaces, made of letters, digits and . _ : = + , / % @ - only (no quotes, '*', '$', parentheses or other shell characters)";
 
-export function parseSettings(raw: RawConfig, stack: string): Settings {
+/**
+ * `secretKeys`: the keys of `raw` whose values Pulumi holds as secrets (readConfig passes the
+ * stack's); omitted, every key of SECRET_KEYS counts as one (settings built from literals).
+ */
+export function parseSettings(raw: RawConfig, stack: string, secretKeys: readonly string[] = SECRET_KEYS): Settings {
     const problems: string[] = [];
     const bad = (key: string, value: unknown, allowed: string) =>
         problems.push(`${PROJECT}:${key} = ${show(value)} is not valid: ${allowed}`);
@@ -303,9 +360,10 @@ export function parseSettings(raw: RawConfig, stack: string): Settings {
 
     // SSH access.
     const sshPublicKey = text("sshPublicKey");
+    const publicKeyLine = /^(ssh-(ed25519|rsa)|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/=]+( [^\n'\\]*)?$/.test(sshPublicKey);
     if (!sshPublicKey) {
         missing("sshPublicKey", "for every provider (it is authorized for root on new servers and for the deploy user)");
-    } else if (!/^(ssh-(ed25519|rsa)|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/=]+( [^\n'\\]*)?$/.test(sshPublicKey)) {
+    } else if (!publicKeyLine) {
         bad("sshPublicKey", sshPublicKey.slice(0, 40) + (sshPublicKey.length > 40 ? "..." : ""), "one OpenSSH public key line (ssh-ed25519, ssh-rsa or ecdsa-sha2-*), with a comment free of quotes and backslashes");
     }
     if (raw.sshPrivateKey === undefined || raw.sshPrivateKey.trim() === "") {
@@ -313,6 +371,25 @@ export function parseSettings(raw: RawConfig, stack: string): Settings {
     } else if (!/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(raw.sshPrivateKey)) {
         // Never echo the value: it is a secret.
         problems.push(`${PROJECT}:sshPrivateKey is not valid: expected a PEM/OpenSSH private key ("-----BEGIN ... PRIVATE KEY-----"); the value is not shown because it is secret`);
+    } else {
+        // Found now, not at the first SSH step after the cloud server (money) exists. Never echo the value.
+        const key = inspectPrivateKey(raw.sshPrivateKey);
+        if (key.encrypted) {
+            problems.push(`${PROJECT}:sshPrivateKey is passphrase-protected: this project's SSH connections use the key alone (nothing can type the passphrase), so it needs a key without one. ` +
+                `Make a dedicated one with \`ssh-keygen -t ed25519 -N '' -f ~/.ssh/clj-zero-downtime\` and set both halves ` +
+                `(${setWith("sshPublicKey", "\"$(cat ~/.ssh/clj-zero-downtime.pub)\"")} and ${setWith("sshPrivateKey", "~/.ssh/clj-zero-downtime", true)}), ` +
+                `or remove the passphrase with \`ssh-keygen -p -f <key file>\` and set the key again; the value is not shown because it is secret`);
+        } else if (key.damaged) {
+            problems.push(`${PROJECT}:sshPrivateKey is not valid: its OpenSSH key data ends early (a truncated copy?); set it again from the key file with ` +
+                `${setWith("sshPrivateKey", "~/.ssh/id_ed25519", true)}; the value is not shown because it is secret`);
+        } else if (key.publicKeys && publicKeyLine) {
+            const publicBlob = Buffer.from(sshPublicKey.split(/\s+/)[1] ?? "", "base64");
+            if (!key.publicKeys.some(b => b.equals(publicBlob))) {
+                problems.push(`${PROJECT}:sshPrivateKey does not belong to sshPublicKey: the private key's public half is ${blobFingerprint(key.publicKeys[0])}, ` +
+                    `sshPublicKey is ${blobFingerprint(publicBlob)} (\`ssh-keygen -l -f <file>\` shows a key file's); set both from the same key pair ` +
+                    `(the value of sshPrivateKey is not shown because it is secret)`);
+            }
+        }
     }
 
     let sshAllowedCidrs: string[] = [...DEFAULTS.sshAllowedCidrs];
@@ -347,6 +424,13 @@ export function parseSettings(raw: RawConfig, stack: string): Settings {
         else if (net.isIP(host) === 0 && !HOSTNAME.test(host)) bad("host", host, "an IPv4/IPv6 address or a DNS name");
     }
     if (!/^[a-z_][a-z0-9_-]{0,31}$/.test(sshUser)) bad("sshUser", sshUser, "a Unix user name");
+    // The setup makes the deploy user its own (no password, the releases' owner, one sudo rule):
+    // an admin of that name would lose its password login and be mixed up with the deploys.
+    else if (provider === "existing" && sshUser === DEPLOY_USER) {
+        bad("sshUser", sshUser, `a user other than ${DEPLOY_USER}: the setup makes ${DEPLOY_USER} the unprivileged user that runs the deploys (its password removed, so only keys log in); connect as root or another user with passwordless sudo`);
+    }
+    // The clouds' servers are set up as root, whatever sshUser says.
+    const setupUser = provider === "existing" ? sshUser : "root";
     const sshPort = integer("sshPort", 1, 65535, "a port number from 1 to 65535");
     // The setup never moves sshd: a new server's listens on 22, and a cloud firewall open on another port locks us out.
     if (provider !== "existing" && sshPort !== 22) bad("sshPort", sshPort, `22 with provider ${provider} (a new server's sshd listens on 22; another port is for provider existing)`);
@@ -369,6 +453,17 @@ export function parseSettings(raw: RawConfig, stack: string): Settings {
         else seen.set(portValues[i], k);
     });
     const [proxy, slot1, slot2, nrepl1, nrepl2] = portValues;
+
+    // The app's system user is named after appName; on an existing server the setup adopts a
+    // user of that name that exists (locks it, takes its login shell): never the one it connects as.
+    if (SLUG.test(appName) && !RESERVED_NAMES.has(appName)) {
+        const appUser = layout(appName, environment, { proxy, slot1, slot2, nrepl1, nrepl2 }).appUser;
+        if (appUser === setupUser) {
+            bad("appName", appName, `a name other than ${PROJECT}:sshUser (${show(setupUser)}): the app's system user is named ${appUser} after appName, ` +
+                `and the setup would take over the account it connects as (lock it and set its shell to nologin), locking you out; ` +
+                `choose another appName, or connect as another sshUser`);
+        }
+    }
 
     const healthPath = text("healthPath");
     if (!URL_PATH.test(healthPath)) bad("healthPath", healthPath, `${URL_PATH_RULE}, e.g. /health`);
@@ -432,6 +527,13 @@ export function parseSettings(raw: RawConfig, stack: string): Settings {
     const hstsText = text("hsts");
     if (hstsText !== "true" && hstsText !== "false") bad("hsts", hstsText, "true or false");
     const tlsCertificate = text("tlsCertificate");
+    // Pulumi.yaml cannot declare tlsKey a secret (no default): set without --secret, the private key
+    // would sit in plain text in Pulumi.<stack>.yaml, which is committed.
+    if (raw.tlsKey !== undefined && raw.tlsKey.trim() !== "" && !secretKeys.includes("tlsKey")) {
+        problems.push(`${PROJECT}:tlsKey is set in plain text, not as a secret: the private key is now readable in Pulumi.${stack}.yaml ` +
+            `(do not commit it; if you did, treat the key as exposed). Set it again as a secret with ${setWith("tlsKey", "privkey.pem", true)}, ` +
+            `or remove it with \`scripts/pulumi config rm tlsKey --stack ${stack}\` unless tls is custom; the value is not shown`);
+    }
     if (tls === "custom") {
         if (!/-----BEGIN CERTIFICATE-----[\s\S]+-----END CERTIFICATE-----/.test(tlsCertificate)) {
             problems.push(`${PROJECT}:tlsCertificate is required for tls = "custom": the PEM certificate chain (set it with ${setWith("tlsCertificate", "-- < fullchain.pem")})`);
@@ -500,6 +602,19 @@ export interface Config {
     tlsKey: pulumi.Output<string>;
 }
 
+/**
+ * Whether the stack holds `key` as a secret. @pulumi/pulumi's isConfigSecret is internal (not
+ * in its typings), so its absence after an upgrade fails loudly rather than passing every key.
+ */
+function configIsSecret(key: string): boolean {
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    const { isConfigSecret } = require("@pulumi/pulumi/runtime/config") as { isConfigSecret?: (k: string) => boolean };
+    if (typeof isConfigSecret !== "function") {
+        throw new Error("@pulumi/pulumi/runtime/config no longer exports isConfigSecret: this program cannot tell a secret config value from a plain one");
+    }
+    return isConfigSecret(`${PROJECT}:${key}`) || isConfigSecret(`${PROJECT}:config:${key}`);
+}
+
 /** Reads the stack's configuration once. Throws a ConfigError before any resource exists. */
 export function readConfig(): Config {
     const raw: RawConfig = {};
@@ -508,7 +623,8 @@ export function readConfig(): Config {
         const value = pulumi.runtime.getConfig(`${PROJECT}:${key}`);
         if (value !== undefined) raw[key] = value;
     }
-    const settings = parseSettings(raw, pulumi.getStack());
+    // Which values the stack holds as secrets: the CLI passes the list (PULUMI_CONFIG_SECRET_KEYS).
+    const settings = parseSettings(raw, pulumi.getStack(), SECRET_KEYS.filter(key => raw[key] !== undefined && configIsSecret(key)));
     const appEnvPlain: Record<string, string> = {};
     if (raw.appEnv) {
         const parsed = JSON.parse(raw.appEnv) as Record<string, unknown>;

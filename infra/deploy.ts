@@ -76,11 +76,15 @@ export class Deploy extends pulumi.ComponentResource {
         const connection = connectionFor(args.host, DEPLOY_USER, args.sshPrivateKey);
         const shipment = shipmentFor(args.settings, args.revision);
         const { upload: remotePath, create } = rotationCommand(args.layout, shipment, commit);
+        // CopyToRemote copies again only when its source or remotePath changed, not when the
+        // connection did: the server's address is a trigger, so that a new server (a droplet
+        // replaced, `host` moved to another box, serverStack's owner replaced) gets the upload
+        // that the rotation, re-run for the new connection, reads.
         const upload = new command.remote.CopyToRemote(`${name}-upload`, {
             connection,
             source: new pulumi.asset.FileAsset(shipment.file),
             remotePath,
-            triggers: [shipment.release],
+            triggers: [shipment.release, args.host.address],
         }, { parent: this, dependsOn: args.after });
         // A new app environment or new JVM options take effect through a rotation too: of the
         // live release (no build), in a fresh slot that reads them. Secret, as it derives from secrets.

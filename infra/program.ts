@@ -45,7 +45,7 @@ export async function program() {
     }
 
     return {
-        ...outputsFor(settings, env, host.address, DEPLOY_USER, environment),
+        ...outputsFor(settings, env, host.address, host.ipv6Address, DEPLOY_USER, environment),
         liveRevision: deploy.liveRevision,
         liveSlot: deploy.liveSlot,
         // Read by stacks that share this server (serverStack), to refuse colliding ports.

@@ -1,3 +1,4 @@
+import * as net from "net";
 import * as pulumi from "@pulumi/pulumi";
 import { Settings } from "../config";
 import { Host, TYPE_PREFIX } from "./host";
@@ -14,9 +15,10 @@ export class ExistingHost extends pulumi.ComponentResource implements Host {
     constructor(name: string, settings: Settings, opts?: pulumi.ComponentResourceOptions) {
         super(`${TYPE_PREFIX}:host:ExistingHost`, name, {}, opts);
         this.address = pulumi.output(settings.host);
-        this.ipv6Address = pulumi.output("");
+        // Known only when `host` is an IPv6 address itself.
+        this.ipv6Address = pulumi.output(net.isIP(settings.host) === 6 ? settings.host : "");
         this.sshUser = settings.sshUser;
         this.sshPort = settings.sshPort;
-        this.registerOutputs({ address: this.address });
+        this.registerOutputs({ address: this.address, ipv6Address: this.ipv6Address });
     }
 }

@@ -11,7 +11,7 @@ export const TYPE_PREFIX = "clj-zero-downtime";
  */
 export interface Host {
     address: pulumi.Output<string>;
-    /** Set when the provider knows it (clouds); empty otherwise. */
+    /** Public IPv6 address, where the provider knows it (the clouds; an `existing` host given as one; the owner's for serverStack); empty otherwise. */
     ipv6Address: pulumi.Output<string>;
     sshUser: string;
     sshPort: number;

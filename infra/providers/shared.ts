@@ -63,10 +63,11 @@ export class SharedHost extends pulumi.ComponentResource implements Host {
                 if (problems.length > 0) throw new ConfigError(problems);
                 return address;
             });
-        this.ipv6Address = pulumi.output("");
+        // The owner's (its serverIpv6Address output); "" from an owner from before that output.
+        this.ipv6Address = owner.getOutput("serverIpv6Address").apply(v => typeof v === "string" ? v : "");
         this.sshUser = settings.sshUser;
         this.sshPort = settings.sshPort;
         this.origin = `stack ${settings.serverStack}`;
-        this.registerOutputs({ address: this.address });
+        this.registerOutputs({ address: this.address, ipv6Address: this.ipv6Address });
     }
 }

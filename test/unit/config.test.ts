@@ -1,5 +1,10 @@
 import * as assert from "assert";
-import { ConfigError, DEFAULTS, parseSettings, RawConfig } from "../../infra/config";
+import { execFileSync } from "child_process";
+import * as fs from "fs";
+import * as path from "path";
+import { ConfigError, DEFAULTS, parseSettings, RawConfig, readConfig } from "../../infra/config";
+import { runUnderMocks } from "../support/pulumi-mocks";
+import { tempDir } from "../support/tmp";
 
 const PUB = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGxhbWJkYWxhbWJkYWxhbWJkYWxhbWJkYWxhbWJkYQ test@example";
 const PRIV = "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n";
@@ -92,6 +97,83 @@ describe("config validation", () => {
         assert.ok(found.every(p => !p.includes("hunter2")), "the secret leaked into the message");
     });
 
+    describe("an SSH key pair made by ssh-keygen", () => {
+        const dir = tempDir("config-keys");
+        const PASSPHRASE = "correct horse battery";
+        /** A key made by `ssh-keygen -N passphrase` with `extra` options: its private and public text. */
+        const keygen = (name: string, passphrase: string, ...extra: string[]) => {
+            const file = path.join(dir, name);
+            execFileSync("ssh-keygen", ["-q", "-N", passphrase, "-C", `${name}@test`, "-f", file, ...extra]);
+            return { priv: fs.readFileSync(file, "utf8"), pub: fs.readFileSync(`${file}.pub`, "utf8").trim() };
+        };
+        const one = keygen("one", "", "-t", "ed25519");
+        const two = keygen("two", "", "-t", "ed25519");
+        const rsa = keygen("rsa", "", "-t", "rsa", "-b", "2048");
+        const locked = keygen("locked", PASSPHRASE, "-t", "ed25519");
+        const lockedPem = keygen("locked-pem", PASSPHRASE, "-t", "rsa", "-b", "2048", "-m", "PEM");
+        const lockedPkcs8 = keygen("locked-pkcs8", PASSPHRASE, "-t", "rsa", "-b", "2048", "-m", "PKCS8");
+        const plainPem = keygen("plain-pem", "", "-t", "ecdsa", "-m", "PEM");
+
+        /** No message shows any line of the key's text, nor the passphrase. */
+        const assertNotShown = (found: string[], priv: string) => {
+            const lines = priv.split("\n").filter(l => l.length >= 16 && !l.startsWith("-----"));
+            assert.ok(lines.length > 0);
+            for (const p of found) {
+                for (const l of lines) assert.ok(!p.includes(l), `the private key leaked into: ${p}`);
+                assert.ok(!p.includes(PASSPHRASE));
+            }
+        };
+
+        it("accepts a key without passphrase that belongs to sshPublicKey (ed25519, RSA, and a PEM key)", () => {
+            for (const k of [one, two, rsa, plainPem]) {
+                assert.strictEqual(parseSettings({ sshPublicKey: k.pub, sshPrivateKey: k.priv }, "live").sshPublicKey, k.pub);
+            }
+            // CRLF line ends (a key pasted on Windows) change nothing.
+            parseSettings({ sshPublicKey: one.pub, sshPrivateKey: one.priv.replace(/\n/g, "\r\n") }, "live");
+        });
+
+        it("refuses a passphrase-protected key (OpenSSH, PEM Proc-Type, PKCS#8) before anything is created, saying how to get one without, never showing it", () => {
+            assert.match(locked.priv, /^-----BEGIN OPENSSH PRIVATE KEY-----/);
+            assert.match(lockedPem.priv, /^Proc-Type: 4,ENCRYPTED$/m);
+            assert.match(lockedPkcs8.priv, /^-----BEGIN ENCRYPTED PRIVATE KEY-----/);
+            for (const k of [locked, lockedPem, lockedPkcs8]) {
+                const found = problems({ sshPublicKey: k.pub, sshPrivateKey: k.priv });
+                const message = found.find(p => p.includes("clj-zero-downtime:sshPrivateKey is passphrase-protected"));
+                assert.ok(message, found.join("\n"));
+                assert.ok(message.includes("needs a key without one"), message);
+                assert.ok(message.includes("`ssh-keygen -t ed25519 -N '' -f ~/.ssh/clj-zero-downtime`"), message);
+                assert.ok(message.includes("`scripts/pulumi config set --secret sshPrivateKey --stack live -- < ~/.ssh/clj-zero-downtime`"), message);
+                assert.ok(message.includes("`ssh-keygen -p -f <key file>`"), message);
+                assert.ok(!found.some(p => p.includes("does not belong")), "an encrypted key is not also called another pair's");
+                assertNotShown(found, k.priv);
+            }
+        });
+
+        it("refuses an OpenSSH private key of another pair than sshPublicKey, naming both fingerprints, never the key", () => {
+            const found = problems({ sshPublicKey: one.pub, sshPrivateKey: two.priv });
+            const fingerprint = (pubText: string) => {
+                const file = path.join(dir, "fp.pub");
+                fs.writeFileSync(file, pubText);
+                return execFileSync("ssh-keygen", ["-l", "-f", file], { encoding: "utf8" }).split(" ")[1];
+            };
+            const message = found.find(p => p.includes("clj-zero-downtime:sshPrivateKey does not belong to sshPublicKey"));
+            assert.ok(message, found.join("\n"));
+            assert.ok(message.includes(`the private key's public half is ${fingerprint(two.pub)}, sshPublicKey is ${fingerprint(one.pub)}`), message);
+            assertNotShown(found, two.priv);
+            assert.ok(problems({ sshPublicKey: rsa.pub, sshPrivateKey: one.priv }).some(p => p.includes("does not belong to sshPublicKey")), "another type too");
+            // The comment is not part of the key.
+            parseSettings({ sshPublicKey: one.pub.replace("one@test", "laptop"), sshPrivateKey: one.priv }, "live");
+        });
+
+        it("refuses an OpenSSH key whose data ends early (a truncated copy), never showing it", () => {
+            const lines = one.priv.trim().split("\n");
+            const truncated = [lines[0], lines[1].slice(0, 40), lines[lines.length - 1]].join("\n");
+            const found = problems({ sshPublicKey: one.pub, sshPrivateKey: truncated });
+            assert.ok(found.some(p => p.includes("sshPrivateKey is not valid: its OpenSSH key data ends early")), found.join("\n"));
+            assertNotShown(found, one.priv);
+        });
+    });
+
     it("rejects deprecated Hetzner types", () => {
         assertProblem(valid({ provider: "hetzner", size: "cx22" }), "size", "cx22", "deprecated", "cx23");
         assertProblem(valid({ provider: "hetzner", size: "cpx11" }), "size", "cpx11", "deprecated");
@@ -125,7 +207,28 @@ describe("config validation", () => {
             assertProblem(valid({ appName: bad }), "appName", JSON.stringify(bad), "safe slug");
         }
         assertProblem(valid({ appName: "root" }), "appName", "reserved");
+        assertProblem(valid({ appName: "deploy" }), "appName", '"deploy"', "reserved", "deploy");
         assert.strictEqual(parseSettings(valid({ appName: "shop-api2" }), "live").appName, "shop-api2");
+    });
+
+    it("refuses an appName whose app user is the user the setup connects as (it would lock that account)", () => {
+        for (const name of ["ops", "sample-app"]) {
+            assertProblem(valid({ provider: "existing", host: "203.0.113.5", sshUser: name, appName: name }),
+                `clj-zero-downtime:appName = "${name}" is not valid: a name other than clj-zero-downtime:sshUser ("${name}")`,
+                `the app's system user is named ${name} after appName`, "lock it and set its shell to nologin", "choose another appName, or connect as another sshUser");
+        }
+        // The default appName is sample-app: an admin of that name must choose another.
+        assertProblem(valid({ provider: "existing", host: "203.0.113.5", sshUser: "sample-app" }), "appName", "sshUser");
+        assertProblem(valid({ provider: "existing", serverStack: "live", sshUser: "ops", appName: "ops" }, ), "appName", "sshUser");
+        assert.strictEqual(parseSettings(valid({ provider: "existing", host: "203.0.113.5", sshUser: "ops", appName: "shop" }), "live").appName, "shop");
+        // The clouds are set up as root, whatever sshUser says.
+        assert.strictEqual(parseSettings(valid({ provider: "hetzner", sshUser: "shop", appName: "shop" }), "live").appName, "shop");
+    });
+
+    it("refuses deploy as the sshUser of an existing server: the setup takes that user over", () => {
+        assertProblem(valid({ provider: "existing", host: "203.0.113.5", sshUser: "deploy" }),
+            `clj-zero-downtime:sshUser = "deploy" is not valid: a user other than deploy`, "its password removed", "connect as root or another user with passwordless sudo");
+        assert.strictEqual(parseSettings(valid({ provider: "existing", host: "203.0.113.5", sshUser: "ops" }), "live").sshUser, "ops");
     });
 
     it("rejects an environment that is not a safe slug, also when it comes from the stack name", () => {
@@ -245,6 +348,34 @@ describe("config validation", () => {
         const s = parseSettings(valid({ tls: "letsencrypt", domain: "a.example.com", hsts: "true" }), "live");
         assert.strictEqual(s.tls, "letsencrypt");
         assert.strictEqual(s.hsts, true);
+    });
+
+    it("refuses a tlsKey that is not a secret (it would sit in plain text in Pulumi.<stack>.yaml), naming the --secret command", () => {
+        const key = "-----BEGIN PRIVATE KEY-----\nTLSKEYBODYtlskeybody\n-----END PRIVATE KEY-----\n";
+        const custom = { tls: "custom", domain: "a.example.com", tlsCertificate: "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----", tlsKey: key };
+        for (const extra of [custom, { tlsKey: key }]) {
+            let found: string[] = [];
+            try {
+                parseSettings(valid(extra), "beta", ["sshPrivateKey"]);
+            } catch (e) {
+                found = (e as ConfigError).problems;
+            }
+            const message = found.find(p => p.includes("clj-zero-downtime:tlsKey is set in plain text, not as a secret"));
+            assert.ok(message, found.join("\n"));
+            assert.ok(message.includes("Pulumi.beta.yaml"), message);
+            assert.ok(message.includes("`scripts/pulumi config set --secret tlsKey --stack beta -- < privkey.pem`"), message);
+            assert.ok(found.every(p => !p.includes("TLSKEYBODY")), "the key leaked into a message");
+        }
+        assert.strictEqual(parseSettings(valid(custom), "beta", ["sshPrivateKey", "tlsKey"]).tls, "custom");
+        assert.strictEqual(parseSettings(valid(), "beta", ["sshPrivateKey"]).tls, "off", "no tlsKey: nothing to refuse");
+    });
+
+    it("readConfig tells parseSettings which values the stack holds as secrets", async () => {
+        const key = "-----BEGIN PRIVATE KEY-----\nTLSKEYBODYtlskeybody\n-----END PRIVATE KEY-----\n";
+        const config = { sshPublicKey: PUB, sshPrivateKey: PRIV, tlsKey: key };
+        await assert.rejects(runUnderMocks(() => { readConfig(); return {}; }, { config, secretKeys: ["sshPrivateKey"] }),
+            (e: Error) => e instanceof ConfigError && /tlsKey is set in plain text, not as a secret/.test(e.message) && !e.message.includes("TLSKEYBODY"));
+        await runUnderMocks(() => { readConfig(); return {}; }, { config, secretKeys: ["sshPrivateKey", "tlsKey"] });
     });
 
     it("validates dnsZone: DigitalOcean only, and it must contain the domain", () => {

@@ -63,8 +63,22 @@ describe("Deploy", () => {
         const c3 = commitFile(repo, "app/project.clj", "(defproject demo \"0.2.0\")\n", "app change");
         const third = await deployInputs(app);
         assert.deepStrictEqual(third.rotate.inputs.triggers, [c3, restartKey]);
-        assert.deepStrictEqual(third.upload.inputs.triggers, [c3]);
+        assert.deepStrictEqual(third.upload.inputs.triggers, [c3, "198.51.100.4"]);
         assert.deepStrictEqual((await deployInputs(app, c1)).rotate.inputs.triggers, [c1, restartKey], "appRevision set to an older commit rolls back");
+    });
+
+    it("uploads again to a new server with the same commit: the server's address is a trigger of the upload", async () => {
+        // CopyToRemote copies only when its source or remotePath changed; without the address a
+        // replaced server never got the archive, and the rotation (re-run for the new connection) failed.
+        const { repo, app } = makeRepo();
+        const c = git(repo, "rev-parse", "HEAD");
+        const before = await deployInputs(app);
+        const moved = await deployInputs(app, "HEAD", { host: "198.51.100.5" });
+        assert.strictEqual(await moved.upload.inputs.source.path, await before.upload.inputs.source.path, "same commit, same file");
+        assert.strictEqual(moved.upload.inputs.remotePath, before.upload.inputs.remotePath);
+        assert.deepStrictEqual(before.upload.inputs.triggers, [c, "198.51.100.4"]);
+        assert.deepStrictEqual(moved.upload.inputs.triggers, [c, "198.51.100.5"]);
+        assert.strictEqual(moved.upload.inputs.connection.host, "198.51.100.5", "the trigger is the address the upload connects to");
     });
 
     it("runs the rotation as the deploy user with the uploaded archive, and carries no secret", async () => {
@@ -81,7 +95,7 @@ describe("Deploy", () => {
         assert.deepStrictEqual(rotate.dependsOn, [upload.urn]);
     });
 
-    it("build: local runs lein without Pulumi's environment (the decrypted config, the passphrase, the token)", () => {
+    it("build: local runs lein without Pulumi's environment (the decrypted config, the passphrase, the token) or the cloud tokens", () => {
         const { app } = makeRepo();
         const rev = resolveAppRevision(app, "HEAD");
         const dir = tempDir("lein");
@@ -89,16 +103,24 @@ describe("Deploy", () => {
         const lein = path.join(dir, "lein");
         fs.writeFileSync(lein, "#!/bin/sh\nmkdir -p target && env > target/demo-standalone.jar\n", { mode: 0o755 });
         const saved = { ...process.env };
+        // The README has users export a cloud token for the providers: the build must not get it.
         Object.assign(process.env, { PULUMI_CONFIG: '{"clj-zero-downtime:tlsKey":"secret-key-body"}', PULUMI_CONFIG_PASSPHRASE: "pass-phrase",
-            PULUMI_CONFIG_SECRET_KEYS: "[]", PULUMI_ACCESS_TOKEN: "pul-token", LEIN_SNAPSHOTS_IN_RELEASE: "kept" });
+            PULUMI_CONFIG_PASSPHRASE_FILE: "/pass-phrase-file", PULUMI_CONFIG_SECRET_KEYS: "[]", PULUMI_ACCESS_TOKEN: "pul-token",
+            DIGITALOCEAN_TOKEN: "do-token", DIGITALOCEAN_ACCESS_TOKEN: "do-access-token", HCLOUD_TOKEN: "hc-token",
+            LEIN_SNAPSHOTS_IN_RELEASE: "kept", AWS_ACCESS_KEY_ID: "maven-s3-id" });
         try {
             const jar = buildJarLocally(rev, { cacheDir: dir, lein });
             const seen = fs.readFileSync(jar.path, "utf8");
-            for (const secret of ["secret-key-body", "pass-phrase", "pul-token", "PULUMI_CONFIG"]) assert.ok(!seen.includes(secret), `lein saw ${secret}`);
+            for (const secret of ["secret-key-body", "pass-phrase", "pul-token", "PULUMI_CONFIG", "do-token", "do-access-token", "hc-token",
+                "DIGITALOCEAN_", "HCLOUD_"]) {
+                assert.ok(!seen.includes(secret), `lein saw ${secret}`);
+            }
             assert.match(seen, /^LEIN_SNAPSHOTS_IN_RELEASE=kept$/m, "the rest of the environment is passed on");
+            assert.match(seen, /^AWS_ACCESS_KEY_ID=maven-s3-id$/m, "a build may need AWS_* (an S3 Maven repository)");
             assert.match(seen, /^PATH=/m);
         } finally {
             for (const k of Object.keys(process.env)) if (!(k in saved)) delete process.env[k];
+            Object.assign(process.env, saved);
         }
     });
 
@@ -139,10 +161,10 @@ describe("Deploy", () => {
             assert.throws(() => privateCacheDir(), (e: Error) => e instanceof AppSourceError &&
                 /the cache .* is not a directory of this user alone \(owner uid \d+, mode 777\): a file in it would be deployed as it is; remove it \(it is made again\), or run chmod 700/.test(e.message));
             fs.chmodSync(base, 0o700);
-            if (process.getuid!() === 0) {
-                fs.chownSync(base, 65534, 65534); // nobody's, as another user could have made it first
-                assert.throws(() => privateCacheDir(), /owner uid 65534/);
-            }
+            // Giving the directory to another user takes root; the unit tests run as root (README, Tests).
+            assert.strictEqual(process.getuid!(), 0, "this test needs root (it chowns the cache to another user): run the unit tests as root");
+            fs.chownSync(base, 65534, 65534); // nobody's, as another user could have made it first
+            assert.throws(() => privateCacheDir(), /owner uid 65534/);
         } finally {
             if (saved === undefined) delete process.env.XDG_CACHE_HOME;
             else process.env.XDG_CACHE_HOME = saved;

@@ -253,6 +253,31 @@ describe("program resource graph", () => {
         assert.ok(none.byType("digitalocean:index/dnsRecord:DnsRecord").length === 0);
     });
 
+    it("exports the server's IPv6 address where the provider knows it (serverIpv6Address), and dnsHint names it for the AAAA record", async () => {
+        const domain = { domain: "shop.example.com" };
+        const digitalocean = await run({ provider: "digitalocean", ...domain });
+        assert.strictEqual(digitalocean.outputs.serverIpv6Address, "2001:db8::10");
+        assert.strictEqual(digitalocean.outputs.dnsHint, "point an A record for shop.example.com at 203.0.113.10 and an AAAA record at 2001:db8::10");
+        const hetzner = await run({ provider: "hetzner", ...domain });
+        assert.strictEqual(hetzner.outputs.serverIpv6Address, "2001:db8::20");
+        assert.strictEqual(hetzner.outputs.dnsHint, "point an A record for shop.example.com at 203.0.113.20 and an AAAA record at 2001:db8::20");
+        // An existing host: known only when `host` is an IPv6 address.
+        const existing = await run({ provider: "existing", host: "198.51.100.4", ...domain });
+        assert.strictEqual(existing.outputs.serverIpv6Address, "");
+        assert.strictEqual(existing.outputs.dnsHint, "point an A record for shop.example.com at 198.51.100.4 (and AAAA at its IPv6 address, if any)");
+        const existing6 = await run({ provider: "existing", host: "2001:db8::4", ...domain });
+        assert.strictEqual(existing6.outputs.serverIpv6Address, "2001:db8::4");
+        assert.strictEqual(existing6.outputs.dnsHint, "point an AAAA record for shop.example.com at 2001:db8::4");
+        // A stack on another's server: the owner's, or "" from an owner from before the output.
+        const owner = { serverAddress: "198.51.100.7", environment: "live", ports: { proxy: 3000, slot1: 3001, slot2: 3002, nrepl1: 7001, nrepl2: 7002 } };
+        const beta = { provider: "existing", serverStack: "live", environment: "beta", domain: "beta.example.com",
+            proxyPort: 3100, slot1Port: 3101, slot2Port: 3102, nrepl1Port: 7101, nrepl2Port: 7102 };
+        const shared = await run(beta, { stack: "beta", stackOutputs: { live: { ...owner, serverIpv6Address: "2001:db8::7" } } });
+        assert.strictEqual(shared.outputs.serverIpv6Address, "2001:db8::7");
+        assert.match(shared.outputs.dnsHint, /and an AAAA record at 2001:db8::7$/);
+        assert.strictEqual((await run(beta, { stack: "beta", stackOutputs: { live: owner } })).outputs.serverIpv6Address, "");
+    });
+
     it("the owning stack guards its destroy; every environment removes itself on destroy only", async () => {
         const r = await run({ provider: "existing", host: "198.51.100.4" });
         const teardown = r.byName("sample-app-live-teardown").inputs;

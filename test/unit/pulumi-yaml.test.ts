@@ -50,7 +50,9 @@ describe("Pulumi.yaml", () => {
                 assert.ok(!/private|secret|token|password/i.test(k), `${k} must not be in a committed stack file`);
                 raw[k.slice(PROJECT.length + 1)] = typeof v === "string" ? v : JSON.stringify(v);
             }
-            const s = parseSettings({ ...raw, sshPublicKey: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGxh x", sshPrivateKey: "-----BEGIN OPENSSH PRIVATE KEY-----\n" }, stack);
+            // The file's values are plain text: a tlsKey among them would be refused (only the test's sshPrivateKey counts as a secret).
+            const s = parseSettings({ ...raw, sshPublicKey: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGxh x", sshPrivateKey: "-----BEGIN OPENSSH PRIVATE KEY-----\n" }, stack,
+                ["sshPrivateKey"]);
             assert.strictEqual(s.environment, stack);
         });
     }
