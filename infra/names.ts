@@ -72,6 +72,21 @@ export const CLAIMS_LOCK = `${TOOL_STATE_DIR}/claims.lock`;
 /** Held while a setup step adds a stack's key to the deploy user's authorized_keys. */
 export const DEPLOY_KEYS_LOCK = `${TOOL_STATE_DIR}/deploy-keys.lock`;
 
+/**
+ * The records in an environment's state directory (EnvironmentLayout.stateDir), by file name;
+ * the deploy script writes them (a temp file renamed over the record), `ops` reads them.
+ * `liveSlot`: 1 or 2, the slot traffic goes to (the kernel rule is the truth while the
+ * machine is up; this file survives reboots). `liveRevision`: the revision the live slot runs.
+ * `previousRevision`: the one live before it (the --rollback target). `configCommit`: the
+ * commit appRevision named at the last successful pulumi up.
+ */
+export const STATE_FILES = {
+    liveSlot: "live-slot",
+    liveRevision: "live-revision",
+    previousRevision: "previous-revision",
+    configCommit: "config-commit",
+} as const;
+
 /** A release directory holds the build tree and this jar, copied out of `target/`. */
 export const RELEASE_JAR = "app.jar";
 
@@ -106,6 +121,8 @@ export interface EnvironmentLayout {
     /** Where `pulumi up` uploads the `git archive` of the revision it deploys. */
     uploadsDir: string;
     stateDir: string;
+    /** The names of the records in stateDir (STATE_FILES). */
+    stateFiles: typeof STATE_FILES;
     /** What the environment holds on the server that no other environment may: its ports and its server name. */
     claimsFile: string;
     binDir: string;
@@ -224,6 +241,7 @@ export function layout(appName: string, environment: string, ports: Ports): Envi
         releasesDir: `${baseDir}/releases`,
         uploadsDir: `${baseDir}/uploads`,
         stateDir,
+        stateFiles: STATE_FILES,
         claimsFile: `${stateDir}/${CLAIMS_NAME}`,
         binDir,
         repoDir: `${baseDir}/repo.git`,

@@ -116,6 +116,9 @@ export function validateRotationInput(layout: EnvironmentLayout, settings: Rotat
     })) {
         check(SAFE_PATH.test(v) && !v.split("/").includes(".."), `${k} ${JSON.stringify(v)}`);
     }
+    for (const [k, v] of Object.entries(layout.stateFiles)) {
+        check(SAFE_ID.test(v), `state file name ${k} ${JSON.stringify(v)}`);
+    }
     checkPort(layout.ports.proxy, "proxy port");
     check(layout.programs.length === 2, "programs (exactly two slots)");
     for (const p of layout.programs) {
@@ -183,6 +186,11 @@ export function rotationView(layout: EnvironmentLayout, settings: RotationSettin
         slot2Log: s2.log,
         slot2BootFlag: s2.bootFlag,
         slot2SettingsRequest: s2.settingsRequest,
+        /** The state records' file names in stateDir. */
+        liveSlotFile: layout.stateFiles.liveSlot,
+        liveRevisionFile: layout.stateFiles.liveRevision,
+        previousRevisionFile: layout.stateFiles.previousRevision,
+        configCommitFile: layout.stateFiles.configCommit,
         domain: settings.domain,
         healthPath: settings.healthPath,
         startTimeoutSeconds: settings.startTimeoutSeconds,

@@ -303,6 +303,11 @@ function sshStreaming(argv: string[], stdin: "pipe" | "ignore"): { child: ChildP
 
 // ---- status ------------------------------------------------------------------
 
+/** The state records status shows, each in a section named as its file (names.ts decides the names). */
+function statusRecords(env: EnvironmentLayout): string[] {
+    return [env.stateFiles.liveSlot, env.stateFiles.liveRevision, env.stateFiles.previousRevision];
+}
+
 /** Prints labelled sections (`@@name`) the status formatter reads. Runs as the deploy user. */
 export function statusScript(env: EnvironmentLayout): string {
     const q = shq;
@@ -310,7 +315,7 @@ export function statusScript(env: EnvironmentLayout): string {
         "set -u",
         "export LC_ALL=C",
         "sec() { printf '@@%s\\n' \"$1\"; }",
-        `for f in live-slot live-revision previous-revision; do sec "$f"; head -n 1 ${q(env.stateDir)}/"$f" 2>/dev/null || true; done`,
+        `for f in ${statusRecords(env).map(q).join(" ")}; do sec "$f"; head -n 1 ${q(env.stateDir)}/"$f" 2>/dev/null || true; done`,
         // The rotation script reads the kernel rule: the truth about where traffic goes, and a ramp left in place.
         `rotation_status=$(${q(env.deployScript)} --status 2>&1 || true)`,
         `sec traffic; printf '%s\\n' "$rotation_status" | sed -n 's/^traffic goes to: *slot *//p'`,
@@ -369,9 +374,9 @@ export function formatStatus(target: Target, raw: string): string {
     const s = parseSections(raw);
     const one = (k: string) => (s[k] ?? [])[0] ?? "";
     const env = target.layout;
-    const liveSlot = one("live-slot");
-    const liveRevision = one("live-revision");
-    const previous = one("previous-revision");
+    const liveSlot = one(env.stateFiles.liveSlot);
+    const liveRevision = one(env.stateFiles.liveRevision);
+    const previous = one(env.stateFiles.previousRevision);
     const traffic = one("traffic");
     const out: string[] = [];
     out.push(`stack ${target.stack}: ${env.id} on ${target.user}@${target.address}`);
@@ -452,13 +457,13 @@ export const OLD_LOG_FOLLOW_SECONDS = 300;
  */
 export function logsCommand(env: EnvironmentLayout, opts: Pick<Options, "slot" | "lines" | "follow">,
     oldLogSeconds = OLD_LOG_FOLLOW_SECONDS): string {
-    const live = `$(head -n 1 ${shq(`${env.stateDir}/live-slot`)} 2>/dev/null || true)`;
+    const live = `$(head -n 1 ${shq(`${env.stateDir}/${env.stateFiles.liveSlot}`)} 2>/dev/null || true)`;
     const pick = opts.slot
         ? `slot=${opts.slot}`
         : `slot=${live}; if [ -z "$slot" ]; then echo "nothing deployed to ${env.environment} yet: no live slot (use --slot 1|2)" >&2; exit 3; fi`;
     // Each slot's log path comes from infra/names.ts, the one place that names it.
     const log = `case "$slot" in ${slotLogCases(env, "log=")} ` +
-        `*) echo "live-slot holds '$slot', not 1 or 2" >&2; exit 3 ;; esac`;
+        `*) echo "${env.stateFiles.liveSlot} holds '$slot', not 1 or 2" >&2; exit 3 ;; esac`;
     const header = `echo "==> $log (slot $slot${opts.slot ? "" : ", live"})" >&2`;
     const exists = `[ -r "$log" ] || { echo "no log yet at $log" >&2; exit 4; }`;
     const start = [pick, log, header, exists].join("; ");
@@ -490,7 +495,7 @@ function slotLogCases(env: EnvironmentLayout, assign: string): string {
  * way out (stdin closed, a signal) goes through the EXIT trap, which stops every tail.
  */
 function followLiveScript(env: EnvironmentLayout, lines: number, oldLogSeconds: number): string {
-    return `live_file=${shq(`${env.stateDir}/live-slot`)}
+    return `live_file=${shq(`${env.stateDir}/${env.stateFiles.liveSlot}`)}
 lock_file=${shq(env.lockFile)}
 log_of() { case "$1" in ${slotLogCases(env, "echo ")} esac; }
 size_of() { stat -c %s -- "$1" 2>/dev/null || echo 0; }

@@ -344,6 +344,25 @@ describe("ops: logs following, run with bash", function () {
     });
 });
 
+describe("ops: state records", () => {
+    it("reads the state records by the names infra/names.ts gives them, never by names of its own", () => {
+        const target = targetFromOutputs("live", OUTPUTS);
+        const stateFiles = { liveSlot: "x-slot", liveRevision: "x-revision", previousRevision: "x-previous", configCommit: "x-commit" } as const;
+        const renamed = { ...target, layout: { ...target.layout, stateFiles } as unknown as EnvironmentLayout };
+        const texts = [statusScript(renamed.layout), logsCommand(renamed.layout, { lines: 5, follow: true }), logsCommand(renamed.layout, { lines: 5, follow: false })];
+        for (const text of texts) {
+            assert.doesNotMatch(text.split("\n").filter(l => !l.trimStart().startsWith("#")).join("\n"), /live-slot|live-revision|previous-revision/, text);
+        }
+        assert.match(texts[0], /for f in 'x-slot' 'x-revision' 'x-previous'; do sec "\$f"; head -n 1 '\/srv\/shop\/live\/state'\/"\$f"/);
+        assert.match(texts[1], /^live_file='\/srv\/shop\/live\/state\/x-slot'$/m);
+        assert.match(texts[2], /slot=\$\(head -n 1 '\/srv\/shop\/live\/state\/x-slot'/);
+        const report = formatStatus(renamed, "@@x-slot\n2\n@@x-revision\nrev-b\n@@x-previous\nrev-a\n@@history\n@@disk-total\n0\n");
+        assert.match(report, /^live slot: +2$/m);
+        assert.match(report, /^live revision: +rev-b$/m);
+        assert.match(report, /^previous revision: +rev-a$/m);
+    });
+});
+
 describe("ops: status report", () => {
     const target = targetFromOutputs("live", { ...OUTPUTS, liveRevision: A });
     const raw = [

@@ -1,5 +1,5 @@
 import * as assert from "assert";
-import { execFileSync, spawn, spawnSync } from "child_process";
+import { ChildProcess, execFileSync, spawn, spawnSync } from "child_process";
 import * as fs from "fs";
 import * as http from "http";
 import * as os from "os";
@@ -18,6 +18,7 @@ import {
     switchChain,
     IPTABLES_CHAIN_MAX,
 } from "../../infra/rotation";
+import { render } from "../../infra/render";
 import { functionBody, functionSource } from "../support/shell";
 import { startSupervisord, Supervisord } from "../support/supervisord";
 import { tempDir } from "../support/tmp";
@@ -91,6 +92,23 @@ describe("rotation: deploy script", () => {
     const s = files.deployScript;
     // The script's own constant: the tests below check that its requests send it, and what it says.
     const userAgentSetting = lines(s).find(l => l.startsWith("readonly DEPLOY_USER_AGENT="))!.replace("readonly ", "");
+    // The script's names of its state records (rendered from the layout), for tests that run its state functions.
+    const stateFileNames = lines(s).filter(l => /^readonly (LIVE_SLOT|LIVE_REVISION|PREVIOUS_REVISION|CONFIG_COMMIT)_FILE=/.test(l)).join("\n");
+    // The scripts a test spawns, killed by pid after it: a test that times out never reaches its
+    // finally, and a script that loops would outlive it. (Each spawn has a timeout of its own too.)
+    const spawned = new Set<ChildProcess>();
+    const spawnTracked = (command: string, args: string[], options: import("child_process").SpawnOptions = {}): ChildProcess => {
+        const child = spawn(command, args, { timeout: 30_000, killSignal: "SIGKILL", ...options });
+        spawned.add(child);
+        child.once("exit", () => spawned.delete(child));
+        return child;
+    };
+    afterEach(() => {
+        for (const child of spawned) {
+            if (child.pid && child.exitCode === null && child.signalCode === null) process.kill(child.pid, "SIGKILL");
+        }
+        spawned.clear();
+    });
 
     it("is strict bash", () => {
         assert.ok(s.startsWith("#!/bin/bash\n"));
@@ -135,6 +153,21 @@ describe("rotation: deploy script", () => {
         }
     });
 
+    it("names its state records as the layout does (infra/names.ts), never by names of its own", () => {
+        const stateFiles = { liveSlot: "x-slot", liveRevision: "x-revision", previousRevision: "x-previous", configCommit: "x-commit" } as const;
+        const renamed = renderRotationFiles({ ...env, stateFiles } as unknown as typeof env, settings).deployScript;
+        for (const line of ['readonly LIVE_SLOT_FILE="x-slot"', 'readonly LIVE_REVISION_FILE="x-revision"',
+            'readonly PREVIOUS_REVISION_FILE="x-previous"', 'readonly CONFIG_COMMIT_FILE="x-commit"']) {
+            assert.ok(lines(renamed).includes(line), `missing line: ${line}`);
+        }
+        // The option --config-commit is no record's name.
+        const spelled = lines(renamed).filter(l => /live-slot|live-revision|previous-revision|(?<!--)config-commit/.test(l));
+        assert.deepStrictEqual(spelled, [], "a record named by the template itself");
+        for (const [name, file] of Object.entries(env.stateFiles)) {
+            assert.ok(lines(s).includes(`readonly ${name.replace(/[A-Z]/g, c => `_${c}`).toUpperCase()}_FILE="${file}"`), `${name} rendered from the layout`);
+        }
+    });
+
     it("locks with flock, waits lockTimeoutSeconds, and fails with the agreed message", () => {
         assert.match(s, /exec 9<"\$LOCK_FILE"/);
         assert.match(s, /flock -w "\$LOCK_TIMEOUT" 9/);
@@ -165,10 +198,10 @@ describe("rotation: deploy script", () => {
             ].join("\n");
             const outcomes: string[] = [];
             for (let i = 0; i < 40; i++) {
-                const bash = spawn("bash", ["-c", script]);
+                const bash = spawnTracked("bash", ["-c", script], { timeout: 10_000 });
                 let out = "";
-                bash.stdout.on("data", d => { out += d; });
-                bash.stderr.on("data", d => { out += d; });
+                bash.stdout!.on("data", d => { out += d; });
+                bash.stderr!.on("data", d => { out += d; });
                 // anywhere in the loop: in a pause, in a health check's wait, or between them
                 await new Promise(r => setTimeout(r, 150 + Math.random() * 100));
                 bash.kill("SIGTERM");
@@ -222,10 +255,10 @@ describe("rotation: deploy script", () => {
                 'pause 0.3; set_secs_since total "$t0"; ! past_deadline $((t0 + 60000000)); echo "total: $total"',
             ].join("\n");
             // An empty PATH: any command that is not a builtin fails.
-            const bash = spawn("/bin/bash", ["-c", code], { env: { PATH: "" } });
+            const bash = spawnTracked("/bin/bash", ["-c", code], { env: { PATH: "" }, timeout: 15_000 });
             let out = "", err = "";
-            bash.stdout.on("data", d => { out += d; });
-            bash.stderr.on("data", d => { err += d; });
+            bash.stdout!.on("data", d => { out += d; });
+            bash.stderr!.on("data", d => { err += d; });
             // While the request to /hang waits, only the script itself may hold the lock file open.
             const closed = new Promise<number | null>(r => bash.on("close", c => r(c)));
             const holders = new Promise<string[]>(resolve => {
@@ -326,7 +359,9 @@ describe("rotation: deploy script", () => {
             const code = [
                 script,
                 // The helper: its rule is the file "kernel"; a switch may be told to be interrupted.
-                `switch_cmd() { case "$1" in show) echo "\${SLOT_PORT[$(cat ${dir}/kernel)]}" ;; switch) echo "$3" >${dir}/kernel; echo "$3" >>${dir}/switches; [ ! -e ${dir}/signal-at-switch ] || kill -TERM $$; echo "switched to $3" ;; esac; }`,
+                // With a file "unreadable" its show fails (its iptables lock held), with "switch-fails" its switch.
+                `switch_cmd() { case "$1" in show) [ ! -e ${dir}/unreadable ] || { echo "cannot read iptables' nat table" >&2; return 1; }; echo "\${SLOT_PORT[$(cat ${dir}/kernel)]}" ;; ` +
+                `switch) [ ! -e ${dir}/switch-fails ] || { echo "cannot read iptables' nat table" >&2; return 1; }; echo "$3" >${dir}/kernel; echo "$3" >>${dir}/switches; [ ! -e ${dir}/signal-at-switch ] || kill -TERM $$; echo "switched to $3" ;; esac; }`,
                 `supervisor_process() { echo "$1 $2" >>${dir}/supervisor; }`,
                 `slot_state() { if grep -q "^stop \${SLOT_PROGRAM[$1]}" ${dir}/supervisor 2>/dev/null; then echo STOPPED; else echo RUNNING; fi; }`,
                 `wait_drained() { [ ! -e ${dir}/drain-hangs ] || return 1; [ ! -e ${dir}/signal-at-drain ] || { kill -TERM $$; pause 0.2; }; return 0; }`,
@@ -342,10 +377,70 @@ describe("rotation: deploy script", () => {
                 switches: read("switches").split("\n").filter(Boolean),
                 state: ["live-slot", "live-revision", "previous-revision"].map(f => `${f}=${read(`state/${f}`)}`).join(" "),
                 history: read("state/history"),
+                bootFlags: [1, 2].filter(n => fs.existsSync(path.join(dir, `slot${n}.boot`))),
             };
         };
         const started = "NEW_STARTED=1; ";
         const newProgram = `${env.id}:${slotProgram(env, 2).name}`;
+        // The real set_boot_priority (the sandbox's flags are slot<n>.boot), and slot 2 booting at idle priority.
+        const idleBoot = `${functionSource(s, "set_boot_priority")}\ntouch slot2.boot; `;
+
+        it("a switch rule that cannot be read when a deploy ends during its switch: all traffic goes back to the old slot before the new one is stopped", () => {
+            const r = endEarly(`${started}SWITCH_TRIED=1; touch unreadable; echo 2 >kernel; fail "the traffic switch failed: cannot read iptables' nat table"`);
+            assert.strictEqual(r.status, 1, r.out);
+            assert.deepStrictEqual(r.switches, ["1"], `traffic moved back first: ${r.out}`);
+            assert.strictEqual(r.kernel, "1");
+            assert.deepStrictEqual(r.supervisor, [`stop ${newProgram}`], r.out);
+            assert.match(r.out, /warning: cannot read the switch rule \(sudo \S+ show shop-production failed\), so slot 2 may already take traffic; moving all traffic back to slot 1 before stopping it\n/);
+            assert.match(r.out, /stopping slot 2 \(the switch rule could not be read; all traffic is back on slot 1 and its requests have finished\)/);
+            assert.doesNotMatch(r.out, /never got traffic/);
+            assert.strictEqual(r.state, "live-slot=1 live-revision=r1 previous-revision=");
+        });
+
+        it("a switch rule that cannot be read, and traffic that cannot be moved back (or no old slot): the new slot keeps running, and the message says how to look and what to do", () => {
+            const noMove = endEarly(`${started}SWITCH_TRIED=1; touch unreadable switch-fails; echo 2 >kernel; fail "the traffic switch failed: cannot read iptables' nat table"`);
+            assert.strictEqual(noMove.status, 1, noMove.out);
+            assert.deepStrictEqual(noMove.supervisor, [], `slot 2 may serve everything: not stopped (${noMove.out})`);
+            assert.match(noMove.out, /warning: could not move traffic back to slot 1: cannot read iptables' nat table\n/);
+            assert.match(noMove.out, /warning: slot 2 \(r2\) keeps running: it may take all traffic\. Look with: sudo \S+ show shop-production; move the traffic with: sudo \S+ switch shop-production 1; then stop shop-production:shop-production-2 with supervisorctl\n/);
+
+            const first = endEarly(`${started}SWITCH_TRIED=1; OLD_SLOT="" OLD_REVISION=""; touch unreadable; echo 2 >kernel; fail "the traffic switch failed: cannot read iptables' nat table"`);
+            assert.strictEqual(first.status, 1, first.out);
+            assert.deepStrictEqual(first.supervisor, [], first.out);
+            assert.deepStrictEqual(first.switches, [], first.out);
+            assert.match(first.out, /warning: cannot read the switch rule \(sudo \S+ show shop-production failed\), so slot 2 \(r2\) may already take all traffic; it keeps running\. Look with: sudo \S+ show shop-production; if it prints 8002, record it: echo 2 > \S+\/state\/live-slot; echo r2 > \S+\/state\/live-revision; otherwise stop shop-production:shop-production-2 with supervisorctl\n/);
+        });
+
+        it("a deploy that ends before it asked for any change of the rule stops its new slot without reading the rule: the old slot has all traffic", () => {
+            const r = endEarly(`${started}touch unreadable; echo 1 >kernel; fail "slot 2 failed its warm-up"`);
+            assert.strictEqual(r.status, 1, r.out);
+            assert.deepStrictEqual(r.switches, [], r.out);
+            assert.deepStrictEqual(r.supervisor, [`stop ${newProgram}`], r.out);
+            assert.match(r.out, /stopping slot 2 \(it never got traffic\)/);
+            assert.doesNotMatch(r.out, /cannot read the switch rule/);
+        });
+
+        it("the new slot's idle-priority boot flag goes once it has traffic, before the switch is recorded: a record that fails, or a signal in the switch, does not leave it", () => {
+            const unrecorded = endEarly(`${started}${idleBoot}record_switch() { return 1; }; switch_traffic 2`);
+            assert.strictEqual(unrecorded.kernel, "2", unrecorded.out);
+            assert.deepStrictEqual(unrecorded.bootFlags, [], `a Supervisor restart of the live slot 2 would boot it at idle priority: ${unrecorded.out}`);
+            assert.match(unrecorded.out, /traffic already goes to slot 2 \(r2\), but this server could not record it/);
+
+            // SIGKILL: no on_exit; the flag has gone before the records are written.
+            const killed = endEarly(`${started}${idleBoot}record_switch() { kill -KILL $$; }; switch_traffic 2`);
+            assert.strictEqual(killed.kernel, "2", killed.out);
+            assert.deepStrictEqual(killed.bootFlags, [], killed.out);
+
+            const signalled = endEarly(`${started}${idleBoot}touch signal-at-switch; switch_traffic 2`);
+            assert.strictEqual(signalled.status, 143, signalled.out);
+            assert.deepStrictEqual(signalled.bootFlags, [], signalled.out);
+            assert.strictEqual(signalled.state, "live-slot=2 live-revision=r2 previous-revision=r1");
+
+            // Before the switch, the new slot is stopped (which removes its flag), and the old slot's flag is not touched.
+            const early = endEarly(`${started}${idleBoot}touch slot1.boot; fail "stopped before the switch"`);
+            assert.deepStrictEqual(early.supervisor, [`stop ${newProgram}`], early.out);
+            assert.deepStrictEqual(early.bootFlags, [1], early.out);
+        });
 
         it("a signal that lands while the helper switches all traffic leaves the new slot serving, recorded as live", () => {
             const r = endEarly(`${started}touch signal-at-switch; switch_traffic 2`);
@@ -535,7 +630,7 @@ describe("rotation: deploy script", () => {
         assert.strictEqual(decide("rolled-back", "c0ffee1", "--archive", "u.tar", "--revision", "c0ffee1"), "deploy",
             "without --config-commit (a deploy by hand)");
         // Recorded only where a deploy from pulumi up succeeded, beside the history.
-        assert.match(functionBody(s, "rotate"), /\[ -z "\$CONFIG_COMMIT" \] \|\| write_state config-commit "\$CONFIG_COMMIT"\n\s+case "\$MODE" in\n\s+rollback \| restart\) record_history "\$MODE" ;;/);
+        assert.match(functionBody(s, "rotate"), /\[ -z "\$CONFIG_COMMIT" \] \|\| write_state "\$CONFIG_COMMIT_FILE" "\$CONFIG_COMMIT"\n\s+case "\$MODE" in\n\s+rollback \| restart\) record_history "\$MODE" ;;/);
     });
 
     it("a deploy bakes for the config's bakeSeconds, a rollback only when --bake-seconds says so", () => {
@@ -788,11 +883,11 @@ describe("rotation: deploy script", () => {
             fs.writeFileSync(path.join(dir, "live-slot"), "2\n");
             fs.writeFileSync(path.join(dir, "live-revision"), "new\n");
             fs.writeFileSync(path.join(dir, "previous-revision"), "old\n");
-            const script = ["set -Eeuo pipefail", "exec 2>&1", ...["uptime_us", "now_us", "set_secs_since", "read_state", "write_state", "record_switch_back", "take_back_bake", "on_exit"].map(fn => functionSource(s, fn)),
+            const script = ["set -Eeuo pipefail", "exec 2>&1", stateFileNames, ...["uptime_us", "now_us", "set_secs_since", "read_state", "write_state", "record_switch_back", "take_back_bake", "on_exit"].map(fn => functionSource(s, fn)),
                 'say() { echo "==> $*"; }', 'warn() { echo "warning: $*"; }', "fail() { REASON=$1; exit 1; }",
                 `OLD_PID=${oldAlive ? "$$" : "2147483647"}`, `check_health() { HEALTH_CODE=${oldHealth}; }`,
                 'return_traffic_to() { echo "traffic to slot $1"; RETURN_DRAINED=1; }', 'stop_new_slot() { echo "stop slot $NEW_SLOT ($1)"; }',
-                "slot_revision() { echo old; }", "kernel_live_slot() { echo 2; }",
+                "slot_revision() { echo old; }", "kernel_live_slot() { echo 2; }", "set_boot_priority() { :; }",
                 `STATE_DIR=${dir} ENVIRONMENT=live SWITCH_HELPER=/sbin/switch ENV_ID=app-live DRAIN_TIMEOUT=30 RECORD_HISTORY=0 EXITING=0 LAST_ERROR= STAGE=baking`,
                 "NEW_SLOT=2 OLD_SLOT=1 REVISION=new OLD_REVISION=old PREVIOUS_BEFORE=older NEW_STARTED=1 SWITCHED=1 RAMPING=0 BAKING=1 T_BAKE=0.0 RETURN_DRAINED=1",
                 "T_SWITCHED=$(now_us)", "trap on_exit EXIT", 'fail "slot 2 stopped answering its health check"'].join("\n");
@@ -836,7 +931,7 @@ describe("rotation: deploy script", () => {
         fs.mkdirSync(path.join(dir, "releases"));
         const state = () => stateRecords(dir);
         const switchAndBack = () => spawnSync("bash", ["-c", ["set -euo pipefail", `STATE_DIR=${dir} RELEASES_DIR=${dir}/releases NEW_SLOT=2 OLD_SLOT=1 OLD_REVISION=old REVISION=new`,
-            ...["read_state", "write_state", "record_switch", "record_switch_back"].map(fn => functionSource(s, fn)),
+            stateFileNames, ...["read_state", "write_state", "record_switch", "record_switch_back"].map(fn => functionSource(s, fn)),
             'PREVIOUS_BEFORE=$(read_state previous-revision)', "record_switch", 'echo "switched: $(cat $STATE_DIR/live-slot $STATE_DIR/live-revision $STATE_DIR/previous-revision | tr "\n" " ")"',
             "record_switch_back && echo back"].join("\n")], { encoding: "utf8" });
         fs.writeFileSync(path.join(dir, "live-slot"), "1\n");
@@ -875,7 +970,7 @@ describe("rotation: deploy script", () => {
         fs.writeFileSync(path.join(dir, "live-revision"), "old\n");
         // The temporary file is /dev/full for one run: each write to it fails with ENOSPC, as on a full disk.
         const run = (full: string) => spawnSync("bash", ["-c", ["set -euo pipefail", `STATE_DIR=${dir} RELEASES_DIR=${dir}/releases NEW_SLOT=2 OLD_REVISION=old REVISION=new`,
-            ...["write_state", "record_switch"].map(fn => functionSource(s, fn)),
+            stateFileNames, ...["write_state", "record_switch"].map(fn => functionSource(s, fn)),
             full ? `ln -s /dev/full "${dir}/.${full}.tmp.$$"` : ":",
             'if record_switch; then echo recorded; else echo "not recorded: $?"; fi'].join("\n")], { encoding: "utf8" });
         const state = () => stateRecords(dir);
@@ -889,7 +984,7 @@ describe("rotation: deploy script", () => {
         const ok = run("");
         assert.strictEqual(ok.stdout, "recorded\n", ok.stderr);
         assert.deepStrictEqual(state(), ["2\n", "new\n", "old\n"]);
-        assert.match(functionBody(s, "on_exit"), /if ! record_switch; then\n\s+warn "traffic already goes to slot \$NEW_SLOT \(\$REVISION\), but this server could not record it \(is the disk full\? df -h \$STATE_DIR\)[^"]*echo \$NEW_SLOT > \$STATE_DIR\/live-slot; echo \$REVISION > \$STATE_DIR\/live-revision"/);
+        assert.match(functionBody(s, "on_exit"), /if ! record_switch; then\n\s+warn "traffic already goes to slot \$NEW_SLOT \(\$REVISION\), but this server could not record it \(is the disk full\? df -h \$STATE_DIR\)[^\n]*echo \$NEW_SLOT > \$STATE_DIR\/\$LIVE_SLOT_FILE; echo \$REVISION > \$STATE_DIR\/\$LIVE_REVISION_FILE"/);
     });
 
     it("prunes to the newest keepReleases releases with a jar, keeps live, previous and the slots' whatever their age, and removes builds that did not finish", () => {
@@ -910,7 +1005,7 @@ describe("rotation: deploy script", () => {
         fs.writeFileSync(path.join(dir, "live-revision"), "r6\n");
         fs.writeFileSync(path.join(dir, "previous-revision"), "r1\n");
         const r = spawnSync("bash", ["-c", ["set -euo pipefail", `STATE_DIR=${dir} RELEASES_DIR=${releases} SLOTS_DIR=${slots} RELEASE_JAR=app.jar KEEP_RELEASES=2 REVISION=r6`,
-            oneLineFunction(s, "say"), ...["read_state", "slot_revision", "jar_is_zip", "release_built", "prune_releases"].map(fn => functionSource(s, fn)), "prune_releases"].join("\n")],
+            oneLineFunction(s, "say"), stateFileNames, ...["read_state", "slot_revision", "jar_is_zip", "release_built", "prune_releases"].map(fn => functionSource(s, fn)), "prune_releases"].join("\n")],
             { encoding: "utf8" });
         assert.strictEqual(r.status, 0, r.stderr);
         assert.deepStrictEqual(fs.readdirSync(releases).sort(), ["r1", "r5", "r6"],
@@ -1255,7 +1350,7 @@ describe("rotation: switch helper", () => {
     it("replaces one REDIRECT rule in place", () => {
         assert.match(h, /RULE=\(-p tcp -d 127\.0\.0\.1 --dport "\$PROXY_PORT"\)/);
         assert.match(h, /RULE\+=\(-j REDIRECT --to-ports "\$1"\)/);
-        assert.match(h, /ipt -R "\$CHAIN" 1 "\$\{RULE\[@\]\}"/);
+        assert.match(h, /ipt_change -R "\$CHAIN" 1 "\$\{RULE\[@\]\}"/);
         assert.match(h, /iptables -w 5 -t nat "\$@"/);
     });
 
@@ -1409,6 +1504,71 @@ print(" ".join(f"{k}={v}" for k, v in sorted(seen.items())))`]);
         assert.deepStrictEqual(spread(100), { 8002: 100 });
         assert.strictEqual(helperRun("clear", "shop-production").status, 0);
         assert.strictEqual(show(), "");
+    });
+
+    it("takes the live slot from the first rule without --probability, the one the kernel applies: a switch cut off between its two steps leaves a dead rule after it, which show ignores and the next change removes", () => {
+        const chain = "CZD-shop-production";
+        const rule = (port: number, probability?: string) => ["-p", "tcp", "-d", "127.0.0.1", "--dport", "8000",
+            ...(probability ? ["-m", "statistic", "--mode", "random", "--probability", probability] : []), "-j", "REDIRECT", "--to-ports", String(port)];
+        const nat = (...args: string[]) => {
+            const r = inNs(["iptables", "-w", "5", "-t", "nat", ...args]);
+            assert.strictEqual(r.status, 0, `iptables ${args.join(" ")}: ${r.stderr}`);
+            return r.stdout;
+        };
+        const chainRules = () => nat("-S", chain).split("\n").filter(l => l.startsWith("-A"));
+        try {
+            assert.strictEqual(helperRun("switch", "shop-production", "1").status, 0);
+            // A switch after a ramp replaces rule 1 with a rule to the new slot, then deletes rule 2: cut off between the two.
+            nat("-I", chain, "1", ...rule(8002));
+            assert.deepStrictEqual(spread(50), { 8002: 50 }, "the kernel sends everything to the first rule's slot");
+            assert.strictEqual(show(), "8002", "show names the slot the kernel sends traffic to");
+            // A probability rule after the live rule is never reached: no ramp.
+            nat("-A", chain, ...rule(8001, "0.30"));
+            assert.strictEqual(show(), "8002", "a probability rule after the live one is no ramp");
+
+            // A ramp to the other slot: the dead rules go, the ramp rule comes first, the live slot stays.
+            const ramp = helperRun("ramp", "shop-production", "1", "10");
+            assert.strictEqual(ramp.status, 0, ramp.stderr);
+            assert.match(ramp.stdout, /10 % of new connections go to slot 1 \(port 8001\), the rest to port 8002/);
+            assert.strictEqual(show(), "8002\nramp 8001 10");
+            assert.strictEqual(chainRules().length, 2, chainRules().join("\n"));
+
+            // The same cut-off switch again, now its end is done by the next switch.
+            nat("-I", chain, "1", ...rule(8001));
+            assert.strictEqual(show(), "8001");
+            const back = helperRun("switch", "shop-production", "2");
+            assert.strictEqual(back.status, 0, back.stderr);
+            assert.strictEqual(show(), "8002");
+            assert.deepStrictEqual(chainRules(), [`-A ${chain} -d 127.0.0.1/32 -p tcp -m tcp --dport 8000 -j REDIRECT --to-ports 8002`]);
+            assert.deepStrictEqual(spread(50), { 8002: 50 });
+        } finally {
+            helperRun("clear", "shop-production");
+        }
+    });
+
+    it("a read of the nat table that fails after it changed the rule says so (not 'nothing was changed') and how to look", () => {
+        const bin = path.join(dir, "late-busy-bin");
+        fs.mkdirSync(bin, { recursive: true });
+        // iptables as a shell function (the helper sets its own PATH): the real one, until a change
+        // has been made; reads after that fail as when another program holds the xtables lock.
+        const lateHelper = path.join(bin, "switch");
+        fs.writeFileSync(lateHelper, files.switchHelper.replace(/\nmain "\$@"\n$/, "\n") + `iptables() {
+    case " $* " in *" -S "*) if [ -e ${bin}/changed ]; then echo "Another app is currently holding the xtables lock. Stopped waiting after 5s." >&2; return 4; fi ;; esac
+    case " $* " in *" -A "* | *" -I "* | *" -R "* | *" -D "*) touch ${bin}/changed ;; esac
+    command iptables "$@"
+}
+main "$@"\n`);
+        try {
+            assert.strictEqual(helperRun("switch", "shop-production", "1").status, 0);
+            assert.strictEqual(helperRun("ramp", "shop-production", "2", "30").status, 0);
+            const r = inNs(["bash", lateHelper, "switch", "shop-production", "2"]);
+            assert.strictEqual(r.status, 1, r.stdout + r.stderr);
+            assert.doesNotMatch(r.stderr, /nothing was changed/);
+            assert.match(r.stderr, /cannot read iptables' nat table after this run changed the switch rule of shop-production, so where its traffic goes now is unknown \(the change was made; the check that it took effect was not\); look with: \S+ show shop-production, then run the same command again\. iptables said: Another app is currently holding the xtables lock/);
+            assert.strictEqual(show(), "8002", "the change was made: rule 1 sends everything to slot 2");
+        } finally {
+            helperRun("clear", "shop-production");
+        }
     });
 
     it("a connection a slot reset does not steer a new one from the same source port: switch and ramp set conntrack's CLOSE timeout to 0", () => {
@@ -1900,5 +2060,115 @@ describe("deploy script: Supervisor through its XML-RPC socket, against a real s
             input: "<member>\n<name>description</name>\n<value><string>a &lt;b&gt; &amp;amp; c</string></value>\n</member>\n", encoding: "utf8",
         });
         assert.strictEqual(r.stdout, "a <b> &amp; c\n");
+    });
+});
+
+describe("lib.sh: a Supervisor reread that fails stops the step and says why (a real supervisord)", function () {
+    this.timeout(30_000);
+    const group = ["[group:czdr]", "programs=czdr-1", "", "[program:czdr-1]", "command=sleep 300", "autostart=false", "startsecs=0", ""].join("\n");
+    let supervisord: Supervisord | undefined;
+    afterEach(async () => {
+        await supervisord?.stop();
+        supervisord = undefined;
+    });
+    /** apply_group_change czdr from the rendered library, against this supervisord (or a socket nothing answers on). */
+    const apply = (conf: string) => {
+        const code = ["STEP=test; set -euo pipefail", render("lib.sh", {}),
+            `supervisorctl() { command supervisorctl -c ${conf} "$@"; }`, "apply_group_change czdr", "echo applied"].join("\n");
+        return spawnSync("bash", ["-c", code], { encoding: "utf8", timeout: 20_000 });
+    };
+
+    it("a config file that does not parse, or a supervisord that does not answer: exit 1 with supervisorctl's own words and what to check", async () => {
+        supervisord = await startSupervisord("reread", group);
+        const fine = apply(supervisord.conf);
+        assert.strictEqual(fine.status, 0, fine.stdout + fine.stderr);
+        assert.match(fine.stdout, /applied\n$/);
+
+        fs.writeFileSync(path.join(supervisord.dir, "programs.conf"), "[program:czdr-broken]\n");
+        const broken = apply(supervisord.conf);
+        assert.strictEqual(broken.status, 1, broken.stdout + broken.stderr);
+        assert.doesNotMatch(broken.stdout, /applied/);
+        assert.match(broken.stderr, /^\[test\] error: supervisorctl reread failed, so Supervisor did not load the changed group czdr; it said: ERROR: CANT_REREAD: .*program section program:czdr-broken does not specify a command.*\. Check that supervisord runs \(systemctl status supervisor\) and that its config files parse/m);
+
+        const gone = path.join(supervisord.dir, "gone.conf");
+        fs.writeFileSync(gone, fs.readFileSync(supervisord.conf, "utf8").replace(/serverurl=unix:\/\/\S+/, `serverurl=unix://${supervisord.dir}/gone.sock`));
+        const down = apply(gone);
+        assert.strictEqual(down.status, 1, down.stdout + down.stderr);
+        assert.match(down.stderr, /^\[test\] error: supervisorctl reread failed, so Supervisor did not load the changed group czdr; it said: .*No such file or directory.*\. Check that supervisord runs/m);
+    });
+});
+
+describe("deploy script: the deploy lock (the rendered script, a real supervisord, the lock held with flock)", function () {
+    this.timeout(30_000);
+    const dir = tempDir("lock");
+    const base = layout("shop", "production", ports);
+    const sandbox = {
+        ...base, deployUser: "root", baseDir: dir, releasesDir: `${dir}/releases`, stateDir: `${dir}/state`, slotsDir: `${dir}/slots`,
+        lockFile: `${dir}/state/deploy.lock`, historyFile: `${dir}/state/history`, switchHelper: `${dir}/switch`,
+        programs: base.programs.map(p => ({ ...p, log: `${dir}/slot${p.slot}.log`, bootFlag: `${dir}/slot${p.slot}.boot`, settingsRequest: `${dir}/slot${p.slot}.request` })),
+    };
+    const programs = [`[group:${base.id}]`, `programs=${base.programs.map(p => p.name).join(",")}`,
+        ...base.programs.flatMap(p => ["", `[program:${p.name}]`, "command=sleep 300", "autostart=false", "startsecs=0"])].join("\n") + "\n";
+    let supervisord: Supervisord | undefined;
+    let holder: ReturnType<typeof spawn> | undefined;
+    before(async () => { supervisord = await startSupervisord("lock", programs); });
+    afterEach(() => {
+        if (holder?.pid && holder.exitCode === null && holder.signalCode === null) process.kill(holder.pid, "SIGKILL");
+        holder = undefined;
+    });
+    after(async () => { await supervisord?.stop(); });
+
+    /** Every file under the sandbox (the lock file aside), with its content or link target. */
+    const snapshot = () => {
+        const out: Record<string, string> = {};
+        const walk = (d: string) => {
+            for (const e of fs.readdirSync(d, { withFileTypes: true })) {
+                const f = path.join(d, e.name);
+                if (f === sandbox.lockFile || f === sandbox.historyFile) continue;
+                if (e.isSymbolicLink()) out[f] = `-> ${fs.readlinkSync(f)}`;
+                else if (e.isDirectory()) walk(f);
+                else out[f] = fs.readFileSync(f, "utf8");
+            }
+        };
+        walk(dir);
+        return out;
+    };
+
+    it("a deploy that cannot take the lock within lockTimeout ends with 'still held', naming the lock and the timeout, and changes nothing", async () => {
+        const script = renderRotationFiles(sandbox, { ...settings, lockTimeoutSeconds: 1 }).deployScript
+            .replace(/^readonly SUPERVISOR_SOCKET=".*"$/m, `readonly SUPERVISOR_SOCKET="${supervisord!.socket}"`);
+        const deploy = path.join(dir, "deploy");
+        fs.writeFileSync(deploy, script);
+        for (const d of ["releases/r1", "releases/r2", "state", "slots"]) fs.mkdirSync(path.join(dir, d), { recursive: true });
+        fs.writeFileSync(path.join(dir, "releases/r2/app.jar"), TINY_JAR);
+        fs.symlinkSync(`${dir}/releases/r1`, `${dir}/slots/1`);
+        fs.writeFileSync(`${dir}/state/live-slot`, "1\n");
+        fs.writeFileSync(`${dir}/state/live-revision`, "r1\n");
+        fs.writeFileSync(`${dir}/state/previous-revision`, "r0\n");
+        fs.writeFileSync(sandbox.lockFile, "");
+        fs.writeFileSync(sandbox.historyFile, "");
+        // The switch helper: any call is a change (or a read before the lock).
+        fs.writeFileSync(sandbox.switchHelper, `#!/bin/bash\necho "$*" >>${dir}/switch-calls\n`, { mode: 0o755 });
+        const before = snapshot();
+
+        // As the deploy script takes it: flock on a descriptor of the lock file.
+        holder = spawn("bash", ["-c", `exec 9<${sandbox.lockFile}; flock 9; echo held; exec sleep 60`], { stdio: ["ignore", "pipe", "inherit"] });
+        await new Promise<void>((resolve, reject) => {
+            holder!.stdout!.once("data", () => resolve());
+            holder!.once("exit", code => reject(new Error(`the lock holder exited (${code})`)));
+        });
+
+        const t0 = Date.now();
+        const r = spawnSync("bash", [deploy, "--revision", "r2"], { encoding: "utf8", timeout: 15_000 });
+        const seconds = (Date.now() - t0) / 1000;
+        assert.strictEqual(r.status, 1, r.stdout + r.stderr);
+        assert.ok(seconds >= 1 && seconds < 5, `waited lockTimeout (1 s), then ended: ${seconds} s`);
+        assert.match(r.stdout, /another deploy of production is running; waiting up to 1s for it/);
+        assert.strictEqual(r.stderr.split("\n").filter(Boolean).pop(),
+            `deploy of r2 to production failed: another deploy of production still held ${sandbox.lockFile} after 1s; try again when it has finished`);
+        assert.deepStrictEqual(snapshot(), before, "no state, slot link or release changed");
+        assert.ok(!fs.existsSync(`${dir}/switch-calls`), "the switch helper was not called");
+        for (const p of base.programs) assert.match(supervisord!.ctl("status", `${base.id}:${p.name}`), /STOPPED/, `${p.name} was not started`);
+        assert.match(fs.readFileSync(sandbox.historyFile, "utf8"), /\tr2\t-\tfailed:another deploy of production still held /, "the attempt is in the history");
     });
 });
