@@ -34,6 +34,16 @@ esac
 
 const get = (address: string) => httpGet(address, DOMAIN);
 
+/** `promise`'s value, or `otherwise` once `ms` passed first. */
+async function within<T, U>(promise: Promise<T>, ms: number, otherwise: U): Promise<T | U> {
+    let timer: NodeJS.Timeout | undefined;
+    try {
+        return await Promise.race([promise, new Promise<U>(r => (timer = setTimeout(() => r(otherwise), ms)))]);
+    } finally {
+        clearTimeout(timer);
+    }
+}
+
 describe("day-2 operations on a test host", function () {
     this.timeout(300_000);
     let server: Server;
@@ -151,18 +161,30 @@ describe("day-2 operations on a test host", function () {
         child.stdout.setEncoding("utf8").on("data", d => (stdout += d));
         child.stderr.setEncoding("utf8").on("data", d => (stderr += d));
         const exited = new Promise<number | null>(r => child.on("close", code => r(code)));
-        const deadline = Date.now() + 30_000;
-        while (stdout.split("\n").length < 4 && Date.now() < deadline) await new Promise(r => setTimeout(r, 100));
-        assert.ok(stdout.split("\n").length >= 4, `3 lines shown first: ${stdout}${stderr}`);
-        // A new line in the log arrives while following.
-        await server.sh(`echo ops-follow-marker >>${program(liveSlot).log}`);
-        while (!stdout.includes("ops-follow-marker") && Date.now() < deadline) await new Promise(r => setTimeout(r, 100));
-        assert.match(stdout, /ops-follow-marker/, "followed a line appended after the start");
-        assert.strictEqual(keyDirs().length, 1, "the key directory exists while following");
-        assert.ok(await server.sh("pgrep -u deploy -x tail || true"), "tail runs on the server");
-        // Ctrl-C in a terminal: SIGINT to the whole foreground process group (node and its ssh).
-        process.kill(-child.pid!, "SIGINT");
-        assert.strictEqual(await exited, 0, stderr);
+        try {
+            const deadline = Date.now() + 30_000;
+            while (stdout.split("\n").length < 4 && Date.now() < deadline) await new Promise(r => setTimeout(r, 100));
+            assert.ok(stdout.split("\n").length >= 4, `3 lines shown first: ${stdout}${stderr}`);
+            // A new line in the log arrives while following.
+            await server.sh(`echo ops-follow-marker >>${program(liveSlot).log}`);
+            while (!stdout.includes("ops-follow-marker") && Date.now() < deadline) await new Promise(r => setTimeout(r, 100));
+            assert.match(stdout, /ops-follow-marker/, "followed a line appended after the start");
+            assert.strictEqual(keyDirs().length, 1, "the key directory exists while following");
+            assert.ok(await server.sh("pgrep -u deploy -x tail || true"), "tail runs on the server");
+            // Ctrl-C in a terminal: SIGINT to the whole foreground process group (node and its ssh).
+            process.kill(-child.pid!, "SIGINT");
+            assert.strictEqual(await within(exited, 20_000, "still running 20 s after Ctrl-C"), 0, stderr);
+        } finally {
+            // Failed before its Ctrl-C, or did not end on it: end its whole process group by its pid.
+            if (child.exitCode === null && child.signalCode === null) {
+                try {
+                    process.kill(-child.pid!, "SIGKILL");
+                } catch {
+                    // already gone
+                }
+                await within(exited, 5_000, "gone");
+            }
+        }
         assert.match(stderr, /stopped following/);
         assert.strictEqual(await tailsLeft(), "", "no tail left on the server");
         assert.deepStrictEqual(keyDirs(), [], "the key directory is removed");

@@ -141,13 +141,17 @@ describe("host setup on a fresh Debian 12 server", function () {
     });
 
     it("the app user cannot log in", async () => {
+        // Its login shell is nologin, and its password locked.
         const entry = await server.sh(`getent passwd ${APP}`);
-        assert.match(entry.trim(), /:\/usr\/sbin\/nologin$/);
+        assert.strictEqual(entry.trim().split(":")[6], "/usr/sbin/nologin", entry);
         assert.match(await server.sh(`passwd -S ${APP}`), new RegExp(`^${APP} L `));
-        const login = await server.host.ssh("true", { user: APP, allowFail: true });
-        assert.notStrictEqual(login.code, 0);
-        const su = await server.host.ssh(`su - ${APP} -c true`, { user: "deploy", allowFail: true, input: "" });
-        assert.notStrictEqual(su.code, 0);
+        // Root needs no password for su, so what stops the login here is the shell alone
+        // (the deploy user, with a real shell, gets one the same way).
+        const su = await server.host.ssh(`su - ${APP} -c 'echo logged-in'`, { allowFail: true });
+        assert.notStrictEqual(su.code, 0, su.stdout);
+        assert.doesNotMatch(su.stdout, /logged-in/);
+        assert.match(su.stdout + su.stderr, /This account is currently not available/);
+        assert.strictEqual(await server.sh("su - deploy -c 'echo logged-in'"), "logged-in\n");
     });
 
     it("from outside, port 80 answers while the slot and nREPL ports do not, even when bound to all addresses", async () => {

@@ -19,9 +19,13 @@ const BETA_LAYOUT_PORTS = { proxy: 3100, slot1: 3101, slot2: 3102, nrepl1: 7101,
 const LIVE = layout("sample-app", "live", LIVE_PORTS);
 const BETA = layout("sample-app", "beta", BETA_LAYOUT_PORTS);
 
-/** What of live must not change while beta is deployed or destroyed: processes, files, switch rule. */
+/**
+ * What of live must not change while beta is deployed or destroyed: processes, files, switch rule.
+ * A reload keeps nginx's master but replaces its workers, so their pids show one.
+ */
 const LIVE_FINGERPRINT = [
     "echo nginx $(cat /run/nginx.pid) supervisord $(cat /var/run/supervisord.pid)",
+    "echo nginx workers $(pgrep -P $(cat /run/nginx.pid) | sort -n)",
     "supervisorctl pid sample-app-live:sample-app-live-1 sample-app-live:sample-app-live-2",
     `find ${LIVE.baseDir} ${LIVE.supervisorConf} ${LIVE.nginxSiteAvailable} ${LIVE.switchHelper} -type f -print0 | sort -z | xargs -0 sha256sum`,
     "iptables -t nat -S CZD-sample-app-live",
@@ -104,6 +108,7 @@ describe("live and beta on one server", function () {
 
     it("deploys beta 5 times (one failing) while live serves 0 failed requests and nothing of live changes", async () => {
         const before = await server.sh(LIVE_FINGERPRINT);
+        assert.match(before, /^nginx workers \d+/m, "nginx's workers are in the fingerprint");
         const broken = commitAppVersion(app, { version: "broken", fault: "health-500" });
         await underLoad(server, LIVE_DOMAIN, "live during 5 beta deploys", async () => {
             for (const [i, sha] of [commits.v1, commits.v2, broken, commits.v1, commits.v2].entries()) {
@@ -153,9 +158,10 @@ describe("live and beta on one server", function () {
 
     it("pulumi destroy of beta removes beta alone, with 0 failed requests on live and no reload of nginx", async () => {
         const before = await server.sh(LIVE_FINGERPRINT);
+        assert.match(before, /^nginx workers \d+/m, "nginx's workers are in the fingerprint");
         await underLoad(server, LIVE_DOMAIN, "live during beta's destroy", () =>
             destroy(betaResources, { statePath: betaState, log: () => undefined }));
-        assert.strictEqual(await server.sh(LIVE_FINGERPRINT), before, "live untouched; nginx not reloaded");
+        assert.strictEqual(await server.sh(LIVE_FINGERPRINT), before, "live untouched; nginx not reloaded (same master, same workers)");
         const gone = await betaPresence();
         assert.deepStrictEqual(gone.slice(0, 6), ["no-group", "no-beta-jvm", "no-dir", "no-site", "no-rule", "no-sudoers"]);
         assert.ok(Number(gone[6]) > 0, "beta's logs are kept, as documented");

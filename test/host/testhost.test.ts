@@ -5,7 +5,9 @@
 import { strict as assert } from "assert";
 import * as fs from "fs";
 import * as net from "net";
-import { run, startTestHost, TestHost } from "./testhost";
+import * as path from "path";
+import { tempDir } from "../support/tmp";
+import { run, SSH_OPTIONS, startTestHost, TestHost } from "./testhost";
 
 const log = (line: string) => console.log(`      ${line}`);
 
@@ -134,58 +136,86 @@ describe("test host", function () {
     describe("teardown", function () {
         it("stop() kills what ran inside, unmounts, removes netns and run dir", async function () {
             const host = await startTestHost({ name: "czd-t2", index: 202, log });
-            const marker = ["sleep", "987654"];
-            await host.ssh("setsid nohup sleep 987654 </dev/null >/dev/null 2>&1 &", { timeoutMs: 10_000 });
-            // a daemon started the way init.d scripts do (double fork, reparented to PID 1 of the box)
-            await host.ssh("(setsid sh -c 'sleep 987655 &' </dev/null >/dev/null 2>&1 &)", { timeoutMs: 10_000 });
-            assert.equal((await waitForPids(marker)).length, 1);
-            assert.equal((await waitForPids(["sleep", "987655"])).length, 1);
-            // The box's mounts live in its own mount namespace: visible inside, never on the host.
-            assert.match((await host.ssh("cat /proc/mounts")).stdout, /^devpts \/dev\/pts /m);
-            assert.deepEqual(mountsUnder(host.rootDir), []);
-            const runDir = host.rootDir.replace(/\/root$/, "");
+            try {
+                const marker = ["sleep", "987654"];
+                await host.ssh("setsid nohup sleep 987654 </dev/null >/dev/null 2>&1 &", { timeoutMs: 10_000 });
+                // a daemon started the way init.d scripts do (double fork, reparented to PID 1 of the box)
+                await host.ssh("(setsid sh -c 'sleep 987655 &' </dev/null >/dev/null 2>&1 &)", { timeoutMs: 10_000 });
+                assert.equal((await waitForPids(marker)).length, 1);
+                assert.equal((await waitForPids(["sleep", "987655"])).length, 1);
+                // The box's mounts live in its own mount namespace: visible inside, never on the host.
+                assert.match((await host.ssh("cat /proc/mounts")).stdout, /^devpts \/dev\/pts /m);
+                assert.deepEqual(mountsUnder(host.rootDir), []);
+                const runDir = host.rootDir.replace(/\/root$/, "");
 
-            await host.stop();
+                await host.stop();
 
-            assert.deepEqual(pidsWithCmdline(marker), []);
-            assert.deepEqual(pidsWithCmdline(["sleep", "987655"]), []);
-            assert.deepEqual(mountsUnder(runDir), []);
-            assert.equal(await netnsExists(host.namespace), false);
-            assert.equal(fs.existsSync(runDir), false);
-            assert.equal((await run(["ip", "link", "show", "czdv202h"])).code !== 0, true);
-            await host.stop(); // idempotent
+                assert.deepEqual(pidsWithCmdline(marker), []);
+                assert.deepEqual(pidsWithCmdline(["sleep", "987655"]), []);
+                assert.deepEqual(mountsUnder(runDir), []);
+                assert.equal(await netnsExists(host.namespace), false);
+                assert.equal(fs.existsSync(runDir), false);
+                assert.equal((await run(["ip", "link", "show", "czdv202h"])).code !== 0, true);
+                await host.stop(); // idempotent
+            } finally {
+                await host.stop(); // a no-op after the stop above; ends the host when an assertion before it failed
+            }
         });
 
         it("a start after a crashed run of the same name works", async function () {
             const first = await startTestHost({ name: "czd-t3", index: 203, log });
-            await first.ssh("setsid nohup sleep 987656 </dev/null >/dev/null 2>&1 &", { timeoutMs: 10_000 });
-            assert.equal((await waitForPids(["sleep", "987656"])).length, 1);
-            // Simulate a crash: the harness never calls stop(); its proxy keeps running.
-            const second = await startTestHost({ name: "czd-t3", index: 203, log });
+            let second: TestHost | undefined;
+            // The crashed run's key, kept before the second start replaces the run dir (and the key file in it).
+            const keyDir = tempDir("testhost-oldkey");
+            const oldKey = path.join(keyDir, "id_ed25519");
             try {
+                fs.writeFileSync(oldKey, first.privateKey, { mode: 0o600 });
+                await first.ssh("setsid nohup sleep 987656 </dev/null >/dev/null 2>&1 &", { timeoutMs: 10_000 });
+                assert.equal((await waitForPids(["sleep", "987656"])).length, 1);
+                // Simulate a crash: the harness never calls stop(); its proxy keeps running.
+                second = await startTestHost({ name: "czd-t3", index: 203, log });
                 assert.deepEqual(pidsWithCmdline(["sleep", "987656"]), [], "the crashed run's processes are gone");
                 const r = await second.ssh("cat /etc/debian_version; ls /tmp");
                 assert.match(r.stdout, /^12\./);
                 assert.notEqual(second.privateKey, first.privateKey);
-                // the old key no longer opens the box
-                const old = await run(["ssh", "-i", first.privateKeyPath, "-o", "BatchMode=yes", `root@${second.address}`, "true"]);
+                // the old key no longer opens the box: sshd itself refuses it (same options as the harness's ssh)
+                const old = await run(
+                    ["ssh", "-i", oldKey, "-o", "IdentitiesOnly=yes", "-p", "22", ...SSH_OPTIONS, "-o", "ConnectTimeout=5", `root@${second.address}`, "--", "true"],
+                    { timeoutMs: 20_000, env: { ...process.env, SSH_AUTH_SOCK: "" } },
+                );
                 assert.notEqual(old.code, 0);
-            } finally {
+                // sshd lists the methods it would take: publickey, and password (which BatchMode never tries)
+                assert.match(old.stderr, /Permission denied \(publickey[,)]/);
                 await second.stop();
+                assert.equal(await netnsExists(second.namespace), false);
+            } finally {
+                // second first: first.stop() runs `down czd-t3` too, which must not find the second run still up.
+                if (second) await second.stop();
+                await first.stop();
+                fs.rmSync(keyDir, { recursive: true, force: true });
             }
-            assert.equal(await netnsExists(second.namespace), false);
         });
 
         it("two hosts run at once on distinct indexes", async function () {
-            const [a, b] = await Promise.all([
+            const starts = await Promise.allSettled([
                 startTestHost({ name: "czd-live", index: 204, log }),
                 startTestHost({ name: "czd-spare", index: 205, log }),
             ]);
+            // Both stop, also when one start failed or an assertion did: allSettled waits for the other start.
+            const started = starts.flatMap(s => (s.status === "fulfilled" ? [s.value] : []));
+            let passed = false;
             try {
+                const failed = starts.flatMap(s => (s.status === "rejected" ? [s.reason] : []));
+                if (failed.length > 0) throw failed[0];
+                const [a, b] = started;
                 assert.equal((await a.ssh("hostname")).stdout.trim(), "czd-live");
                 assert.equal((await b.ssh("hostname")).stdout.trim(), "czd-spare");
+                passed = true;
             } finally {
-                await Promise.all([a.stop(), b.stop()]);
+                const stops = await Promise.allSettled(started.map(h => h.stop()));
+                const stopFailed = stops.find((s): s is PromiseRejectedResult => s.status === "rejected");
+                // A failed stop fails the test, without hiding an earlier failure.
+                if (passed && stopFailed) throw stopFailed.reason;
             }
         });
 
@@ -216,10 +246,14 @@ describe("test host", function () {
 
         it("refuses an index already used by another running host", async function () {
             const a = await startTestHost({ name: "czd-t4", index: 206, log });
+            const clash = startTestHost({ name: "czd-t5", index: 206 });
             try {
-                await assert.rejects(startTestHost({ name: "czd-t5", index: 206 }), /index 206 is in use/);
+                await assert.rejects(clash, /index 206 is in use/);
                 assert.equal((await a.ssh("true")).code, 0);
             } finally {
+                // Should the clash have started a host after all, it goes down too.
+                const b = await clash.catch(() => undefined);
+                if (b) await b.stop();
                 await a.stop();
             }
         });
