@@ -157,6 +157,35 @@ describe("gated rotation on a test host, under load", function () {
         });
     }
 
+    it("a pulumi up whose deploy failed for a passing reason (the deploy lock held) keeps its upload; the next pulumi up retries the deploy from it and then removes it", async () => {
+        const live = await liveVersion();
+        const sha = commitAppVersion(app, { version: "retried" });
+        const upload = `${LAYOUT.uploadsDir}/${sha}.tar`;
+        // Another deploy's lock, held by processes of this test: flock and its sleep, a process
+        // group of their own (setsid), ended by that group's id below.
+        const holder = (await server.sh(`setsid flock -x ${LAYOUT.lockFile} sleep 120 </dev/null >/dev/null 2>&1 & echo $!`)).trim();
+        assert.match(holder, /^\d+$/);
+        try {
+            await server.sh(`for _ in $(seq 50); do flock -n ${LAYOUT.lockFile} true || exit 0; sleep 0.1; done; exit 1`);
+            const failed = await server.up({ appRevision: sha, lockTimeout: "2" }, { throwOnError: false });
+            assert.strictEqual(failed.ok, false, "the deploy must fail while the lock is held");
+            const rotate = failed.resources.find(x => x.name.endsWith("-deploy-rotate"))!;
+            assert.match(rotate.stdout + rotate.stderr, /still held .* after 2s/);
+            assert.strictEqual(await liveVersion(), live, "the old version still serves");
+            assert.strictEqual((await server.sh(`test -s ${upload} && echo kept`)).trim(), "kept", "the upload is kept for the retry");
+        } finally {
+            await server.sh(`kill -- -${holder} 2>/dev/null; for _ in $(seq 50); do flock -n ${LAYOUT.lockFile} true && ! kill -0 -- -${holder} 2>/dev/null && exit 0; sleep 0.1; done; exit 1`);
+        }
+        const retried = await server.up({ appRevision: sha, lockTimeout: "2" });
+        const copies = retried.resources.filter(x => x.name.endsWith("-deploy-upload") && x.ran);
+        assert.deepStrictEqual(copies, [], "the retry copied nothing: it deployed from the kept upload");
+        assert.strictEqual(await liveVersion(), "retried");
+        assert.strictEqual(await server.sh(`ls -A ${LAYOUT.uploadsDir}`), "", "the upload is gone after the successful retry");
+        // Back to the version the later tests start from.
+        await server.up({ appRevision: commits[`v${live}`] });
+        assert.strictEqual(await liveVersion(), live);
+    });
+
     it("two deploys started together: one waits for the other, both succeed, never interleaved", async () => {
         const live = await liveVersion();
         const [first, second] = live === "1" ? [commits.v2, commits.v1] : [commits.v1, commits.v2];
