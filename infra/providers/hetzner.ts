@@ -52,7 +52,10 @@ export class HetznerHost extends pulumi.ComponentResource implements Host {
             labels: { "managed-by": "clj-zero-downtime" },
             // The cloud puts these keys on a server only when it creates it, so a change of key
             // would replace the server and lose everything on it; the setup manages the keys after.
-        }, { parent: this, ignoreChanges: ["sshKeys"] });
+            // A server name is unique in a Hetzner project: a replacement (a change of image or
+            // location, which the preview shows and `npm run up` asks about) can only be created
+            // once the old server is gone, not before as Pulumi otherwise does.
+        }, { parent: this, ignoreChanges: ["sshKeys"], deleteBeforeReplace: true });
         this.address = this.server.ipv4Address;
         this.ipv6Address = this.server.ipv6Address.apply(a => a ?? "");
         this.sshPort = settings.sshPort;

@@ -24,6 +24,8 @@ export interface RecordedResource {
     ignoreChanges: string[];
     /** The retainOnDelete option. */
     retainOnDelete: boolean;
+    /** The deleteBeforeReplace option (custom resources). */
+    deleteBeforeReplace: boolean;
 }
 
 export interface MockRun {
@@ -139,7 +141,8 @@ export async function runUnderMocks(program: () => any, opts: MockRunOptions): P
                 if (u.secret) secretInputs.push(k);
             }
             recorded.set(urn, { type: args.type, name: args.name, urn, inputs, dependsOn, parentUrn, secretInputs, ignoreChanges: args.opts.ignoreChanges ?? [],
-                retainOnDelete: args.opts.retainOnDelete ?? false });
+                retainOnDelete: args.opts.retainOnDelete ?? false,
+                deleteBeforeReplace: (args.opts as pulumi.CustomResourceOptions).deleteBeforeReplace ?? false });
         })();
         pending.push(record);
         return undefined;

@@ -87,6 +87,8 @@ describe("program resource graph", () => {
         assert.strictEqual(server.location, "fsn1");
         assert.deepStrictEqual(server.sshKeys, ["host-key-id"]);
         assert.deepStrictEqual(r.byName("host-server").ignoreChanges, ["sshKeys"], "a change of key must not replace the server");
+        assert.strictEqual(r.byName("host-server").deleteBeforeReplace, true,
+            "server names are unique in a Hetzner project: a replacement with the same name is created after the old server is deleted");
         assert.deepStrictEqual(server.firewallIds, [2002], "the firewall is attached");
         assert.deepStrictEqual(r.byName("host-firewall").inputs.rules, [
             { direction: "in", protocol: "tcp", port: "22", sourceIps: ["0.0.0.0/0", "::/0"] },
