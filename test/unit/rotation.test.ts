@@ -1890,6 +1890,10 @@ describe("deploy script: memory check", () => {
         assert.strictEqual(call("xmx_to_mb", "524288k"), "512");
         assert.strictEqual(call("xmx_to_mb", "1073741824"), "1024");
         assert.strictEqual(call("xmx_to_mb", ""), "512");
+        // Leading zeros: decimal, as the JVM reads them (bash arithmetic would take 0768 for octal and fail).
+        assert.strictEqual(call("xmx_to_mb", "0768m"), "768");
+        assert.strictEqual(call("xmx_to_mb", "08g"), "8192");
+        assert.strictEqual(call("xmx_to_mb", "0524288k"), "512");
     });
 
     it("carries the slots' JVM options and checks memory before building or starting anything", () => {
