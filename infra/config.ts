@@ -2,10 +2,10 @@
 // fails `pulumi preview` before any resource exists. `parseSettings` is pure
 // (plain strings in, typed settings or a list of errors out); `readConfig`
 // is the only function that touches pulumi.Config.
-import { createHash } from "crypto";
 import * as net from "net";
 import * as pulumi from "@pulumi/pulumi";
 import { DEPLOY_USER, layout, Ports } from "./names";
+import { inspectPrivateKey, publicKeyBlob, sha256Fingerprint } from "./providers/ssh-key";
 
 export const PROJECT = "clj-zero-downtime";
 
@@ -234,58 +234,6 @@ export function cidrProblem(cidr: string): string | undefined {
     return undefined;
 }
 
-/** `ssh-keygen -l`'s SHA256 fingerprint of a public key blob: public, safe to show. */
-function blobFingerprint(blob: Buffer): string {
-    return `SHA256:${createHash("sha256").update(blob).digest("base64").replace(/=+$/, "")}`;
-}
-
-/**
- * What the private key's text says about it, without ever returning any of it:
- * `encrypted` for a passphrase-protected key (OpenSSH with a cipher other than "none",
- * PEM with `Proc-Type: 4,ENCRYPTED`, PKCS#8 `ENCRYPTED PRIVATE KEY`); for an OpenSSH-format
- * key, the public key blobs stored (unencrypted) beside the private part; `damaged` for an
- * OpenSSH key whose data ends early. A body that is not OpenSSH key data at all is left to
- * the SSH connection to judge (`publicKeys` is then undefined).
- */
-export function inspectPrivateKey(key: string): { encrypted: boolean; damaged: boolean; publicKeys?: Buffer[] } {
-    if (/-----BEGIN ENCRYPTED PRIVATE KEY-----/.test(key) || /^Proc-Type:\s*4,ENCRYPTED\s*$/m.test(key)) {
-        return { encrypted: true, damaged: false };
-    }
-    const m = /-----BEGIN OPENSSH PRIVATE KEY-----([\s\S]*?)(-----END OPENSSH PRIVATE KEY-----|$)/.exec(key);
-    if (!m) return { encrypted: false, damaged: false };
-    const data = Buffer.from(m[1].replace(/\s+/g, ""), "base64");
-    const MAGIC = Buffer.from("openssh-key-v1\0", "latin1");
-    if (data.length < MAGIC.length || !data.subarray(0, MAGIC.length).equals(MAGIC)) return { encrypted: false, damaged: false };
-    // openssh-key-v1\0, string ciphername, string kdfname, string kdfoptions, uint32 N, N x string publickey, string private part.
-    let off = MAGIC.length;
-    const uint32 = (): number | undefined => {
-        if (off + 4 > data.length) return undefined;
-        const v = data.readUInt32BE(off);
-        off += 4;
-        return v;
-    };
-    const bytes = (): Buffer | undefined => {
-        const n = uint32();
-        if (n === undefined || off + n > data.length) return undefined;
-        const b = data.subarray(off, off + n);
-        off += n;
-        return b;
-    };
-    const cipher = bytes();
-    if (cipher === undefined) return { encrypted: false, damaged: true };
-    const encrypted = cipher.toString("latin1") !== "none";
-    if (bytes() === undefined || bytes() === undefined) return { encrypted, damaged: true };
-    const count = uint32();
-    if (count === undefined || count < 1 || count > 16) return { encrypted, damaged: true };
-    const publicKeys: Buffer[] = [];
-    for (let i = 0; i < count; i++) {
-        const blob = bytes();
-        if (blob === undefined) return { encrypted, damaged: true };
-        publicKeys.push(blob);
-    }
-    return { encrypted, damaged: false, publicKeys };
-}
-
 /**
  * Turns raw config into settings, or throws one ConfigError listing every problem:
  * each names the key, the bad value and what is allowed.
@@ -383,10 +331,10 @@ export function parseSettings(raw: RawConfig, stack: string, secretKeys: readonl
             problems.push(`${PROJECT}:sshPrivateKey is not valid: its OpenSSH key data ends early (a truncated copy?); set it again from the key file with ` +
                 `${setWith("sshPrivateKey", "~/.ssh/id_ed25519", true)}; the value is not shown because it is secret`);
         } else if (key.publicKeys && publicKeyLine) {
-            const publicBlob = Buffer.from(sshPublicKey.split(/\s+/)[1] ?? "", "base64");
+            const publicBlob = publicKeyBlob(sshPublicKey);
             if (!key.publicKeys.some(b => b.equals(publicBlob))) {
-                problems.push(`${PROJECT}:sshPrivateKey does not belong to sshPublicKey: the private key's public half is ${blobFingerprint(key.publicKeys[0])}, ` +
-                    `sshPublicKey is ${blobFingerprint(publicBlob)} (\`ssh-keygen -l -f <file>\` shows a key file's); set both from the same key pair ` +
+                problems.push(`${PROJECT}:sshPrivateKey does not belong to sshPublicKey: the private key's public half is ${sha256Fingerprint(key.publicKeys[0])}, ` +
+                    `sshPublicKey is ${sha256Fingerprint(publicBlob)} (\`ssh-keygen -l -f <file>\` shows a key file's); set both from the same key pair ` +
                     `(the value of sshPrivateKey is not shown because it is secret)`);
             }
         }
@@ -558,7 +506,7 @@ export function parseSettings(raw: RawConfig, stack: string, secretKeys: readonl
         sshPublicKey,
         sshAllowedCidrs,
         host,
-        sshUser: provider === "existing" ? sshUser : "root",
+        sshUser: setupUser,
         sshPort,
         appName,
         environment,
